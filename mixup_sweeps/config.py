@@ -1,0 +1,174 @@
+"""Typed config schemas, value checks, and the two derived views of a config: flat params and fingerprint.
+
+Hydra checks *types* and *keys* against these dataclasses at compose time; `validate` checks the *values*
+that a type cannot express (alpha > 0, epochs >= 1, ...) before anything is trained or recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(CompactHydraException):
+    """Bad config value: Hydra prints a compact one-line message and exits non-zero."""
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "fashion_mnist"
+    path: str | None = None
+    val_size: int = 2000
+    train_size: int | None = None
+    image_shape: list[int] = field(default_factory=lambda: [28, 28, 1])
+    num_classes: int = 10
+    download: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    conv_filters: list[int] = field(default_factory=lambda: [16, 32])
+    kernel_size: int = 5
+    dense_units: int = 128
+    dropout: float = 0.2
+    batch_norm: bool = False
+
+
+@dataclass
+class NoAugConfig:
+    name: str = "none"
+
+
+@dataclass
+class MixupConfig:
+    name: str = "mixup"
+    alpha: float = 0.2
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    shuffle_buffer: int = 6400
+    deterministic: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None
+    experiment: str = "mixup-fashion-mnist"
+    artifact_location: str | None = None
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    aug: Any = MISSING  # each option brings its own schema (none has no alpha)
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+
+
+AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig}
+
+# Keys that say where things go, not what is computed: left out of the run fingerprint.
+PLUMBING_PREFIXES = ("paths.", "tracking.")
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; the YAML files under conf/ extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for name, node in AUG_SCHEMAS.items():
+        cs.store(group="schema/aug", name=name, node=node)
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as `{"aug.alpha": 0.2, "seed": 0, ...}`: MLflow params and the fingerprint."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    assert isinstance(container, dict)
+    walk({k: v for k, v in container.items() if k != "hydra"}, "")
+    return flat
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of what a run computes (the resolved config without output paths and tracking settings)."""
+    flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(PLUMBING_PREFIXES)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"Invalid value {key}={value!r}: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values a type cannot rule out, with one line naming the key and what is allowed."""
+    try:
+        OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
+    except Exception as exc:  # an interpolation or env var that does not resolve
+        raise ConfigError(f"Config does not resolve: {exc}".splitlines()[0]) from None
+    aug_name = cfg.aug.get("name")
+    _require(aug_name in AUG_SCHEMAS, "aug.name", aug_name, f"one of {sorted(AUG_SCHEMAS)}")
+    if aug_name == "mixup":
+        alpha = cfg.aug.alpha
+        _require(math.isfinite(alpha) and alpha > 0, "aug.alpha", alpha, "must be a finite number > 0")
+    trainer = cfg.trainer
+    _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
+    _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
+    lr = trainer.learning_rate
+    _require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
+    _require(
+        trainer.shuffle_buffer >= 1, "trainer.shuffle_buffer", trainer.shuffle_buffer, "must be an integer >= 1"
+    )
+    dataset = cfg.dataset
+    _require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
+    _require(
+        dataset.train_size is None or dataset.train_size >= 1,
+        "dataset.train_size",
+        dataset.train_size,
+        "must be null (all) or an integer >= 1",
+    )
+    _require(dataset.num_classes >= 2, "dataset.num_classes", dataset.num_classes, "must be an integer >= 2")
+    _require(
+        len(dataset.image_shape) == 3 and all(d >= 1 for d in dataset.image_shape),
+        "dataset.image_shape",
+        list(dataset.image_shape),
+        "must be [height, width, channels]",
+    )
+    model = cfg.model
+    _require(
+        len(model.conv_filters) >= 1 and all(f >= 1 for f in model.conv_filters),
+        "model.conv_filters",
+        list(model.conv_filters),
+        "must be a non-empty list of integers >= 1",
+    )
+    _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
+    _require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
+    _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
+    _require(bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)")

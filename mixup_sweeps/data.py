@@ -1,0 +1,179 @@
+"""Fashion-MNIST from the four IDX files, read offline and checked, split as the Keras mixup example does.
+
+Run `python -m mixup_sweeps.data` to see where the data is found (exit 1 with instructions when it is not).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixup_sweeps.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+IDX_UBYTE_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
+IDX_UBYTE_LABELS = 0x00000801  # unsigned bytes, 1 dimension (count)
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+HOW_TO_GET = (
+    "install it with `apt-get install -y dataset-fashion-mnist` (Debian), "
+    "or put the four files in a directory and set dataset.path=DIR or FASHION_MNIST_DIR=DIR"
+)
+
+
+class DataError(ConfigError):
+    """Missing, truncated or corrupt data: one line naming the file, non-zero exit, nothing trained."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, (n, height, width, channels)
+    labels: np.ndarray  # uint8 class indices, (n,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FashionMnist:
+    train: Split
+    val: Split
+    test: Split
+    source_dir: Path
+    sha256: dict[str, str]  # file name -> sha256 of the .gz file
+
+
+def search_path(explicit: str | None = None) -> list[Path]:
+    """Where the data is looked for, in order. An explicit `dataset.path` is the only place looked."""
+    if explicit:
+        return [Path(explicit).expanduser()]
+    candidates = []
+    if os.environ.get("FASHION_MNIST_DIR"):
+        candidates.append(Path(os.environ["FASHION_MNIST_DIR"]).expanduser())
+    candidates += [Path.home() / ".keras" / "datasets" / "fashion-mnist", DEBIAN_DIR]
+    return candidates
+
+
+def _has_all_files(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in FILES.values())
+
+
+def find_data_dir(explicit: str | None = None, download: bool = False) -> Path:
+    """First directory on the search path that holds all four files; Keras's downloader as a last resort."""
+    candidates = search_path(explicit)
+    for directory in candidates:
+        if _has_all_files(directory):
+            return directory
+    if explicit:
+        missing = [n for n in FILES.values() if not (candidates[0] / n).is_file()]
+        raise DataError(f"dataset.path={explicit}: missing {', '.join(missing)}; {HOW_TO_GET}")
+    if download:
+        try:
+            from keras.datasets import fashion_mnist
+
+            fashion_mnist.load_data()  # writes ~/.keras/datasets/fashion-mnist/*.gz
+        except Exception as exc:
+            log.warning("Keras's downloader failed too: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        if _has_all_files(candidates[-2]):
+            return candidates[-2]
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(f"Fashion-MNIST not found (looked in {looked}{' and tried Keras download' if download else ''}); "
+                    f"{HOW_TO_GET}")
+
+
+def read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
+    """Decode one gzipped IDX file, checking magic number and size; returns (array, sha256 of the file)."""
+    blob = path.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    try:
+        raw = gzip.decompress(blob)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+        raise DataError(f"{path}: not an IDX file of this kind (magic {found!r}, expected {magic:#010x})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: header says {dims} = {expected} bytes of data, file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), digest
+
+
+def load(
+    path: str | None = None,
+    val_size: int = 2000,
+    train_size: int | None = None,
+    image_shape: tuple[int, int, int] = (28, 28, 1),
+    num_classes: int = 10,
+    download: bool = False,
+) -> FashionMnist:
+    """Load and check all four files; the first `val_size` training images become the validation set."""
+    directory = find_data_dir(path, download)
+    arrays, sha256 = {}, {}
+    for key, name in FILES.items():
+        magic = IDX_UBYTE_IMAGES if key.endswith("images") else IDX_UBYTE_LABELS
+        arrays[key], sha256[name] = read_idx(directory / name, magic)
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if len(images) != len(labels):
+            raise DataError(f"{directory / FILES[part + '_images']}: {len(images)} images but "
+                            f"{FILES[part + '_labels']} has {len(labels)} labels")
+        if tuple(images.shape[1:]) != tuple(image_shape[:2]):
+            raise DataError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, "
+                            f"dataset.image_shape says {list(image_shape)}")
+        if labels.size and labels.max() >= num_classes:
+            raise DataError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is not below "
+                            f"dataset.num_classes={num_classes}")
+    n_train = len(arrays["train_labels"])
+    if val_size >= n_train:
+        raise DataError(f"Invalid value dataset.val_size={val_size}: must be smaller than the {n_train} "
+                        f"training images in {directory}")
+    available = n_train - val_size
+    if train_size is not None and train_size > available:
+        raise DataError(f"Invalid value dataset.train_size={train_size}: at most {available} "
+                        f"({n_train} training images - dataset.val_size={val_size}), or null for all")
+    end = n_train if train_size is None else val_size + train_size
+
+    def split(images: np.ndarray, labels: np.ndarray, lo: int, hi: int | None) -> Split:
+        return Split(images[lo:hi].reshape(-1, *image_shape), labels[lo:hi])
+
+    return FashionMnist(
+        train=split(arrays["train_images"], arrays["train_labels"], val_size, end),
+        val=split(arrays["train_images"], arrays["train_labels"], 0, val_size),
+        test=split(arrays["test_images"], arrays["test_labels"], 0, None),
+        source_dir=directory,
+        sha256=sha256,
+    )
+
+
+def main() -> int:
+    """`python -m mixup_sweeps.data`: print where the data is, or how to get it (exit 1)."""
+    try:
+        print(find_data_dir())
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The CNNs of the `model` group, and the shared initial weights every comparable run starts from.
+
+Runs that differ only in augmentation must start from the same weights, or the comparison mixes the effect
+of mixup with the luck of the initialisation. The weights are created once per (model config, input shape,
+classes, seed), under a file lock, and written atomically; every later run loads the same bytes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import keras
+from keras import layers
+from omegaconf import DictConfig, OmegaConf
+
+
+def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """conv blocks -> dropout -> global average pooling -> dense -> softmax (seed_cnn is the seed's CNN)."""
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for filters in model_cfg.conv_filters:
+        k = model_cfg.kernel_size
+        if model_cfg.batch_norm:
+            x = layers.Conv2D(filters, (k, k), use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+        else:
+            x = layers.Conv2D(filters, (k, k), activation="relu")(x)
+        x = layers.MaxPooling2D(pool_size=(2, 2))(x)
+    x = layers.Dropout(model_cfg.dropout)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(model_cfg.dense_units, activation="relu")(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=model_cfg.name)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def initial_weights_path(
+    cache_dir: Path, model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> Path:
+    """One file per (model config, input shape, classes, seed); the name says which."""
+    key = json.dumps(
+        {"model": OmegaConf.to_container(model_cfg, resolve=True), "shape": list(input_shape), "classes": num_classes},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    shape = "x".join(str(d) for d in input_shape)
+    return Path(cache_dir) / f"{model_cfg.name}-{shape}-c{num_classes}-seed{seed}-{digest}.weights.h5"
+
+
+def shared_initial_weights(
+    cache_dir: Path, model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> Path:
+    """Return the initial-weights file, creating it first if no run has yet (safe across processes)."""
+    path = initial_weights_path(cache_dir, model_cfg, input_shape, num_classes, seed)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second job waits here, then finds the file
+        if not path.exists():
+            keras.utils.set_random_seed(seed)
+            model = build_model(model_cfg, input_shape, num_classes)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            model.save_weights(tmp)
+            os.replace(tmp, path)
+    return path

@@ -1,0 +1,55 @@
+"""The pictures logged with every run: what the network saw (samples.png) and how it learned (curves.png)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mixup_sweeps.data import CLASS_NAMES  # noqa: E402
+
+
+def soft_label_title(label: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> str:
+    """'0.73 Coat + 0.27 Bag': the classes with weight >= 0.01, largest first."""
+    order = [i for i in np.argsort(label)[::-1] if label[i] >= 0.01]
+    names = [class_names[i] if i < len(class_names) else str(i) for i in order]
+    return " + ".join(f"{label[i]:.2f} {name}" for i, name in zip(order, names))
+
+
+def save_samples(images: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """A 3x3 grid of training images after augmentation, titled with their soft labels (the seed's preview)."""
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9.5))
+    for ax, image, label in zip(axes.flat, images[:9], labels[:9]):
+        ax.imshow(image.squeeze(), cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_title(soft_label_title(label), fontsize=8)
+        ax.axis("off")
+    for ax in axes.flat[len(images[:9]) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, training and validation."""
+    epochs = np.arange(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = [h.get(prefix + metric, np.nan) for h in history]
+            ax.plot(epochs, values, style, label=prefix + metric)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,123 @@
+"""`python -m mixup_sweeps.run [-m] key=value ...`: one Hydra job = one tracked training run.
+
+Order of a job: check the config, load and check the data (bad input stops here, before anything is
+recorded), open the MLflow run, then shared initial weights -> augmentation preview -> training -> test ->
+artifacts. TensorFlow and MLflow are imported inside the job so that --help and --cfg stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from mixup_sweeps.config import register_configs, validate
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
+
+log = logging.getLogger("mixup_sweeps")
+register_configs()
+
+
+def run_job(cfg: DictConfig) -> float:
+    validate(cfg)
+    from mixup_sweeps import data as fashion_mnist
+
+    dataset = fashion_mnist.load(
+        path=cfg.dataset.path,
+        val_size=cfg.dataset.val_size,
+        train_size=cfg.dataset.train_size,
+        image_shape=tuple(cfg.dataset.image_shape),
+        num_classes=cfg.dataset.num_classes,
+        download=cfg.dataset.download,
+    )
+    from mixup_sweeps import tracking
+
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    client, experiment_id = tracking.connect(cfg.tracking)
+    parent, keys = None, None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        parent = tracking.find_sweep_parent(client, experiment_id, str(Path(hydra_cfg.sweep.dir).resolve()))
+        if parent is not None and "sweep_keys" in parent.data.tags:
+            keys = json.loads(parent.data.tags["sweep_keys"])
+    name = tracking.job_run_name(list(hydra_cfg.overrides.task), keys)
+    data_tags = {"dataset.dir": str(dataset.source_dir)}
+    data_tags.update({f"dataset.sha256.{file}": digest for file, digest in dataset.sha256.items()})
+    run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
+    log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
+    started = time.perf_counter()
+    try:
+        test_accuracy = _train_and_log(cfg, dataset, client, run_id, job_dir, output_dir, name)
+    except BaseException as exc:
+        tracking.end_failed_run(client, run_id, exc, job_dir)
+        log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
+        raise
+    log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started,
+             run_id)
+    return test_accuracy
+
+
+def _train_and_log(
+    cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, name: str
+) -> float:
+    import keras
+    import tensorflow as tf
+
+    from mixup_sweeps import augment, models, plots, tracking, train
+
+    keras.backend.clear_session()
+    client.set_tag(run_id, "keras_version", keras.__version__)
+    client.set_tag(run_id, "tensorflow_version", tf.__version__)
+    input_shape, num_classes = tuple(cfg.dataset.image_shape), cfg.dataset.num_classes
+    weights = models.shared_initial_weights(
+        output_dir / "initial_weights", cfg.model, input_shape, num_classes, cfg.seed
+    )
+    client.set_tag(run_id, "init_weights_sha256", models.sha256_file(weights))
+    client.log_artifact(run_id, str(weights), "initial_weights")
+
+    train.seed_everything(cfg.seed, cfg.trainer.deterministic)
+    preview = augment.training_stream(dataset.train, cfg.aug, 9, 64, num_classes)
+    images, labels = next(iter(preview))
+    client.log_artifact(run_id, str(plots.save_samples(images.numpy(), labels.numpy(), job_dir / "samples.png")))
+    resolved = job_dir / "config.yaml"
+    resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    client.log_artifact(run_id, str(resolved))
+    hydra_dir = job_dir / ".hydra"
+    if hydra_dir.is_dir():
+        client.log_artifacts(run_id, str(hydra_dir), "hydra")
+
+    result = train.train(cfg, dataset, weights, on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch))
+    tracking.log_metrics(
+        client,
+        run_id,
+        {
+            "test_loss": result.test_loss,
+            "test_accuracy": result.test_accuracy,
+            "train_images_per_second": result.train_images_per_second,
+        },
+        step=len(result.history),
+    )
+    client.log_artifact(run_id, str(plots.save_curves(result.history, job_dir / "curves.png", title=name)))
+    model_path = job_dir / "model.weights.h5"
+    result.model.save_weights(model_path)
+    client.log_artifact(run_id, str(model_path))
+    client.set_terminated(run_id, "FINISHED")
+    return result.test_accuracy
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()

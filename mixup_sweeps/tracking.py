@@ -1,0 +1,199 @@
+"""MLflow bookkeeping: the store and experiment, a sweep's parent run, and each job's child run.
+
+Everything goes through `MlflowClient` with explicit run ids (no fluent global state), so a run is always
+ended on purpose: FINISHED after its last artifact, FAILED (or KILLED on Ctrl-C) with its traceback otherwise.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import subprocess
+import traceback
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from mlflow.entities import Metric, Param, Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mixup_sweeps.config import PLUMBING_PREFIXES, config_fingerprint, flatten
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run
+SWEEP_DIR_TAG = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory
+NESTED_TAG = "mlflow.parentRunId"
+_PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+
+
+def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
+    """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new."""
+    client = MlflowClient(tracking_uri=tracking.uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        location = tracking.artifact_location
+        if location and "://" not in location:
+            location = Path(location).resolve().as_uri()
+        try:
+            return client, client.create_experiment(tracking.experiment, artifact_location=location)
+        except MlflowException:  # another job created it first
+            experiment = client.get_experiment_by_name(tracking.experiment)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return client, experiment.experiment_id
+
+
+def harness_git_commit() -> str | None:
+    """The commit of the harness code that ran, with '-dirty' when it had local changes; None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def sweep_keys(config: DictConfig) -> list[str]:
+    """Keys that vary across the sweep: command-line sweeps, hydra.sweeper.params and variants."""
+    overrides = list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params") or {}
+    parsed = OverridesParser.create().parse_overrides(overrides + [f"{k}={v}" for k, v in params.items()])
+    keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    for variant in config.hydra.sweeper.get("variants") or []:
+        keys += [o.get_key_element() for o in OverridesParser.create().parse_overrides(list(variant))]
+    return list(dict.fromkeys(keys))
+
+
+def find_sweep_parent(client: MlflowClient, experiment_id: str, sweep_dir: str) -> Run | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{PARENT_TAG} = 'true' and tags.{SWEEP_DIR_TAG} = '{sweep_dir}'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{NESTED_TAG}` = '{parent_run_id}'")
+
+
+class SweepParentCallback(Callback):
+    """Hydra callback: one parent run per multirun, created before any job starts, ended after the last.
+
+    It is ended FINISHED only when every child finished; a sweep that raised (a job failed) or was
+    interrupted ends it FAILED from an atexit hook, so the parent is never left RUNNING either.
+    """
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.experiment_id = ""
+        self.parent_run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        self.client, self.experiment_id = connect(config.tracking)
+        parent = find_sweep_parent(self.client, self.experiment_id, sweep_dir)
+        if parent is not None:  # the same sweep directory again: continue the same sweep
+            self.parent_run_id = parent.info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            sweep_id = parent.data.tags["sweep_id"]
+        else:
+            sweep_id = f"{Path(sweep_dir).name}-{uuid.uuid4().hex[:6]}"
+            tags = {
+                PARENT_TAG: "true",
+                SWEEP_DIR_TAG: sweep_dir,
+                "sweep_id": sweep_id,
+                "sweep_keys": json.dumps(sweep_keys(config)),
+                "sweep_overrides": " ".join(config.hydra.overrides.task),
+            }
+            if commit := harness_git_commit():
+                tags["git_commit"] = commit
+            run = self.client.create_run(self.experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+            self.parent_run_id = run.info.run_id
+        log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
+        atexit.register(self._finish, completed=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(completed=True)
+
+    def _finish(self, completed: bool) -> None:
+        if self.client is None or self.parent_run_id is None:
+            return
+        client, run_id, self.parent_run_id = self.client, self.parent_run_id, None
+        children = child_runs(client, self.experiment_id, run_id)
+        counts = Counter(r.info.status for r in children)
+        ok = completed and set(counts) <= {"FINISHED"}
+        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
+        log.info("sweep parent run %s ended %s: %s", run_id, "FINISHED" if ok else "FAILED", summary)
+        for run in children:
+            if run.info.status != "FINISHED":
+                log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get("error", "")[:200])
+
+
+def job_run_name(overrides: list[str], keys: list[str] | None) -> str:
+    """`aug=mixup,aug.alpha=0.2`: the job's own overrides (only the swept keys when known), no paths."""
+    chosen = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if (keys is None or key in keys) and not key.startswith(PLUMBING_PREFIXES):
+            chosen.append(override)
+    return ",".join(chosen) or "defaults"
+
+
+def start_job_run(
+    client: MlflowClient,
+    experiment_id: str,
+    cfg: DictConfig,
+    run_name: str,
+    parent: Run | None,
+    tags: dict[str, str],
+) -> str:
+    """Create the job's run (nested under the sweep parent if any) with all params and static tags."""
+    all_tags = {"config_fingerprint": config_fingerprint(cfg), **tags}
+    if commit := harness_git_commit():
+        all_tags["git_commit"] = commit
+    if parent is not None:
+        all_tags[NESTED_TAG] = parent.info.run_id
+        all_tags["sweep_id"] = parent.data.tags.get("sweep_id", "")
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+    params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
+    for i in range(0, len(params), _PARAM_BATCH):
+        client.log_batch(run_id, params=params[i : i + _PARAM_BATCH])
+    return run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from time import time
+
+    now = int(time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def end_failed_run(client: MlflowClient, run_id: str, exc: BaseException, job_dir: Path) -> None:
+    """Record why a run died (traceback.txt + error tag) and end it FAILED, or KILLED on Ctrl-C."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        path = job_dir / "traceback.txt"
+        path.write_text(text)
+        client.log_artifact(run_id, str(path))
+        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        client.set_tag(run_id, "failure_reason", reason)
+    finally:
+        client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

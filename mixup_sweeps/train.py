@@ -1,0 +1,108 @@
+"""Train one model from the shared initial weights and evaluate it on the test set."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from mixup_sweeps import augment, models
+from mixup_sweeps.data import FashionMnist
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; TerminateOnNaN stopped training."""
+
+    reason = "nan_loss"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic (slower)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Per-epoch loss/accuracy/val_* plus wall time, handed to `hook(epoch, metrics)` with epochs from 1."""
+
+    def __init__(self, hook: EpochHook) -> None:
+        super().__init__()
+        self.hook = hook
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_end: float | None = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._train_end is None:  # validation starts: the training part of the epoch is over
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self.train_seconds += (self._train_end or now) - self._epoch_start
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        metrics["epoch_seconds"] = now - self._epoch_start
+        self.history.append(metrics)
+        self.hook(epoch + 1, metrics)
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: list[dict[str, float]]
+    test_loss: float
+    test_accuracy: float
+    train_images_per_second: float
+
+
+def train(cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: EpochHook) -> TrainResult:
+    """Fit cfg.model on the cfg.aug stream for cfg.trainer.epochs, then evaluate on the test split."""
+    trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
+    input_shape = tuple(cfg.dataset.image_shape)
+    model = models.build_model(cfg.model, input_shape, num_classes)
+    model.load_weights(initial_weights)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=trainer.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    train_ds = augment.training_stream(data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes)
+    val_ds = augment.evaluation_stream(data.val, trainer.batch_size, num_classes)
+    epoch_metrics = EpochMetrics(on_epoch)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=trainer.epochs,
+        shuffle=False,  # the stream reshuffles itself every epoch
+        callbacks=[keras.callbacks.TerminateOnNaN(), epoch_metrics],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    finite = [math.isfinite(h.get("loss", math.nan)) for h in epoch_metrics.history]
+    if len(finite) < trainer.epochs or not all(finite):
+        epoch = finite.index(False) + 1 if False in finite else len(finite) + 1
+        raise TrainingDiverged(
+            f"loss became NaN/inf in epoch {epoch} of {trainer.epochs} (trainer.learning_rate={trainer.learning_rate})"
+        )
+    test_loss, test_accuracy = model.evaluate(
+        augment.evaluation_stream(data.test, trainer.batch_size, num_classes), verbose=0
+    )
+    images = len(data.train) * trainer.epochs
+    return TrainResult(
+        model=model,
+        history=epoch_metrics.history,
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        train_images_per_second=images / max(epoch_metrics.train_seconds, 1e-9),
+    )
