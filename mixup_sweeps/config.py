@@ -143,9 +143,7 @@ def validate(cfg: DictConfig) -> None:
     _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
     lr = trainer.learning_rate
     _require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
-    _require(
-        trainer.shuffle_buffer >= 1, "trainer.shuffle_buffer", trainer.shuffle_buffer, "must be an integer >= 1"
-    )
+    _require(trainer.shuffle_buffer >= 1, "trainer.shuffle_buffer", trainer.shuffle_buffer, "must be an integer >= 1")
     dataset = cfg.dataset
     _require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
     _require(
@@ -171,4 +169,6 @@ def validate(cfg: DictConfig) -> None:
     _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
     _require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
     _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
-    _require(bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)")
+    _require(
+        bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)"
+    )

@@ -94,8 +94,9 @@ def find_data_dir(explicit: str | None = None, download: bool = False) -> Path:
         if _has_all_files(candidates[-2]):
             return candidates[-2]
     looked = ", ".join(str(c) for c in candidates)
-    raise DataError(f"Fashion-MNIST not found (looked in {looked}{' and tried Keras download' if download else ''}); "
-                    f"{HOW_TO_GET}")
+    raise DataError(
+        f"Fashion-MNIST not found (looked in {looked}{' and tried Keras download' if download else ''}); {HOW_TO_GET}"
+    )
 
 
 def read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
@@ -135,22 +136,32 @@ def load(
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if len(images) != len(labels):
-            raise DataError(f"{directory / FILES[part + '_images']}: {len(images)} images but "
-                            f"{FILES[part + '_labels']} has {len(labels)} labels")
+            raise DataError(
+                f"{directory / FILES[part + '_images']}: {len(images)} images but "
+                f"{FILES[part + '_labels']} has {len(labels)} labels"
+            )
         if tuple(images.shape[1:]) != tuple(image_shape[:2]):
-            raise DataError(f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, "
-                            f"dataset.image_shape says {list(image_shape)}")
+            raise DataError(
+                f"{directory / FILES[part + '_images']}: images are {images.shape[1:]}, "
+                f"dataset.image_shape says {list(image_shape)}"
+            )
         if labels.size and labels.max() >= num_classes:
-            raise DataError(f"{directory / FILES[part + '_labels']}: label {labels.max()} is not below "
-                            f"dataset.num_classes={num_classes}")
+            raise DataError(
+                f"{directory / FILES[part + '_labels']}: label {labels.max()} is not below "
+                f"dataset.num_classes={num_classes}"
+            )
     n_train = len(arrays["train_labels"])
     if val_size >= n_train:
-        raise DataError(f"Invalid value dataset.val_size={val_size}: must be smaller than the {n_train} "
-                        f"training images in {directory}")
+        raise DataError(
+            f"Invalid value dataset.val_size={val_size}: must be smaller than the {n_train} "
+            f"training images in {directory}"
+        )
     available = n_train - val_size
     if train_size is not None and train_size > available:
-        raise DataError(f"Invalid value dataset.train_size={train_size}: at most {available} "
-                        f"({n_train} training images - dataset.val_size={val_size}), or null for all")
+        raise DataError(
+            f"Invalid value dataset.train_size={train_size}: at most {available} "
+            f"({n_train} training images - dataset.val_size={val_size}), or null for all"
+        )
     end = n_train if train_size is None else val_size + train_size
 
     def split(images: np.ndarray, labels: np.ndarray, lo: int, hi: int | None) -> Split:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import register_configs, validate
+from mixup_sweeps.config import ConfigError, register_configs, validate
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
@@ -61,14 +62,13 @@ def run_job(cfg: DictConfig) -> float:
         tracking.end_failed_run(client, run_id, exc, job_dir)
         log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
         raise
-    log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started,
-             run_id)
+    log.info(
+        "done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started, run_id
+    )
     return test_accuracy
 
 
-def _train_and_log(
-    cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, name: str
-) -> float:
+def _train_and_log(cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, name: str) -> float:
     import keras
     import tensorflow as tf
 
@@ -95,7 +95,9 @@ def _train_and_log(
     if hydra_dir.is_dir():
         client.log_artifacts(run_id, str(hydra_dir), "hydra")
 
-    result = train.train(cfg, dataset, weights, on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch))
+    result = train.train(
+        cfg, dataset, weights, on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch)
+    )
     tracking.log_metrics(
         client,
         run_id,
@@ -116,7 +118,13 @@ def _train_and_log(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    return run_job(cfg)
+    try:
+        return run_job(cfg)
+    except ConfigError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records this job as failed and the sweep goes on
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

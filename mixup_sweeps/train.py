@@ -52,7 +52,9 @@ class EpochMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         self.train_seconds += (self._train_end or now) - self._epoch_start
-        metrics = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        metrics = {
+            k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
+        }
         metrics["epoch_seconds"] = now - self._epoch_start
         self.history.append(metrics)
         self.hook(epoch + 1, metrics)

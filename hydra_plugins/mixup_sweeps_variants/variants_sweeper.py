@@ -30,9 +30,7 @@ def _key(override: str) -> str:
 
 
 class VariantsSweeper(BasicSweeper):
-    def __init__(
-        self, max_batch_size: int | None, params: dict[str, str] | None = None, variants: Any = ()
-    ) -> None:
+    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None, variants: Any = ()) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.variants = [list(v) for v in variants] or [[]]
 

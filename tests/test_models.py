@@ -1,0 +1,72 @@
+"""The seed CNN is the seed's, and runs with the same key start from byte-identical initial weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+from omegaconf import OmegaConf
+
+from mixup_sweeps import models
+from tests.conftest import ROOT, compose_config
+
+
+def test_seed_cnn_is_exactly_the_keras_example():
+    model = models.build_model(compose_config().model, (28, 28, 1), 10)
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == [
+        "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Dropout", "GlobalAveragePooling2D", "Dense", "Dense",
+    ]  # fmt: skip
+    # 5x5x1x16+16, 5x5x16x32+32, 32x128+128, 128x10+10
+    assert model.count_params() == 416 + 12832 + 4224 + 1290
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_wide_cnn_has_batch_norm():
+    model = models.build_model(compose_config(["model=wide_cnn"]).model, (28, 28, 1), 10)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+
+
+def test_same_key_same_bytes_other_seed_other_bytes(tmp_path):
+    cfg = compose_config().model
+    first = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    digest = models.sha256_file(first)
+    again = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    assert again == first and models.sha256_file(again) == digest
+    other_seed = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=1)
+    assert other_seed != first and models.sha256_file(other_seed) != digest
+    wider = OmegaConf.merge(cfg, {"dense_units": 256})
+    assert models.shared_initial_weights(tmp_path, wider, (28, 28, 1), 10, seed=0) != first
+
+
+def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
+    cfg = compose_config().model
+    path = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=3)
+    a = models.build_model(cfg, (28, 28, 1), 10)
+    b = models.build_model(cfg, (28, 28, 1), 10)
+    a.load_weights(path)
+    b.load_weights(path)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        assert (wa == wb).all()
+
+
+CREATE = """
+import sys
+from mixup_sweeps import models
+from tests.conftest import compose_config
+path = models.shared_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
+print(models.sha256_file(path))
+"""
+
+
+def test_two_processes_starting_at_once_create_one_file(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CREATE, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    digests = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(digests) == 1
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert len(files) == 1 and files[0].endswith(".weights.h5")  # no temp file left behind

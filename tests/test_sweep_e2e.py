@@ -1,0 +1,142 @@
+"""End to end through the real CLI: Hydra multirun on real Fashion-MNIST into a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import mlflow_runs, run_cli
+
+pytestmark = pytest.mark.slow
+QUICK = ["dataset.train_size=512", "trainer.epochs=2"]
+EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+
+
+def split_parent(runs):
+    parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
+    children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def alpha_sweep(tmp_path_factory, real_data_dir):
+    out = tmp_path_factory.mktemp("alpha_sweep")
+    result = run_cli("-m", "aug.alpha=0.1,0.2,0.4", *QUICK, f"paths.output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(out)
+    return out, client, runs, result
+
+
+def test_parent_and_three_finished_children(alpha_sweep):
+    _, _, runs, _ = alpha_sweep
+    parents, children = split_parent(runs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.data.tags["sweep_id"] for r in children} == {parent.data.tags["sweep_id"]}
+    assert sorted(r.info.run_name for r in children) == ["aug.alpha=0.1", "aug.alpha=0.2", "aug.alpha=0.4"]
+
+
+def test_params_are_the_flattened_config(alpha_sweep):
+    _, _, runs, _ = alpha_sweep
+    _, children = split_parent(runs)
+    assert sorted(float(r.data.params["aug.alpha"]) for r in children) == [0.1, 0.2, 0.4]
+    for run in children:
+        params = run.data.params
+        assert params["aug.name"] == "mixup" and params["trainer.epochs"] == "2" and params["seed"] == "0"
+        assert params["dataset.train_size"] == "512" and params["model.name"] == "seed_cnn"
+        assert params["trainer.batch_size"] == "64" and params["dataset.val_size"] == "2000"
+
+
+def test_metrics_per_epoch_and_at_the_end(alpha_sweep):
+    _, client, runs, _ = alpha_sweep
+    _, children = split_parent(runs)
+    for run in children:
+        for key in EPOCH_METRICS:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == [1, 2], key
+        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0 and run.data.metrics["test_loss"] > 0
+        assert run.data.metrics["train_images_per_second"] > 0
+        assert run.data.metrics["test_accuracy"] > 0.15  # 2 epochs on 512 images beat chance (0.10)
+
+
+def test_artifacts_and_tags(alpha_sweep):
+    _, client, runs, _ = alpha_sweep
+    _, children = split_parent(runs)
+    for run in children:
+        top = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "samples.png", "curves.png", "model.weights.h5", "hydra", "initial_weights"} <= top
+        hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+        assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= hydra_files
+        local = client.download_artifacts(run.info.run_id, "samples.png")
+        assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        tags = run.data.tags
+        assert tags["keras_version"].startswith("3.") and tags["tensorflow_version"].startswith("2.")
+        assert len(tags["git_commit"]) >= 40 and tags["dataset.dir"]
+        assert len(tags["dataset.sha256.train-images-idx3-ubyte.gz"]) == 64
+    assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1  # same start for every alpha
+    assert len({r.data.tags["config_fingerprint"] for r in children}) == 3
+
+
+def test_everything_written_under_output_dir(alpha_sweep):
+    out, _, _, _ = alpha_sweep
+    assert (out / "mlflow.db").is_file() and (out / "mlartifacts").is_dir()
+    assert len(list((out / "initial_weights").glob("*.weights.h5"))) == 1
+    assert len(list((out / "multirun").glob("*/*/samples.png"))) == 3
+
+
+def test_one_line_per_job_start_and_end(alpha_sweep):
+    *_, result = alpha_sweep
+    log = result.stdout + result.stderr
+    assert log.count("] - start aug.alpha=") == 3
+    assert log.count("] - done aug.alpha=") == 3 and "test_accuracy=" in log
+
+
+def test_failing_job_ends_failed_with_traceback_and_the_sweep_goes_on(tmp_path, real_data_dir):
+    # 1e30 makes the loss NaN within a few steps: TerminateOnNaN stops it and the run must end FAILED.
+    result = run_cli(
+        "-m", "aug=none", "trainer.learning_rate=1e30,0.001", *QUICK, f"paths.output_dir={tmp_path}"
+    )
+    assert result.returncode != 0
+    client, runs = mlflow_runs(tmp_path)
+    parents, children = split_parent(runs)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    status = {r.data.params["trainer.learning_rate"]: r for r in children}
+    assert status["1e+30"].info.status == "FAILED" and status["0.001"].info.status == "FINISHED"
+    failed = status["1e+30"]
+    assert failed.data.tags["failure_reason"] == "nan_loss" and "NaN" in failed.data.tags["error"]
+    text = open(client.download_artifacts(failed.info.run_id, "traceback.txt")).read()
+    assert "Traceback" in text and "TrainingDiverged" in text
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(tmp_path, real_data_dir):
+    result = run_cli(
+        "-m", "experiment=default_sweep", "seed=0,1", "dataset.train_size=256", "trainer.epochs=1",
+        f"paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = mlflow_runs(tmp_path)
+    parents, children = split_parent(runs)
+    assert len(parents) == 1 and len(children) == 8
+    assert all(r.info.status == "FINISHED" for r in runs)
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(
+        f"seed={s},{v}" for s in (0, 1) for v in ("aug=none", *(f"aug=mixup,aug.alpha={a}" for a in (0.1, 0.2, 0.4)))
+    )
+    baseline = [r for r in children if r.data.params["aug.name"] == "none"]
+    assert len(baseline) == 2 and all("aug.alpha" not in r.data.params for r in baseline)
+    by_seed = {}
+    for run in children:
+        by_seed.setdefault(run.data.params["seed"], set()).add(run.data.tags["init_weights_sha256"])
+    assert all(len(shas) == 1 for shas in by_seed.values())  # same seed: byte-identical start
+    assert by_seed["0"] != by_seed["1"]  # another seed: other weights
+
+
+def test_single_run_has_no_parent(tmp_path, real_data_dir):
+    result = run_cli("dataset.train_size=256", "trainer.epochs=1", "aug=none", f"paths.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in runs[0].data.tags and "sweep_id" not in runs[0].data.tags
+    assert runs[0].info.run_name == "aug=none"
