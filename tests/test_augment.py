@@ -47,7 +47,8 @@ def test_mix_up_is_a_convex_combination_with_the_same_lambda_on_labels():
     differ = np.argmax(y1, 1) != np.argmax(y2, 1)
     lam = y[np.arange(256), np.argmax(y1, 1)]
     np.testing.assert_allclose(
-        x[differ], lam[differ, None, None, None] * x1[differ] + (1 - lam[differ, None, None, None]) * x2[differ],
+        x[differ],
+        lam[differ, None, None, None] * x1[differ] + (1 - lam[differ, None, None, None]) * x2[differ],
         atol=1e-5,
     )
     assert np.all(x >= np.minimum(x1, x2) - 1e-6) and np.all(x <= np.maximum(x1, x2) + 1e-6)
