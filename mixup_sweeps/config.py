@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -97,6 +99,20 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     for name, node in AUG_SCHEMAS.items():
         cs.store(group="schema/aug", name=name, node=node)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def load_config(output_dir: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/ outside a Hydra job (tests, the report): the same defaults a job gets."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={Path(output_dir).resolve()}", *overrides])
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

@@ -10,24 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.config import register_configs
+from mixup_sweeps.config import CONF_DIR, load_config
 from mixup_sweeps.data import FILES, DataError, find_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 EXPERIMENT = "mixup-fashion-mnist"
 
 
 def compose_config(overrides: list[str] | None = None, output_dir: str = "/tmp/mixup-sweeps-test"):
     """The config a job would get (without Hydra's runtime section), composed from the real conf/."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={output_dir}", *(overrides or [])])
+    return load_config(output_dir, overrides or [])
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 
-from tests.conftest import mlflow_runs, run_cli
+from tests.conftest import ROOT, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = ["dataset.train_size=512", "trainer.epochs=2"]
@@ -107,13 +112,19 @@ def test_failing_job_ends_failed_with_traceback_and_the_sweep_goes_on(tmp_path, 
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(tmp_path, real_data_dir):
+@pytest.fixture(scope="module")
+def default_sweep(tmp_path_factory, real_data_dir):
+    out = tmp_path_factory.mktemp("default_sweep")
     result = run_cli(
         "-m", "experiment=default_sweep", "seed=0,1", "dataset.train_size=256", "trainer.epochs=1",
-        f"paths.output_dir={tmp_path}",
+        f"paths.output_dir={out}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    _, runs = mlflow_runs(tmp_path)
+    return out
+
+
+def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(default_sweep):
+    _, runs = mlflow_runs(default_sweep)
     parents, children = split_parent(runs)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -128,6 +139,36 @@ def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(tmp_path
         by_seed.setdefault(run.data.params["seed"], set()).add(run.data.tags["init_weights_sha256"])
     assert all(len(shas) == 1 for shas in by_seed.values())  # same seed: byte-identical start
     assert by_seed["0"] != by_seed["1"]  # another seed: other weights
+
+
+def test_report_numbers_equal_those_from_the_client(default_sweep):
+    result = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(default_sweep)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(default_sweep)
+    parents, children = split_parent(runs)
+    sweep_id = parents[0].data.tags["sweep_id"]
+    out = default_sweep / "reports" / sweep_id
+    assert str(out) in result.stdout
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and (summary["n"] == 2).all()
+    accuracy = {(r.data.params["aug.name"], r.data.params.get("aug.alpha"), r.data.params["seed"]):
+                r.data.metrics["test_accuracy"] for r in children}  # fmt: skip
+    for _, row in summary.iterrows():
+        alpha = None if pd.isna(row.get("aug.alpha")) else f"{row['aug.alpha']:g}"
+        values = [accuracy[(row["aug.name"], alpha, seed)] for seed in ("0", "1")]
+        assert row["test_accuracy_mean"] == pytest.approx(statistics.mean(values))
+        assert row["test_accuracy_std"] == pytest.approx(statistics.stdev(values))
+        if row["aug.name"] == "mixup":
+            deltas = [accuracy[("mixup", alpha, s)] - accuracy[("none", None, s)] for s in ("0", "1")]
+            assert row["delta_vs_baseline"] == pytest.approx(statistics.mean(deltas))
+            assert row["delta_pairs"] == 2
+    for name in ("summary.csv", "runs.csv", "report.md", "report.html", "accuracy_vs_alpha.png", "learning_curves.png"):
+        assert (out / name).is_file(), name
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/report.html" in logged and "report/summary.csv" in logged
 
 
 def test_single_run_has_no_parent(tmp_path, real_data_dir):

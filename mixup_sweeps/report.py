@@ -1,0 +1,404 @@
+"""`python -m mixup_sweeps.report`: a sweep's MLflow runs as comparison tables and plots.
+
+Groups are the config keys that vary across the runs; `seed` is the replicate axis, never a group key. Each
+group gets mean, std and a Student-t 95 % interval over its runs, and each augmented group the *paired*
+difference to its baseline (`aug=none` with the same other keys) over the seeds both have. Runs of different
+datasets or models land in separate tables and are never averaged together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mixup_sweeps.config import PLUMBING_PREFIXES, load_config
+
+SEED = "seed"
+TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
+BASELINE = "none"
+PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")
+
+
+class ReportError(Exception):
+    """Nothing to report (no experiment, sweep or finished run): a message and exit code 2."""
+
+
+@dataclass
+class RunSet:
+    runs: pd.DataFrame  # one row per FINISHED run: run_id, run_name, params (plain keys), metrics
+    params: list[str]  # which columns of `runs` are config params
+    left_out: dict[str, int]  # status -> count of runs not FINISHED
+    label: str  # sweep id or "all"
+    experiment_id: str
+    parent_run_id: str | None
+
+
+def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, std, low, high) with a Student-t interval; std and the interval are NaN for fewer than 2 values."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * std / math.sqrt(len(x))
+    return mean, std, mean - half, mean + half
+
+
+# --- reading the store ---------------------------------------------------------------------------------
+def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ReportError(f"No experiment {experiment!r} in {tracking_uri}: run a sweep first")
+    mlflow.set_tracking_uri(tracking_uri)
+    df = mlflow.search_runs([exp.experiment_id], max_results=1_000_000)
+    if df.empty:
+        raise ReportError(f"No runs in experiment {experiment!r} ({tracking_uri})")
+    for column in ("tags.sweep_parent", "tags.sweep_id"):
+        if column not in df:
+            df[column] = None
+    is_parent = df["tags.sweep_parent"] == "true"
+    parents, runs = df[is_parent], df[~is_parent]
+    parent_run_id = None
+    if sweep == "all":
+        label = "all"
+    else:
+        if sweep == "latest":
+            if parents.empty:
+                raise ReportError(f"No sweep in experiment {experiment!r}: run one with -m, or use --sweep all")
+            parent = parents.sort_values("start_time").iloc[-1]
+        else:
+            matching = parents[parents["tags.sweep_id"] == sweep]
+            if matching.empty:
+                known = ", ".join(parents.sort_values("start_time")["tags.sweep_id"].dropna().tail(5)) or "none"
+                raise ReportError(f"No sweep {sweep!r} in experiment {experiment!r} (latest sweeps: {known})")
+            parent = matching.iloc[-1]
+        label, parent_run_id = parent["tags.sweep_id"], parent["run_id"]
+        runs = runs[runs["tags.sweep_id"] == label]
+    left_out = runs.loc[runs["status"] != "FINISHED", "status"].value_counts().to_dict()
+    finished = runs[runs["status"] == "FINISHED"]
+    if finished.empty:
+        raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
+    params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
+    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    converted = pd.to_numeric(column, errors="coerce")
+    return converted if converted.notna().sum() == column.notna().sum() else column
+
+
+def tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Plain column names: params as their config keys (numbers parsed), metrics by name."""
+    out = pd.DataFrame({"run_id": df["run_id"].values, "run_name": df.get("tags.mlflow.runName", df["run_id"]).values})
+    for column in df.columns:
+        if column.startswith("params."):
+            out[column[len("params.") :]] = _numeric_if_possible(df[column]).values
+        elif column.startswith("metrics."):
+            out[column[len("metrics.") :]] = df[column].values
+    return out
+
+
+def metric_histories(tracking_uri: str, run_ids: Sequence[str], key: str) -> pd.DataFrame:
+    """Long table (run_id, step, value) of one metric for many runs: one query per 500 runs on SQL stores."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    store = client._tracking_client.store
+    rows: list[tuple[str, int, float]] = []
+    if hasattr(store, "get_metric_history_bulk"):
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            for m in store.get_metric_history_bulk(chunk, key, max_results=len(chunk) * 10_000):
+                rows.append((m.run_id, m.step, m.value))
+    else:  # REST store: one request per run, a few at a time
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for run_id, history in zip(run_ids, pool.map(lambda r: client.get_metric_history(r, key), run_ids)):
+                rows += [(run_id, m.step, m.value) for m in history]
+    return pd.DataFrame(rows, columns=["run_id", "step", "value"])
+
+
+# --- the numbers -----------------------------------------------------------------------------------------
+def group_keys(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
+    """Config keys whose value differs between runs (missing counts as a value), minus seed and plumbing."""
+    varying = [
+        k for k in params
+        if k != SEED and not k.startswith(PLUMBING_PREFIXES) and runs[k].nunique(dropna=False) > 1
+    ]  # fmt: skip
+    return [k for k in TABLE_KEYS if k in runs] + [k for k in varying if k not in TABLE_KEYS]
+
+
+def _matches(frame: pd.DataFrame, row: pd.Series | dict, keys: Iterable[str]) -> pd.Series:
+    """Rows of `frame` whose values equal `row`'s for every key (a missing value matches a missing one)."""
+    mask = pd.Series(True, index=frame.index)
+    for k in keys:
+        mask &= frame[k].isna() if _missing(row[k]) else (frame[k] == row[k])
+    return mask
+
+
+def _label(keys: Sequence[str], values: Sequence) -> str:
+    shown = [f"{k}={v}" for k, v in zip(keys, values) if k not in TABLE_KEYS and not _missing(v)]
+    return ",".join(shown) or "all runs"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def summarize(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, epoch_seconds: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: n, test accuracy/loss statistics, best mean val accuracy, and delta vs baseline."""
+    rows = []
+    grouped = runs.groupby(keys, dropna=False, sort=True) if keys else [((), runs)]
+    for values, group in grouped:
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(keys, values))
+        row["group"] = _label(keys, values)
+        row["n"] = len(group)
+        for metric in ("test_accuracy", "test_loss"):
+            mean, std, lo, hi = t_interval(group[metric])
+            row.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_ci_low": lo, f"{metric}_ci_high": hi})
+        mean_curve = curves[curves["run_id"].isin(group["run_id"])].groupby("step")["value"].mean()
+        row["best_val_accuracy"] = float(mean_curve.max()) if len(mean_curve) else math.nan
+        row["best_val_epoch"] = int(mean_curve.idxmax()) if len(mean_curve) else None
+        row["mean_epoch_seconds"] = float(
+            epoch_seconds.loc[epoch_seconds["run_id"].isin(group["run_id"]), "value"].mean()
+        )
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    if "aug.name" in keys:  # baselines first in every table
+        summary = summary.iloc[summary["aug.name"].ne(BASELINE).argsort(kind="stable")].reset_index(drop=True)
+    return add_paired_deltas(summary, runs, keys)
+
+
+def add_paired_deltas(summary: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean paired difference of test accuracy to the baseline over shared seeds, with its t-interval."""
+    for column in ("delta_vs_baseline", "delta_ci_low", "delta_ci_high"):
+        summary[column] = math.nan
+    summary["delta_pairs"] = 0
+    summary["significant"] = None
+    if "aug.name" not in runs or SEED not in runs:
+        return summary
+    other = [k for k in keys if not k.startswith("aug.")]
+    for i, row in summary.iterrows():
+        aug_name = row["aug.name"] if "aug.name" in keys else runs["aug.name"].iloc[0]
+        if aug_name == BASELINE:
+            continue
+        treated = runs[_matches(runs, row, keys)].groupby(SEED)["test_accuracy"].mean()
+        baseline = runs[_matches(runs, row, other) & (runs["aug.name"] == BASELINE)]
+        diffs = (treated - baseline.groupby(SEED)["test_accuracy"].mean()).dropna()
+        if diffs.empty:
+            continue
+        mean, _, lo, hi = t_interval(diffs)
+        summary.loc[i, ["delta_vs_baseline", "delta_ci_low", "delta_ci_high", "delta_pairs"]] = [
+            mean,
+            lo,
+            hi,
+            len(diffs),
+        ]
+        summary.loc[i, "significant"] = None if math.isnan(lo) else bool(lo > 0 or hi < 0)
+    return summary
+
+
+# --- the pictures ----------------------------------------------------------------------------------------
+def _tables(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    keys = [k for k in TABLE_KEYS if k in frame]
+    if not keys:
+        return [((), frame)]
+    return [(k if isinstance(k, tuple) else (k,), g) for k, g in frame.groupby(keys, dropna=False, sort=True)]
+
+
+def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = _tables(summary)
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
+    for ax, (table, rows) in zip(axes[0], tables):
+        base = rows[rows.get("aug.name", pd.Series(index=rows.index, dtype=object)) == BASELINE]
+        for _, b in base.iterrows():
+            ax.axhline(b["test_accuracy_mean"], color="gray", lw=1)
+            if not math.isnan(b["test_accuracy_ci_low"]):
+                ax.axhspan(b["test_accuracy_ci_low"], b["test_accuracy_ci_high"], color="gray", alpha=0.2)
+            ax.plot([], [], color="gray", label=f"baseline {b['group']} (mean, 95% CI)")
+        mixed = rows.drop(base.index)
+        if "aug.alpha" in mixed and mixed["aug.alpha"].notna().any():
+            extra = [k for k in summary.columns if k in rows and k not in ("aug.alpha", *TABLE_KEYS) and "." in k]
+            extra = [k for k in extra if rows[k].nunique(dropna=False) > 1 and not k.startswith("aug.name")]
+            lines = mixed.groupby(extra, dropna=False) if extra else [((), mixed)]
+            for key, line in lines:
+                line = line.dropna(subset=["aug.alpha"]).sort_values("aug.alpha")
+                err = np.vstack([line["test_accuracy_mean"] - line["test_accuracy_ci_low"],
+                                 line["test_accuracy_ci_high"] - line["test_accuracy_mean"]])  # fmt: skip
+                label = ",".join(f"{k}={v}" for k, v in zip(extra, key if isinstance(key, tuple) else (key,)))
+                ax.errorbar(line["aug.alpha"], line["test_accuracy_mean"], yerr=np.nan_to_num(err), marker="o",
+                            capsize=4, label=f"mixup {label}".strip())  # fmt: skip
+            alphas = sorted(mixed["aug.alpha"].dropna().unique())
+            ax.set_xscale("log")
+            ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+            ax.minorticks_off()
+        ax.set_xlabel("aug.alpha")
+        ax.set_ylabel("test accuracy (mean, 95% CI)")
+        ax.set_title(" / ".join(str(t) for t in table))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merged = curves.merge(runs[["run_id", *keys]], on="run_id")
+    tables = _tables(merged)
+    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
+    for ax, (table, rows) in zip(axes[0], tables):
+        groups = rows.groupby(keys, dropna=False, sort=True) if keys else [((), rows)]
+        for values, group in groups:
+            values = values if isinstance(values, tuple) else (values,)
+            mean = group.groupby("step")["value"].mean()
+            ax.plot(mean.index, mean.values, marker=".", label=_label(keys, values))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val_accuracy (mean over seeds)")
+        ax.set_title(" / ".join(str(t) for t in table))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --- the documents ---------------------------------------------------------------------------------------
+def _fmt(value, digits: int = 4) -> str:
+    if _missing(value):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as people read it: mean ± std, [CI], delta vs baseline and whether its CI excludes 0."""
+    out = pd.DataFrame({"group": summary["group"], "n": summary["n"]})
+    out["test acc"] = [
+        f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])
+    ]
+    out["95% CI"] = [
+        "n/a" if _missing(lo) else f"[{lo:.4f}, {hi:.4f}]"
+        for lo, hi in zip(summary["test_accuracy_ci_low"], summary["test_accuracy_ci_high"])
+    ]
+    out["test loss"] = [_fmt(v) for v in summary["test_loss_mean"]]
+    out["best val acc (epoch)"] = [
+        f"{_fmt(v)} ({e})" for v, e in zip(summary["best_val_accuracy"], summary["best_val_epoch"])
+    ]
+    out["s/epoch"] = [_fmt(v, 2) for v in summary["mean_epoch_seconds"]]
+    out["Δ acc vs baseline (pairs)"] = [
+        "" if _missing(d) else f"{d:+.4f} ({n})" for d, n in zip(summary["delta_vs_baseline"], summary["delta_pairs"])
+    ]
+    out["Δ 95% CI"] = [
+        "" if _missing(d) else ("n/a" if _missing(lo) else f"[{lo:+.4f}, {hi:+.4f}]")
+        for d, lo, hi in zip(summary["delta_vs_baseline"], summary["delta_ci_low"], summary["delta_ci_high"])
+    ]
+    out["CI excludes 0"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant"]]
+    return out
+
+
+def write_report(run_set: RunSet, tracking_uri: str, experiment: str, out: Path) -> dict[str, Path]:
+    runs = run_set.runs
+    keys = group_keys(runs, run_set.params)
+    curves = metric_histories(tracking_uri, list(runs["run_id"]), "val_accuracy")
+    seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
+    summary = summarize(runs, keys, curves, seconds)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
+    summary.to_csv(files["summary.csv"], index=False)
+    run_columns = ["run_id", "run_name", *keys, *([SEED] if SEED in runs else [])]
+    metric_columns = [c for c in ("test_accuracy", "test_loss", "val_accuracy", "train_images_per_second") if c in runs]
+    table = runs[run_columns + metric_columns].copy()
+    table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
+    table.sort_values([*keys, *([SEED] if SEED in runs else [])]).to_csv(files["runs.csv"], index=False)
+    plot_accuracy_vs_alpha(summary, files["accuracy_vs_alpha.png"])
+    plot_learning_curves(runs, keys, curves, files["learning_curves.png"])
+
+    left = ", ".join(f"{n} {s}" for s, n in sorted(run_set.left_out.items())) or "none"
+    header = [
+        f"Experiment `{experiment}`, sweep `{run_set.label}`, store `{tracking_uri}`.",
+        f"{len(runs)} FINISHED runs; left out (not FINISHED): {left}. "
+        f"Grouped by: {', '.join(keys) or 'nothing varies'}; replicates: `{SEED}`. "
+        "CI: Student t, 95 %; Δ: paired over seeds present in both.",
+    ]
+    md = [f"# Report: {run_set.label}", "", *header, ""]
+    html = [f"<h1>Report: {run_set.label}</h1>", *(f"<p>{line}</p>" for line in header)]
+    for table_key, rows in _tables(summary):
+        title = " / ".join(f"{k}={v}" for k, v in zip(TABLE_KEYS, table_key)) or "all runs"
+        shown = display_table(rows)
+        md += [f"## {title}", "", shown.to_markdown(index=False), ""]
+        html += [f"<h2>{title}</h2>", shown.to_html(index=False, border=0)]
+    for name in PLOTS:
+        md += [f"![{name}]({name})", ""]
+        encoded = base64.b64encode(files[name].read_bytes()).decode()
+        html.append(f'<p><img alt="{name}" src="data:image/png;base64,{encoded}"></p>')
+    files["report.md"].write_text("\n".join(md))
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
+    )
+    files["report.html"].write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Report {run_set.label}</title>"
+        f"<style>{style}</style></head><body>{''.join(html)}</body></html>"
+    )
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixup_sweeps.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", default="latest", help="a sweep_id, 'latest' (default) or 'all'")
+    parser.add_argument("--output-dir", default="outputs", help="the harness's paths.output_dir (default: outputs)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of the config)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: tracking.uri of the config)")
+    parser.add_argument("--out", help="report directory (default: <output-dir>/reports/<sweep_id or all>)")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.output_dir)
+    tracking_uri = args.tracking_uri or cfg.tracking.uri
+    experiment = args.experiment or cfg.tracking.experiment
+    try:
+        run_set = fetch_runs(tracking_uri, experiment, args.sweep)
+    except ReportError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
+    files = write_report(run_set, tracking_uri, experiment, out)
+    if run_set.parent_run_id:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_set.parent_run_id, str(out), "report")
+    print(files["report.md"].read_text().split("\n![", 1)[0])
+    print(f"Report of {run_set.label!r} written to {out}/ ({', '.join(sorted(p.name for p in files.values()))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
