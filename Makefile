@@ -1,12 +1,22 @@
-# One command each on a fresh machine: `make run` (the default sweep) and `make test` (what CI runs).
-# Both are idempotent: the venv is rebuilt only when pyproject.toml changes, the data installed only if missing.
+# One command each on a fresh machine: `make run` (the default sweep + its report) and `make test` (what CI
+# runs). Both are idempotent: the venv is rebuilt only when pyproject.toml changes, Debian packages
+# (the data, Chromium for the UI test) are installed only when missing.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data run test lint clean
+# $(call apt_install,PACKAGE): as root or with password-less sudo; otherwise it says what to install.
+apt_install = if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian package $(1)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo "Installing Debian package $(1) (sudo)"; \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else echo "Please install the Debian package $(1): apt-get install $(1)"; fi
+
+.PHONY: setup data browser run report test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,23 +26,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Fashion-MNIST from Debian's dataset-fashion-mnist when it is nowhere on the search path.
+# Fashion-MNIST: found on the search path, or Debian's dataset-fashion-mnist.
 data: setup
-	@if ! $(PY) -m mixup_sweeps.data >/dev/null 2>&1; then \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing Debian package dataset-fashion-mnist"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    echo "Installing Debian package dataset-fashion-mnist (sudo)"; \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	  fi; \
-	fi
+	@$(PY) -m mixup_sweeps.data >/dev/null 2>&1 || { $(call apt_install,dataset-fashion-mnist); }
 	@$(PY) -m mixup_sweeps.data
 
-run: data
-	$(PY) -m mixup_sweeps.run -m experiment=default_sweep
+# Debian's Chromium for the MLflow UI test (Playwright drives it; it downloads no browser).
+browser:
+	@[ -x /usr/bin/chromium ] || { $(call apt_install,chromium); }
+	@[ -x /usr/bin/chromium ]
 
-test: data
+run: data
+	$(PY) -m mixup_sweeps.run -m experiment=default_sweep; status=$$?; \
+	$(PY) -m mixup_sweeps.report; exit $$status
+
+report: setup
+	$(PY) -m mixup_sweeps.report
+
+test: data browser
 	$(PY) -m pytest
 
 lint: setup

@@ -42,7 +42,9 @@ def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
         if location and "://" not in location:
             location = Path(location).resolve().as_uri()
         try:
-            return client, client.create_experiment(tracking.experiment, artifact_location=location)
+            # the experiment kind makes the MLflow UI open it as "Training runs", not as a GenAI experiment
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=tags)
         except MlflowException:  # another job created it first
             experiment = client.get_experiment_by_name(tracking.experiment)
             if experiment is None:
