@@ -85,6 +85,22 @@ def main() -> None:
     print(f"wall seconds (whole CLI, {args.repeat} runs): min {min(times):.2f}, max {max(times):.2f}  "
           f"| target <= {TARGET_SECONDS:.0f} s: {'met' if max(times) <= TARGET_SECONDS else 'NOT met'}")  # fmt: skip
 
+    # Reference: reading the same runs the plain way, with mlflow.search_runs, vs the report's reader.
+    import mlflow
+
+    from mixup_sweeps import report
+
+    mlflow.set_tracking_uri(uri)
+    experiment_id = MlflowClient(uri).get_experiment_by_name(EXPERIMENT).experiment_id
+    started = time.perf_counter()
+    reference = mlflow.search_runs([experiment_id], max_results=1_000_000)
+    search_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    ours = report.runs_frame(MlflowClient(uri), experiment_id)
+    ours_seconds = time.perf_counter() - started
+    print(f"reading {len(reference)} runs: mlflow.search_runs {search_seconds:.2f} s | report.runs_frame "
+          f"{ours_seconds:.2f} s ({len(ours)} runs)")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

@@ -175,8 +175,12 @@ def start_job_run(
         all_tags["sweep_id"] = parent.data.tags.get("sweep_id", "")
     run_id = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
     params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
-    for i in range(0, len(params), _PARAM_BATCH):
-        client.log_batch(run_id, params=params[i : i + _PARAM_BATCH])
+    try:
+        for i in range(0, len(params), _PARAM_BATCH):
+            client.log_batch(run_id, params=params[i : i + _PARAM_BATCH])
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
     return run_id
 
 

@@ -30,6 +30,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # a previous job of the same sweep process may have turned it on; TF has no public switch back
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
 
 
 class EpochMetrics(keras.callbacks.Callback):

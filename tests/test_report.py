@@ -139,3 +139,22 @@ def test_no_runs_is_a_message_and_exit_code_2(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "Error: No experiment" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sql_fast_path_reads_the_same_as_the_client(known_store):
+    uri, client, exp_id, _ = known_store
+    engine = report._sql_engine(client)
+    assert engine is not None
+    fast = report._sql_runs_frame(engine, exp_id).set_index("run_id").sort_index()
+    slow = report._client_runs_frame(client, exp_id).set_index("run_id").sort_index()
+    assert len(fast) == len(slow) == 11  # 9 finished + 1 failed + the parent
+    assert sorted(fast.columns) == sorted(slow.columns)
+    for column in slow.columns:
+        if column.startswith("metrics.") or column == "start_time":
+            pd.testing.assert_series_equal(fast[column].astype(float), slow[column].astype(float), check_names=False)
+        else:
+            assert fast[column].fillna("<na>").equals(slow[column].fillna("<na>")), column
+    run_ids = list(slow.index)
+    fast_curves = report.metric_histories(uri, run_ids, "val_accuracy").sort_values(["run_id", "step"])
+    expected = [(r, m.step, m.value) for r in sorted(run_ids) for m in client.get_metric_history(r, "val_accuracy")]
+    assert [tuple(row) for row in fast_curves.itertuples(index=False)] == sorted(expected)
