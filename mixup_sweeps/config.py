@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
+import sys
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
@@ -85,16 +90,30 @@ class Config:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    resume: bool = True  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
 
 
 AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig}
+_GROUP_TYPES = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "trainer": TrainerConfig,
+    "tracking": TrackingConfig,
+    "paths": PathsConfig,
+}
 
-# Keys that say where things go, not what is computed: left out of the run fingerprint.
-PLUMBING_PREFIXES = ("paths.", "tracking.")
+# Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
+PLUMBING_PREFIXES = ("paths.", "tracking.", "resume")
+
+
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
 
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; the YAML files under conf/ extend them."""
+    # ${cwd:} = the directory the command was started in. Hydra's ${hydra:runtime.cwd} cannot be used for
+    # paths.output_dir: the sweep directory is resolved before Hydra sets its runtime config in a multirun.
+    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in AUG_SCHEMAS.items():
@@ -115,9 +134,25 @@ def load_config(output_dir: str | Path, overrides: Sequence[str] = ()) -> DictCo
         return compose("config", overrides=[f"paths.output_dir={Path(output_dir).resolve()}", *overrides])
 
 
+def recordable(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers, except that a value read from an environment variable
+    (`${oc.env:...}`) stays that interpolation text: variables can hold secrets, and the store must not."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+
+    def mask(node: Any, raw_node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: mask(v, raw_node.get(k) if isinstance(raw_node, dict) else None) for k, v in node.items()}
+        if isinstance(raw_node, str) and _ENV_INTERPOLATION.search(raw_node):
+            return raw_node
+        return node
+
+    assert isinstance(resolved, dict)
+    return mask({k: v for k, v in resolved.items() if k != "hydra"}, raw)
+
+
 def flatten(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as `{"aug.alpha": 0.2, "seed": 0, ...}`: MLflow params and the fingerprint."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    """`recordable(cfg)` as `{"aug.alpha": 0.2, "seed": 0, ...}`: the MLflow params, and the fingerprint's input."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -127,8 +162,7 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
         else:
             flat[prefix[:-1]] = node
 
-    assert isinstance(container, dict)
-    walk({k: v for k, v in container.items() if k != "hydra"}, "")
+    walk(recordable(cfg), "")
     return flat
 
 
@@ -138,9 +172,47 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class OutputDirCheck(Callback):
+    """Hydra callback: stop with one line, before Hydra creates its directories, if paths.output_dir is unusable.
+
+    It exits itself because Hydra turns exceptions raised in callbacks into warnings.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        output_dir = Path(str(config.paths.output_dir))
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=output_dir):
+                pass
+        except OSError as exc:
+            print(f"Error: paths.output_dir={output_dir} is not a writable directory ({exc.strerror})", file=sys.stderr)
+            sys.exit(2)
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"Invalid value {key}={value!r}: {allowed}")
+
+
+def _reject_unknown_keys(cfg: DictConfig, aug_schema: type) -> None:
+    """Hydra lets `+group.key=value` add keys even to a typed group; a key no code reads is a typo."""
+    schemas = {"": Config, "aug": aug_schema, **_GROUP_TYPES}
+    for prefix, schema in schemas.items():
+        node = cfg if prefix == "" else cfg.get(prefix)
+        if not isinstance(node, DictConfig):
+            continue
+        allowed = {f.name for f in fields(schema)}
+        for key in node.keys():
+            if key not in allowed and key != "hydra":
+                full = f"{prefix}.{key}" if prefix else str(key)
+                raise ConfigError(f"Unknown key {full}: allowed {prefix or 'top-level'} keys are {sorted(allowed)}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -151,6 +223,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"Config does not resolve: {exc}".splitlines()[0]) from None
     aug_name = cfg.aug.get("name")
     _require(aug_name in AUG_SCHEMAS, "aug.name", aug_name, f"one of {sorted(AUG_SCHEMAS)}")
+    _reject_unknown_keys(cfg, AUG_SCHEMAS[aug_name])
     if aug_name == "mixup":
         alpha = cfg.aug.alpha
         _require(math.isfinite(alpha) and alpha > 0, "aug.alpha", alpha, "must be a finite number > 0")

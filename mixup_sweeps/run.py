@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import ConfigError, register_configs, validate
+from mixup_sweeps.config import ConfigError, config_fingerprint, recordable, register_configs, validate
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
@@ -30,6 +32,7 @@ register_configs()
 def run_job(cfg: DictConfig) -> float:
     validate(cfg)
     from mixup_sweeps import data as fashion_mnist
+    from mixup_sweeps import tracking
 
     dataset = fashion_mnist.load(
         path=cfg.dataset.path,
@@ -39,36 +42,73 @@ def run_job(cfg: DictConfig) -> float:
         num_classes=cfg.dataset.num_classes,
         download=cfg.dataset.download,
     )
-    from mixup_sweeps import tracking
-
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     output_dir = Path(cfg.paths.output_dir).resolve()
+    fingerprint = config_fingerprint(cfg)
     client, experiment_id = tracking.connect(cfg.tracking)
     parent, keys = None, None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         parent = tracking.find_sweep_parent(client, experiment_id, str(Path(hydra_cfg.sweep.dir).resolve()))
         if parent is not None and "sweep_keys" in parent.data.tags:
             keys = json.loads(parent.data.tags["sweep_keys"])
-    name = tracking.job_run_name(list(hydra_cfg.overrides.task), keys)
-    data_tags = {"dataset.dir": str(dataset.source_dir)}
-    data_tags.update({f"dataset.sha256.{file}": digest for file, digest in dataset.sha256.items()})
-    run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
-    log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
+    name = tracking.job_run_name(tracking.task_overrides(hydra_cfg), keys)
+    if cfg.resume:
+        finished = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED"])
+        if finished:
+            run = finished[0]
+            log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
+                     name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
+            return run.data.metrics.get("test_accuracy", float("nan"))
+
+    backup_dir = output_dir / "backups" / fingerprint
+    interrupted = []
+    if cfg.resume and (backup_dir / "training_metadata.json").exists():
+        interrupted = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["RUNNING", "KILLED"])
+    if interrupted:  # continue the same run from its last saved epoch
+        run_id = interrupted[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        log.info("resume %s: run %s from its backup in %s", name, run_id, backup_dir)
+    else:
+        shutil.rmtree(backup_dir, ignore_errors=True)  # a stale backup of a failed or forced-fresh run
+        data_tags = {"dataset.dir": str(dataset.source_dir)}
+        data_tags.update({f"dataset.sha256.{file}": digest for file, digest in dataset.sha256.items()})
+        run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
+        log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
     started = time.perf_counter()
+    previous_handler = _terminate_as_interrupt()
     try:
-        test_accuracy = _train_and_log(cfg, dataset, client, run_id, job_dir, output_dir, name)
+        test_accuracy = _train_and_log(cfg, dataset, client, run_id, job_dir, output_dir, backup_dir, name)
     except BaseException as exc:
         tracking.end_failed_run(client, run_id, exc, job_dir)
         log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     log.info(
         "done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started, run_id
     )
     return test_accuracy
 
 
-def _train_and_log(cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, name: str) -> float:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the run ends KILLED (and can be resumed) instead of vanishing."""
+
+
+def _terminate_as_interrupt():
+    def handler(signum, frame):
+        raise Terminated(f"received signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (some launchers): leave SIGTERM alone
+        return None
+
+
+def _train_and_log(
+    cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, backup_dir: Path, name: str
+) -> float:
     import keras
     import tensorflow as tf
 
@@ -89,14 +129,23 @@ def _train_and_log(cfg: DictConfig, dataset, client, run_id: str, job_dir: Path,
     images, labels = next(iter(preview))
     client.log_artifact(run_id, str(plots.save_samples(images.numpy(), labels.numpy(), job_dir / "samples.png")))
     resolved = job_dir / "config.yaml"
-    resolved.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolved.write_text(OmegaConf.to_yaml(recordable(cfg)))
     client.log_artifact(run_id, str(resolved))
     hydra_dir = job_dir / ".hydra"
     if hydra_dir.is_dir():
         client.log_artifacts(run_id, str(hydra_dir), "hydra")
 
+    logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+    for epoch, metrics in enumerate(train.completed_epochs(backup_dir), start=1):
+        if epoch not in logged:  # killed after its backup was saved but before it reached MLflow
+            tracking.log_metrics(client, run_id, metrics, epoch)
+
     result = train.train(
-        cfg, dataset, weights, on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch)
+        cfg,
+        dataset,
+        weights,
+        on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch),
+        backup_dir=backup_dir,
     )
     tracking.log_metrics(
         client,

@@ -7,12 +7,16 @@ ended on purpose: FINISHED after its last artifact, FAILED (or KILLED on Ctrl-C)
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
 import json
 import logging
 import subprocess
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps.config import PLUMBING_PREFIXES, config_fingerprint, flatten
 
@@ -29,29 +33,60 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run
 SWEEP_DIR_TAG = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory
+SWEEP_FINGERPRINT_TAG = "sweep_fingerprint"  # the same sweep command again -> the same parent (resume)
 NESTED_TAG = "mlflow.parentRunId"
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
 
 def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
-    """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new."""
-    client = MlflowClient(tracking_uri=tracking.uri)
-    experiment = client.get_experiment_by_name(tracking.experiment)
-    if experiment is None:
-        location = tracking.artifact_location
-        if location and "://" not in location:
-            location = Path(location).resolve().as_uri()
-        try:
+    """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new.
+
+    Several jobs may start at once on a new SQLite store: the store's tables and the experiment are then
+    created by one of them under a file lock while the others wait.
+    """
+    with _store_lock(tracking.uri):
+        client = MlflowClient(tracking_uri=tracking.uri)
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        if experiment is None:
+            location = tracking.artifact_location
+            if location and "://" not in location:
+                location = Path(location).resolve().as_uri()
             # the experiment kind makes the MLflow UI open it as "Training runs", not as a GenAI experiment
             tags = {"mlflow.experimentKind": "custom_model_development"}
-            return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=tags)
-        except MlflowException:  # another job created it first
-            experiment = client.get_experiment_by_name(tracking.experiment)
-            if experiment is None:
-                raise
+            try:
+                return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=tags)
+            except MlflowException:  # a tracking server: another job created it first
+                experiment = client.get_experiment_by_name(tracking.experiment)
+                if experiment is None:
+                    raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return client, experiment.experiment_id
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a SQLite store (no-op for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def runs_with_fingerprint(
+    client: MlflowClient, experiment_id: str, fingerprint: str, statuses: Sequence[str]
+) -> list[Run]:
+    """Runs of this exact computation (tag config_fingerprint) in the given states, newest first."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.config_fingerprint = '{fingerprint}'",
+        order_by=["attributes.start_time DESC"],
+    )  # MLflow's filter has no OR/IN for status: filter those here
+    return [r for r in runs if r.info.status in statuses]
 
 
 def harness_git_commit() -> str | None:
@@ -70,9 +105,14 @@ def harness_git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def task_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The command-line overrides as typed: `${oc.env:X}` stays text, so no variable's value is recorded."""
+    return list(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False))
+
+
 def sweep_keys(config: DictConfig) -> list[str]:
     """Keys that vary across the sweep: command-line sweeps, hydra.sweeper.params and variants."""
-    overrides = list(config.hydra.overrides.task)
+    overrides = task_overrides(config.hydra)
     params = config.hydra.sweeper.get("params") or {}
     parsed = OverridesParser.create().parse_overrides(overrides + [f"{k}={v}" for k, v in params.items()])
     keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
@@ -81,10 +121,25 @@ def sweep_keys(config: DictConfig) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def find_sweep_parent(client: MlflowClient, experiment_id: str, sweep_dir: str) -> Run | None:
+def sweep_fingerprint(config: DictConfig) -> str:
+    """What makes two sweep commands the same sweep: their overrides (not where they write) and sweeper lists."""
+    overrides = sorted(
+        o for o in task_overrides(config.hydra) if not o.lstrip("+~").startswith((*PLUMBING_PREFIXES, "hydra."))
+    )
+    sweeper = {k: OmegaConf.to_container(config.hydra.sweeper, resolve=True).get(k) for k in ("params", "variants")}
+    payload = json.dumps({"overrides": overrides, "sweeper": sweeper}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def find_sweep_parent(
+    client: MlflowClient, experiment_id: str, sweep_dir: str | None = None, fingerprint: str | None = None
+) -> Run | None:
+    """The parent run of the sweep writing to sweep_dir, or (for resume) of the same sweep command."""
+    where = f"tags.{SWEEP_DIR_TAG} = '{sweep_dir}'" if sweep_dir else f"tags.{SWEEP_FINGERPRINT_TAG} = '{fingerprint}'"
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{PARENT_TAG} = 'true' and tags.{SWEEP_DIR_TAG} = '{sweep_dir}'",
+        filter_string=f"tags.{PARENT_TAG} = 'true' and {where}",
+        order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     return runs[0] if runs else None
@@ -109,11 +164,16 @@ class SweepParentCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         self.client, self.experiment_id = connect(config.tracking)
+        fingerprint = sweep_fingerprint(config)
         parent = find_sweep_parent(self.client, self.experiment_id, sweep_dir)
-        if parent is not None:  # the same sweep directory again: continue the same sweep
+        if parent is None and config.get("resume", False):
+            parent = find_sweep_parent(self.client, self.experiment_id, fingerprint=fingerprint)
+        if parent is not None:  # the same sweep again: its parent collects old and new runs
             self.parent_run_id = parent.info.run_id
+            self.client.set_tag(self.parent_run_id, SWEEP_DIR_TAG, sweep_dir)  # where this session's jobs look
             self.client.update_run(self.parent_run_id, status="RUNNING")
             sweep_id = parent.data.tags["sweep_id"]
+            log.info("sweep %s continues (resume=true): finished jobs are skipped", sweep_id)
         else:
             sweep_id = f"{Path(sweep_dir).name}-{uuid.uuid4().hex[:6]}"
             tags = {
@@ -121,7 +181,8 @@ class SweepParentCallback(Callback):
                 SWEEP_DIR_TAG: sweep_dir,
                 "sweep_id": sweep_id,
                 "sweep_keys": json.dumps(sweep_keys(config)),
-                "sweep_overrides": " ".join(config.hydra.overrides.task),
+                SWEEP_FINGERPRINT_TAG: fingerprint,
+                "sweep_overrides": " ".join(task_overrides(config.hydra)),
             }
             if commit := harness_git_commit():
                 tags["git_commit"] = commit
@@ -137,7 +198,10 @@ class SweepParentCallback(Callback):
         if self.client is None or self.parent_run_id is None:
             return
         client, run_id, self.parent_run_id = self.client, self.parent_run_id, None
-        children = child_runs(client, self.experiment_id, run_id)
+        latest: dict[str, Run] = {}  # a job run again supersedes its earlier attempt
+        for run in sorted(child_runs(client, self.experiment_id, run_id), key=lambda r: r.info.start_time):
+            latest[run.data.tags.get("config_fingerprint", run.info.run_id)] = run
+        children = list(latest.values())
         counts = Counter(r.info.status for r in children)
         ok = completed and set(counts) <= {"FINISHED"}
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")

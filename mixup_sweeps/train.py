@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,13 +39,18 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 class EpochMetrics(keras.callbacks.Callback):
-    """Per-epoch loss/accuracy/val_* plus wall time, handed to `hook(epoch, metrics)` with epochs from 1."""
+    """Per-epoch loss/accuracy/val_* plus wall time; with a journal path, each epoch is also written there.
 
-    def __init__(self, hook: EpochHook) -> None:
+    The journal is written *before* BackupAndRestore saves the epoch and the metrics reach MLflow *after*
+    (see `train`), so a job killed anywhere in between can re-log exactly the epochs its backup holds.
+    """
+
+    def __init__(self, history: list[dict[str, float]], journal: Path | None) -> None:
         super().__init__()
-        self.hook = hook
-        self.history: list[dict[str, float]] = []
+        self.history = history  # epochs done before a restore come in already
+        self.journal = journal
         self.train_seconds = 0.0
+        self.epochs_run = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start = time.perf_counter()
@@ -56,12 +63,41 @@ class EpochMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         self.train_seconds += (self._train_end or now) - self._epoch_start
+        self.epochs_run += 1
         metrics = {
             k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
         }
         metrics["epoch_seconds"] = now - self._epoch_start
+        del self.history[epoch:]  # an epoch re-run after a restore replaces its unsaved first attempt
         self.history.append(metrics)
-        self.hook(epoch + 1, metrics)
+        if self.journal is not None:
+            tmp = self.journal.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.history))
+            os.replace(tmp, self.journal)
+
+
+class AfterBackup(keras.callbacks.Callback):
+    """Hands each finished epoch to `hook(epoch, metrics)` (epochs from 1) once its backup is saved."""
+
+    def __init__(self, epoch_metrics: EpochMetrics, hook: EpochHook) -> None:
+        super().__init__()
+        self.epoch_metrics = epoch_metrics
+        self.hook = hook
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.hook(epoch + 1, self.epoch_metrics.history[epoch])
+
+
+JOURNAL = "epochs.json"
+
+
+def completed_epochs(backup_dir: Path) -> list[dict[str, float]]:
+    """Metrics of the epochs a backup holds (the journal cut to the backup's epoch); [] when there is none."""
+    try:
+        epoch = json.loads((backup_dir / "training_metadata.json").read_text())["epoch"]
+        return json.loads((backup_dir / JOURNAL).read_text())[:epoch]
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 @dataclass
@@ -73,8 +109,14 @@ class TrainResult:
     train_images_per_second: float
 
 
-def train(cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: EpochHook) -> TrainResult:
-    """Fit cfg.model on the cfg.aug stream for cfg.trainer.epochs, then evaluate on the test split."""
+def train(
+    cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: EpochHook, backup_dir: Path | None = None
+) -> TrainResult:
+    """Fit cfg.model on the cfg.aug stream for cfg.trainer.epochs, then evaluate on the test split.
+
+    With `backup_dir`, Keras's BackupAndRestore saves every epoch there and a new call with the same
+    directory continues after the last saved epoch (the directory is removed when training completes).
+    """
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     input_shape = tuple(cfg.dataset.image_shape)
     model = models.build_model(cfg.model, input_shape, num_classes)
@@ -86,13 +128,19 @@ def train(cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: 
     )
     train_ds = augment.training_stream(data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes)
     val_ds = augment.evaluation_stream(data.val, trainer.batch_size, num_classes)
-    epoch_metrics = EpochMetrics(on_epoch)
+    history = completed_epochs(backup_dir) if backup_dir is not None else []
+    epoch_metrics = EpochMetrics(history, backup_dir / JOURNAL if backup_dir is not None else None)
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), epoch_metrics]
+    if backup_dir is not None:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+    callbacks.append(AfterBackup(epoch_metrics, on_epoch))
     model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=trainer.epochs,
         shuffle=False,  # the stream reshuffles itself every epoch
-        callbacks=[keras.callbacks.TerminateOnNaN(), epoch_metrics],
+        callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
     finite = [math.isfinite(h.get("loss", math.nan)) for h in epoch_metrics.history]
@@ -104,7 +152,7 @@ def train(cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: 
     test_loss, test_accuracy = model.evaluate(
         augment.evaluation_stream(data.test, trainer.batch_size, num_classes), verbose=0
     )
-    images = len(data.train) * trainer.epochs
+    images = len(data.train) * epoch_metrics.epochs_run
     return TrainResult(
         model=model,
         history=epoch_metrics.history,

@@ -178,3 +178,17 @@ def test_single_run_has_no_parent(tmp_path, real_data_dir):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "mlflow.parentRunId" not in runs[0].data.tags and "sweep_id" not in runs[0].data.tags
     assert runs[0].info.run_name == "dataset.train_size=256,trainer.epochs=1,aug=none"  # paths.* left out
+
+
+def test_default_output_dir_is_outputs_under_the_current_directory(tmp_path, real_data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.run", "-m", "aug=none,mixup", "dataset.train_size=128",
+         "trainer.epochs=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = mlflow_runs(tmp_path / "outputs")
+    parents, children = split_parent(runs)
+    assert len(parents) == 1 and len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/samples.png"))) == 2
+    assert children[0].data.params["paths.output_dir"] == str(tmp_path / "outputs")

@@ -1,0 +1,162 @@
+"""Reliability through the real CLI: skip finished work, restore after a kill, parallel jobs, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import EXPERIMENT, ROOT, mlflow_runs, run_cli
+
+pytestmark = pytest.mark.slow
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+TINY = ["dataset.train_size=256", "trainer.epochs=2"]
+
+
+def steps(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, real_data_dir):
+    command = ["-m", "aug=none", "trainer.learning_rate=1e30,0.001", *TINY, f"paths.output_dir={tmp_path}"]
+    first = run_cli(*command)
+    assert first.returncode != 0  # the 1e30 job diverges
+    second = run_cli(*command)
+    assert second.returncode != 0
+    assert "skip trainer.learning_rate=0.001" in second.stdout + second.stderr
+    _, runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
+    children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    assert len(parents) == 1  # the same sweep command continues the same sweep
+    by_lr = {}
+    for run in children:
+        by_lr.setdefault(run.data.params["trainer.learning_rate"], []).append(run.info.status)
+    assert by_lr == {"0.001": ["FINISHED"], "1e+30": ["FAILED", "FAILED"]}  # failed work runs again
+
+    forced = run_cli(*command[:-1], "resume=false", command[-1])
+    assert forced.returncode != 0 and "skip" not in forced.stdout + forced.stderr
+    _, runs = mlflow_runs(tmp_path)
+    finished = [r for r in runs if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
+    assert len(finished) == 2 and len({r.data.tags["config_fingerprint"] for r in finished}) == 1
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, real_data_dir):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli("dataset.train_size=8192", "trainer.epochs=3", f"paths.output_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, runs = mlflow_runs(out)
+    return runs[0].data.metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterrupted):
+    args = [sys.executable, "-m", "mixup_sweeps.run", "dataset.train_size=8192", "trainer.epochs=3",
+            f"paths.output_dir={tmp_path}"]  # fmt: skip
+    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in job.stdout:  # the store exists once the job says it started
+        if "] - start " in line:
+            break
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])[0].info.run_id
+    deadline = time.monotonic() + 300
+    while not client.get_metric_history(run_id, "loss"):  # epoch 1 is saved and logged: epoch 2 is running
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    job.send_signal(sig)
+    job.communicate(timeout=120)
+    assert job.returncode != 0
+    expected = "RUNNING" if sig == signal.SIGKILL else "KILLED"  # kill -9 leaves no chance to say anything
+    assert client.get_run(run_id).info.status == expected
+    assert steps(client, run_id, "loss") in ([1], [1, 2])
+
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resume dataset.train_size=8192,trainer.epochs=3: run {run_id}" in again.stdout + again.stderr
+    _, runs = mlflow_runs(tmp_path)
+    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        assert steps(client, run_id, key) == [1, 2, 3], key  # none missing, none twice
+    assert abs(runs[0].data.metrics["test_accuracy"] - uninterrupted) < 0.06
+    assert not (tmp_path / "backups" / runs[0].data.tags["config_fingerprint"]).exists()
+
+
+def test_four_parallel_joblib_jobs_on_one_store_lose_nothing(tmp_path, real_data_dir):
+    result = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "aug.alpha=0.1,0.2,0.3,0.4", *TINY,
+        f"paths.output_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stdout + result.stderr
+    client, runs = mlflow_runs(tmp_path)
+    children = [r for r in runs if "sweep_parent" not in r.data.tags]
+    assert len(runs) == 5 and len(children) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    rows = sum(len(client.get_metric_history(r.info.run_id, k)) for r in children for k in EPOCH_METRICS)
+    assert rows == 4 * 2 * len(EPOCH_METRICS)
+    assert all(len(r.data.params) == len(children[0].data.params) for r in children)
+    assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1
+    assert len(list((tmp_path / "initial_weights").glob("*.weights.h5"))) == 1
+
+
+def test_several_processes_creating_a_new_store_at_once(tmp_path, real_data_dir):
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mixup_sweeps.run", f"aug.alpha={alpha}", *TINY, f"paths.output_dir={tmp_path}"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for alpha in (0.1, 0.2, 0.3)
+    ]
+    errors = [job.communicate(timeout=600)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0], "\n".join(e[-1500:] for e in errors)
+    _, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["init_weights_sha256"] for r in runs}) == 1
+
+
+BAD_OVERRIDES = [
+    "aug.alpha=0", "aug.alpha=-1", "aug.alpha=nan", "aug.alpha=inf", "aug.alpha=abc", "aug.alpha=",
+    "trainer.epochs=0", "trainer.epochs=-3", "trainer.epochs=1.5", "trainer.epochs=abc",
+    "trainer.batch_size=0", "trainer.learning_rate=0", "trainer.learning_rate=-0.1", "trainer.shuffle_buffer=0",
+    "dataset.val_size=0", "dataset.val_size=60000", "dataset.val_size=1e9", "dataset.train_size=0",
+    "dataset.train_size=58001", "dataset.path=/nonexistent", "model.dropout=1.5", "model.conv_filters=[]",
+    "model.kernel_size=0", "seed=abc", "aug=cutmixx", "model=resnet", "nokey=1", "+trainer.extra=1",
+    "aug=none aug.alpha=0.2", "paths.output_dir=/etc/passwd/sub",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("override", BAD_OVERRIDES)
+def test_bad_input_fails_cleanly_and_records_nothing_successful(override, tmp_path, real_data_dir):
+    overrides = override.split(" ")
+    result = run_cli(*TINY, f"paths.output_dir={tmp_path}", *overrides, timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and "Traceback" not in result.stderr, result.stderr
+    key = overrides[-1].split("=")[0].lstrip("+")
+    assert key.split(".")[-1] in lines[0] or key in lines[0] or "paths.output_dir" in lines[0], lines[0]
+    _, runs = mlflow_runs(tmp_path)
+    assert not [r for r in runs if r.info.status in ("FINISHED", "RUNNING")]
+
+
+def test_no_environment_variable_becomes_a_param_or_tag(tmp_path, real_data_dir):
+    secrets = {"AWS_SECRET_ACCESS_KEY": "aws-s3cr3t-0001", "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t-0002",
+               "MIXUP_NAME": "named-s3cr3t-0003"}  # fmt: skip
+    result = run_cli(
+        "aug=none", *TINY, "dataset.name=${oc.env:MIXUP_NAME}", f"paths.output_dir={tmp_path}", env=secrets
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client, runs = mlflow_runs(tmp_path)
+    values = [*runs[0].data.params.values(), *runs[0].data.tags.values(), runs[0].info.run_name]
+    assert not [v for v in values if any(secret in v for secret in secrets.values())]
+    assert runs[0].data.params["dataset.name"] == "${oc.env:MIXUP_NAME}"
+    assert not [k for k in os.environ if k in runs[0].data.params]
+    config_yaml = open(client.download_artifacts(runs[0].info.run_id, "config.yaml")).read()
+    assert "${oc.env:MIXUP_NAME}" in config_yaml and not any(s in config_yaml for s in secrets.values())
