@@ -28,7 +28,7 @@ def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, re
     assert first.returncode != 0  # the 1e30 job diverges
     second = run_cli(*command)
     assert second.returncode != 0
-    assert "skip trainer.learning_rate=0.001" in second.stdout + second.stderr
+    assert "] - skip trainer.learning_rate=0.001: FINISHED already" in second.stdout + second.stderr
     _, runs = mlflow_runs(tmp_path)
     parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
     children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
@@ -39,7 +39,7 @@ def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, re
     assert by_lr == {"0.001": ["FINISHED"], "1e+30": ["FAILED", "FAILED"]}  # failed work runs again
 
     forced = run_cli(*command[:-1], "resume=false", command[-1])
-    assert forced.returncode != 0 and "skip" not in forced.stdout + forced.stderr
+    assert forced.returncode != 0 and "] - skip " not in forced.stdout + forced.stderr
     _, runs = mlflow_runs(tmp_path)
     finished = [r for r in runs if r.info.status == "FINISHED" and "sweep_parent" not in r.data.tags]
     assert len(finished) == 2 and len({r.data.tags["config_fingerprint"] for r in finished}) == 1
