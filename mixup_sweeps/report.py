@@ -314,15 +314,33 @@ def _tables(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     return [(k if isinstance(k, tuple) else (k,), g) for k, g in frame.groupby(keys, dropna=False, sort=True)]
 
 
-def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
+def _figure_per_table(frame: pd.DataFrame, draw, xlabel: str, ylabel: str, path: Path) -> Path:
+    """One panel per dataset/model table: `draw(ax, rows)` plots, this labels, titles and saves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = _tables(summary)
+    tables = _tables(frame)
     fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
     for ax, (table, rows) in zip(axes[0], tables):
+        draw(ax, rows)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(" / ".join(str(t) for t in table))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
+    """Mean test accuracy with its 95 % CI per alpha; the baseline as a horizontal band."""
+
+    def draw(ax, rows: pd.DataFrame) -> None:
         base = rows[rows.get("aug.name", pd.Series(index=rows.index, dtype=object)) == BASELINE]
         for _, b in base.iterrows():
             ax.axhline(b["test_accuracy_mean"], color="gray", lw=1)
@@ -330,58 +348,38 @@ def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
                 ax.axhspan(b["test_accuracy_ci_low"], b["test_accuracy_ci_high"], color="gray", alpha=0.2)
             ax.plot([], [], color="gray", label=f"baseline {b['group']} (mean, 95% CI)")
         mixed = rows.drop(base.index)
-        if "aug.alpha" in mixed and mixed["aug.alpha"].notna().any():
-            extra = [k for k in summary.columns if k in rows and k not in ("aug.alpha", *TABLE_KEYS) and "." in k]
-            extra = [k for k in extra if rows[k].nunique(dropna=False) > 1 and not k.startswith("aug.name")]
-            lines = mixed.groupby(extra, dropna=False) if extra else [((), mixed)]
-            for key, line in lines:
-                line = line.dropna(subset=["aug.alpha"]).sort_values("aug.alpha")
-                err = np.vstack([line["test_accuracy_mean"] - line["test_accuracy_ci_low"],
-                                 line["test_accuracy_ci_high"] - line["test_accuracy_mean"]])  # fmt: skip
-                label = ",".join(f"{k}={v}" for k, v in zip(extra, key if isinstance(key, tuple) else (key,)))
-                ax.errorbar(line["aug.alpha"], line["test_accuracy_mean"], yerr=np.nan_to_num(err), marker="o",
-                            capsize=4, label=f"mixup {label}".strip())  # fmt: skip
-            alphas = sorted(mixed["aug.alpha"].dropna().unique())
-            ax.set_xscale("log")
-            ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
-            ax.minorticks_off()
-        ax.set_xlabel("aug.alpha")
-        ax.set_ylabel("test accuracy (mean, 95% CI)")
-        ax.set_title(" / ".join(str(t) for t in table))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+        if "aug.alpha" not in mixed or not mixed["aug.alpha"].notna().any():
+            return
+        extra = [k for k in summary.columns if k in rows and k not in ("aug.alpha", *TABLE_KEYS) and "." in k]
+        extra = [k for k in extra if rows[k].nunique(dropna=False) > 1 and not k.startswith("aug.name")]
+        lines = mixed.groupby(extra, dropna=False) if extra else [((), mixed)]
+        for key, line in lines:
+            line = line.dropna(subset=["aug.alpha"]).sort_values("aug.alpha")
+            err = np.vstack([line["test_accuracy_mean"] - line["test_accuracy_ci_low"],
+                             line["test_accuracy_ci_high"] - line["test_accuracy_mean"]])  # fmt: skip
+            label = ",".join(f"{k}={v}" for k, v in zip(extra, key if isinstance(key, tuple) else (key,)))
+            ax.errorbar(line["aug.alpha"], line["test_accuracy_mean"], yerr=np.nan_to_num(err), marker="o",
+                        capsize=4, label=f"mixup {label}".strip())  # fmt: skip
+        alphas = sorted(mixed["aug.alpha"].dropna().unique())
+        ax.set_xscale("log")
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.minorticks_off()
+
+    return _figure_per_table(summary, draw, "aug.alpha", "test accuracy (mean, 95% CI)", path)
 
 
 def plot_learning_curves(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, path: Path) -> Path:
-    import matplotlib
+    """Validation accuracy per epoch, averaged over the seeds of each group."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    merged = curves.merge(runs[["run_id", *keys]], on="run_id")
-    tables = _tables(merged)
-    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
-    for ax, (table, rows) in zip(axes[0], tables):
+    def draw(ax, rows: pd.DataFrame) -> None:
         groups = rows.groupby(keys, dropna=False, sort=True) if keys else [((), rows)]
         for values, group in groups:
             values = values if isinstance(values, tuple) else (values,)
             mean = group.groupby("step")["value"].mean()
             ax.plot(mean.index, mean.values, marker=".", label=_label(keys, values))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("val_accuracy (mean over seeds)")
-        ax.set_title(" / ".join(str(t) for t in table))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+
+    merged = curves.merge(runs[["run_id", *keys]], on="run_id")
+    return _figure_per_table(merged, draw, "epoch", "val_accuracy (mean over seeds)", path)
 
 
 # --- the documents ---------------------------------------------------------------------------------------
