@@ -100,6 +100,9 @@ def test_failing_job_ends_failed_with_traceback_and_the_sweep_goes_on(tmp_path, 
     # 1e30 makes the loss NaN within a few steps: TerminateOnNaN stops it and the run must end FAILED.
     result = run_cli("-m", "aug=none", "trainer.learning_rate=1e30,0.001", *QUICK, f"paths.output_dir={tmp_path}")
     assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "ended FAILED: 1 FAILED, 1 FINISHED" in log  # the closing summary names the failed job
+    assert "  FAILED trainer.learning_rate=1e+30: TrainingDiverged" in log
     client, runs = mlflow_runs(tmp_path)
     parents, children = split_parent(runs)
     assert [p.info.status for p in parents] == ["FAILED"]
