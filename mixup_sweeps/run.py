@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -61,6 +60,8 @@ def run_job(cfg: DictConfig) -> float:
                      name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
             return run.data.metrics.get("test_accuracy", float("nan"))
 
+    from mixup_sweeps.train import INTERRUPTS  # TensorFlow is imported from here on, before a run exists
+
     backup_dir = output_dir / "backups" / fingerprint
     interrupted = []
     if cfg.resume and (backup_dir / "training_metadata.json").exists():
@@ -76,7 +77,7 @@ def run_job(cfg: DictConfig) -> float:
         run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
         log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
     started = time.perf_counter()
-    previous_handler = _terminate_as_interrupt()
+    restore_signals = INTERRUPTS.install()
     try:
         test_accuracy = _train_and_log(cfg, dataset, client, run_id, job_dir, output_dir, backup_dir, name)
     except BaseException as exc:
@@ -84,26 +85,11 @@ def run_job(cfg: DictConfig) -> float:
         log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        restore_signals()
     log.info(
         "done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started, run_id
     )
     return test_accuracy
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the run ends KILLED (and can be resumed) instead of vanishing."""
-
-
-def _terminate_as_interrupt():
-    def handler(signum, frame):
-        raise Terminated(f"received signal {signum}")
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (some launchers): leave SIGTERM alone
-        return None
 
 
 def _train_and_log(

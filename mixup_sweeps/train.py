@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,57 @@ from mixup_sweeps import augment, models
 from mixup_sweeps.data import FashionMnist
 
 EpochHook = Callable[[int, dict[str, float]], None]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGINT or SIGTERM: raised like Ctrl-C, so the run ends KILLED (and can be resumed) instead of vanishing."""
+
+
+class Interrupts:
+    """Turns SIGINT/SIGTERM into `Terminated`, raised at once and, should that be lost, again at the next batch.
+
+    Python raises a signal's exception in whatever frame runs; inside a finalizer (TensorFlow objects are
+    collected during training) it is printed as "Exception ignored" and lost, and training would go on.
+    `RaisePendingInterrupt` re-raises it from a plain frame.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.pending = signum
+        raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+    def install(self) -> Callable[[], None]:
+        """Handle both signals until the returned function restores the previous handlers."""
+        self.pending = None
+        try:
+            previous = {sig: signal.signal(sig, self.handler) for sig in self.SIGNALS}
+        except ValueError:  # not the main thread (some launchers): leave the signals alone
+            return lambda: None
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            raise Terminated(f"received signal {signal.Signals(self.pending).name}")
+
+
+INTERRUPTS = Interrupts()
+
+
+class RaisePendingInterrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        INTERRUPTS.raise_pending()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        INTERRUPTS.raise_pending()
 
 
 class TrainingDiverged(RuntimeError):
@@ -130,7 +182,11 @@ def train(
     val_ds = augment.evaluation_stream(data.val, trainer.batch_size, num_classes)
     history = completed_epochs(backup_dir) if backup_dir is not None else []
     epoch_metrics = EpochMetrics(history, backup_dir / JOURNAL if backup_dir is not None else None)
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), epoch_metrics]
+    callbacks: list[keras.callbacks.Callback] = [
+        RaisePendingInterrupt(),
+        keras.callbacks.TerminateOnNaN(),
+        epoch_metrics,
+    ]
     if backup_dir is not None:
         backup_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
@@ -143,6 +199,7 @@ def train(
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    INTERRUPTS.raise_pending()
     finite = [math.isfinite(h.get("loss", math.nan)) for h in epoch_metrics.history]
     if len(finite) < trainer.epochs or not all(finite):
         epoch = finite.index(False) + 1 if False in finite else len(finite) + 1

@@ -59,7 +59,8 @@ def uninterrupted(tmp_path_factory, real_data_dir):
 def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterrupted):
     args = [sys.executable, "-m", "mixup_sweeps.run", "dataset.train_size=8192", "trainer.epochs=3",
             f"paths.output_dir={tmp_path}"]  # fmt: skip
-    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # see the job's "start" line when it is printed
+    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in job.stdout:  # the store exists once the job says it started
         if "] - start " in line:
             break
@@ -69,9 +70,10 @@ def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterr
     while not client.get_metric_history(run_id, "loss"):  # epoch 1 is saved and logged: epoch 2 is running
         assert job.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    assert len(client.get_metric_history(run_id, "loss")) < 3  # still training when the signal goes out
     job.send_signal(sig)
-    job.communicate(timeout=120)
-    assert job.returncode != 0
+    output = job.communicate(timeout=120)[0]
+    assert job.returncode != 0, output[-3000:]
     expected = "RUNNING" if sig == signal.SIGKILL else "KILLED"  # kill -9 leaves no chance to say anything
     assert client.get_run(run_id).info.status == expected
     assert steps(client, run_id, "loss") in ([1], [1, 2])
