@@ -14,9 +14,9 @@ import re
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import CompactHydraException
@@ -94,13 +94,6 @@ class Config:
 
 
 AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig}
-_GROUP_TYPES = {
-    "dataset": DatasetConfig,
-    "model": ModelConfig,
-    "trainer": TrainerConfig,
-    "tracking": TrackingConfig,
-    "paths": PathsConfig,
-}
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
 PLUMBING_PREFIXES = ("paths.", "tracking.", "resume")
@@ -203,7 +196,8 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def _reject_unknown_keys(cfg: DictConfig, aug_schema: type) -> None:
     """Hydra lets `+group.key=value` add keys even to a typed group; a key no code reads is a typo."""
-    schemas = {"": Config, "aug": aug_schema, **_GROUP_TYPES}
+    groups = {name: typ for name, typ in get_type_hints(Config).items() if is_dataclass(typ)}
+    schemas = {"": Config, "aug": aug_schema, **groups}
     for prefix, schema in schemas.items():
         node = cfg if prefix == "" else cfg.get(prefix)
         if not isinstance(node, DictConfig):

@@ -52,20 +52,22 @@ def run_job(cfg: DictConfig) -> float:
         if parent is not None and "sweep_keys" in parent.data.tags:
             keys = json.loads(parent.data.tags["sweep_keys"])
     name = tracking.job_run_name(tracking.task_overrides(hydra_cfg), keys)
+    backup_dir = output_dir / "backups" / fingerprint
+    attempts = []  # earlier runs of this computation: FINISHED ones are skipped, interrupted ones resumed
     if cfg.resume:
-        finished = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED"])
-        if finished:
-            run = finished[0]
-            log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
-                     name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
-            return run.data.metrics.get("test_accuracy", float("nan"))
+        attempts = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED", "RUNNING", "KILLED"])
+    finished = [r for r in attempts if r.info.status == "FINISHED"]
+    if finished:
+        run = finished[0]
+        log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
+                 name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
+        return run.data.metrics.get("test_accuracy", float("nan"))
 
     from mixup_sweeps.train import INTERRUPTS  # TensorFlow is imported from here on, before a run exists
 
-    backup_dir = output_dir / "backups" / fingerprint
     interrupted = []
-    if cfg.resume and (backup_dir / "training_metadata.json").exists():
-        interrupted = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["RUNNING", "KILLED"])
+    if (backup_dir / "training_metadata.json").exists():
+        interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
     if interrupted:  # continue the same run from its last saved epoch
         run_id = interrupted[0].info.run_id
         client.update_run(run_id, status="RUNNING")
