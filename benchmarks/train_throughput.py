@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from mixup_sweeps import augment, data, models  # noqa: E402
+from mixup_sweeps.config import AUG_SCHEMAS  # noqa: E402
 
 BATCH_SIZE = 64
 SEED_CNN = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "seed_cnn.yaml")
@@ -82,8 +83,8 @@ def run_arm(arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path,
         y = keras.utils.to_categorical(ds.train.labels, 10).astype("float32")
         stream = seed_recipe_stream(x, y, aug)
     else:
-        aug_cfg = OmegaConf.create({"name": aug, "alpha": 0.2} if aug == "mixup" else {"name": aug})
-        stream = augment.training_stream(ds.train, aug_cfg, BATCH_SIZE, BATCH_SIZE * 100, 10)
+        aug_cfg = OmegaConf.structured(AUG_SCHEMAS[aug])  # the defaults: the seed's recipe, alpha 0.2
+        stream = augment.training_stream(ds.train, aug_cfg, BATCH_SIZE, BATCH_SIZE * 100, 10, seed=seed)
     timer = EpochTimer()
     model.fit(stream, epochs=epochs, callbacks=[timer], verbose=0)
     test = augment.evaluation_stream(ds.test, BATCH_SIZE, 10)

@@ -42,6 +42,7 @@ class DatasetConfig:
     image_shape: list[int] = field(default_factory=lambda: [28, 28, 1])
     num_classes: int = 10
     download: bool = True
+    label_noise: float = 0.0  # fraction of training labels replaced by a random other class (fixed by seed)
 
 
 @dataclass
@@ -63,6 +64,14 @@ class NoAugConfig:
 class MixupConfig:
     name: str = "mixup"
     alpha: float = 0.2
+    lam: str = "per_sample"  # per_sample (the Keras example) | per_batch (the paper's code)
+    pairing: str = "two_streams"  # two_streams (the Keras example) | permute (the paper's code, keras.layers.MixUp)
+
+
+@dataclass
+class CutMixConfig:
+    name: str = "cutmix"
+    alpha: float = 1.0  # box area ratio ~ Beta(alpha, alpha); keras.layers.CutMix allows (0, 1]
 
 
 @dataclass
@@ -93,7 +102,9 @@ class Config:
     resume: bool = True  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
 
 
-AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig}
+AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig}
+LAM_MODES = ("per_sample", "per_batch")
+PAIRINGS = ("two_streams", "permute")
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
 PLUMBING_PREFIXES = ("paths.", "tracking.", "resume")
@@ -116,7 +127,7 @@ def register_configs() -> None:
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def load_config(output_dir: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(output_dir: str | Path, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """Compose conf/ outside a Hydra job (tests, the report): the same defaults a job gets."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -124,7 +135,8 @@ def load_config(output_dir: str | Path, overrides: Sequence[str] = ()) -> DictCo
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={Path(output_dir).resolve()}", *overrides])
+        overrides = [f"paths.output_dir={Path(output_dir).resolve()}", *overrides]
+        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def recordable(cfg: DictConfig) -> dict[str, Any]:
@@ -221,6 +233,11 @@ def validate(cfg: DictConfig) -> None:
     if aug_name == "mixup":
         alpha = cfg.aug.alpha
         _require(math.isfinite(alpha) and alpha > 0, "aug.alpha", alpha, "must be a finite number > 0")
+        _require(cfg.aug.lam in LAM_MODES, "aug.lam", cfg.aug.lam, f"one of {list(LAM_MODES)}")
+        _require(cfg.aug.pairing in PAIRINGS, "aug.pairing", cfg.aug.pairing, f"one of {list(PAIRINGS)}")
+    if aug_name == "cutmix":
+        alpha = cfg.aug.alpha
+        _require(0 < alpha <= 1, "aug.alpha", alpha, "must be in (0, 1] for aug=cutmix (keras.layers.CutMix)")
     trainer = cfg.trainer
     _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
     _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
@@ -235,6 +252,8 @@ def validate(cfg: DictConfig) -> None:
         dataset.train_size,
         "must be null (all) or an integer >= 1",
     )
+    noise = dataset.label_noise
+    _require(0 <= noise <= 1, "dataset.label_noise", noise, "must be a fraction in [0, 1]")
     _require(dataset.num_classes >= 2, "dataset.num_classes", dataset.num_classes, "must be an integer >= 2")
     _require(
         len(dataset.image_shape) == 3 and all(d >= 1 for d in dataset.image_shape),

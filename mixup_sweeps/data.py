@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ class FashionMnist:
     test: Split
     source_dir: Path
     sha256: dict[str, str]  # file name -> sha256 of the .gz file
+    label_noise: float = 0.0  # realised fraction of training labels that were replaced (see with_label_noise)
 
 
 def search_path(explicit: str | None = None) -> list[Path]:
@@ -174,6 +175,24 @@ def load(
         source_dir=directory,
         sha256=sha256,
     )
+
+
+LABEL_NOISE_STREAM = 0x4E015E  # keeps the noise draws apart from every other use of the seed
+
+
+def with_label_noise(data: FashionMnist, fraction: float, num_classes: int, seed: int) -> FashionMnist:
+    """Replace round(fraction * n) training labels, chosen by `seed`, each with a uniformly random *other* class.
+
+    Only the training split changes: validation and test labels stay clean, so accuracy still measures the
+    true task (the mixup paper's corrupted-label setting). The realised fraction goes in `label_noise`.
+    """
+    labels = data.train.labels
+    rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
+    chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    noisy = labels.copy()
+    noisy[chosen] = (labels[chosen].astype(np.int64) + rng.integers(1, num_classes, size=len(chosen))) % num_classes
+    realised = float(np.mean(noisy != labels)) if len(labels) else 0.0
+    return replace(data, train=Split(data.train.images, noisy), label_noise=realised)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The pictures logged with every run: what the network saw (samples.png) and how it learned (curves.png)."""
+"""The pictures logged with every run: what the network saw (samples.png), how it learned (curves.png) and how
+well its confidence matches its accuracy on the test set (reliability.png)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mixup_sweeps.calibration import Reliability  # noqa: E402
 from mixup_sweeps.data import CLASS_NAMES  # noqa: E402
 
 
@@ -49,6 +51,28 @@ def save_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax.legend()
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_reliability(bins: Reliability, path: Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, bin sizes below, ECE in the title."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    centers, width = (bins.edges[:-1] + bins.edges[1:]) / 2, np.diff(bins.edges)
+    top.bar(centers, np.nan_to_num(bins.accuracy), width=width, edgecolor="black", alpha=0.7, label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    top.plot(centers, bins.confidence, "r.", label="mean confidence")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left")
+    top.set_title(f"{title + ': ' if title else ''}test ECE {bins.ece:.4f} ({len(centers)} bins)", fontsize=9)
+    bottom.bar(centers, bins.counts, width=width, edgecolor="black", color="gray")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

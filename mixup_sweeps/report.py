@@ -29,6 +29,7 @@ SEED = "seed"
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
 BASELINE = "none"
 PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")
+SUMMARY_METRICS = ("test_accuracy", "test_loss", "test_ece", "test_nll")  # n/a for runs from before calibration
 
 
 class ReportError(Exception):
@@ -261,8 +262,8 @@ def summarize(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, epoch_s
         row = dict(zip(keys, values))
         row["group"] = _label(keys, values)
         row["n"] = len(group)
-        for metric in ("test_accuracy", "test_loss"):
-            mean, std, lo, hi = t_interval(group[metric])
+        for metric in SUMMARY_METRICS:
+            mean, std, lo, hi = t_interval(group[metric] if metric in group else [])
             row.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_ci_low": lo, f"{metric}_ci_high": hi})
         mean_curve = curves[curves["run_id"].isin(group["run_id"])].groupby("step")["value"].mean()
         row["best_val_accuracy"] = float(mean_curve.max()) if len(mean_curve) else math.nan
@@ -400,6 +401,8 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         for lo, hi in zip(summary["test_accuracy_ci_low"], summary["test_accuracy_ci_high"])
     ]
     out["test loss"] = [_fmt(v) for v in summary["test_loss_mean"]]
+    out["test ECE"] = [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary["test_ece_mean"], summary["test_ece_std"])]
+    out["test NLL"] = [_fmt(v) for v in summary["test_nll_mean"]]
     out["best val acc (epoch)"] = [
         f"{_fmt(v)} ({e})" for v, e in zip(summary["best_val_accuracy"], summary["best_val_epoch"])
     ]
@@ -425,7 +428,11 @@ def write_report(run_set: RunSet, tracking_uri: str, experiment: str, out: Path)
     files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
     summary.to_csv(files["summary.csv"], index=False)
     run_columns = ["run_id", "run_name", *keys, *([SEED] if SEED in runs else [])]
-    metric_columns = [c for c in ("test_accuracy", "test_loss", "val_accuracy", "train_images_per_second") if c in runs]
+    metric_columns = [
+        c
+        for c in ("test_accuracy", "test_loss", "test_ece", "test_nll", "val_accuracy", "train_images_per_second")
+        if c in runs
+    ]
     table = runs[run_columns + metric_columns].copy()
     table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
     table.sort_values([*keys, *([SEED] if SEED in runs else [])]).to_csv(files["runs.csv"], index=False)

@@ -41,6 +41,8 @@ def run_job(cfg: DictConfig) -> float:
         num_classes=cfg.dataset.num_classes,
         download=cfg.dataset.download,
     )
+    if cfg.dataset.label_noise > 0:
+        dataset = fashion_mnist.with_label_noise(dataset, cfg.dataset.label_noise, cfg.dataset.num_classes, cfg.seed)
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     output_dir = Path(cfg.paths.output_dir).resolve()
@@ -113,7 +115,7 @@ def _train_and_log(
     client.log_artifact(run_id, str(weights), "initial_weights")
 
     train.seed_everything(cfg.seed, cfg.trainer.deterministic)
-    preview = augment.training_stream(dataset.train, cfg.aug, 9, 64, num_classes)
+    preview = augment.training_stream(dataset.train, cfg.aug, 9, 64, num_classes, seed=cfg.seed)
     images, labels = next(iter(preview))
     client.log_artifact(run_id, str(plots.save_samples(images.numpy(), labels.numpy(), job_dir / "samples.png")))
     resolved = job_dir / "config.yaml"
@@ -141,11 +143,16 @@ def _train_and_log(
         {
             "test_loss": result.test_loss,
             "test_accuracy": result.test_accuracy,
+            "test_nll": result.test_nll,
+            "test_ece": result.test_reliability.ece,
             "train_images_per_second": result.train_images_per_second,
+            "label_noise_realized": dataset.label_noise,
         },
         step=len(result.history),
     )
     client.log_artifact(run_id, str(plots.save_curves(result.history, job_dir / "curves.png", title=name)))
+    reliability_png = plots.save_reliability(result.test_reliability, job_dir / "reliability.png", title=name)
+    client.log_artifact(run_id, str(reliability_png))
     model_path = job_dir / "model.weights.h5"
     result.model.save_weights(model_path)
     client.log_artifact(run_id, str(model_path))

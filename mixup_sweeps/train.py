@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from mixup_sweeps import augment, models
+from mixup_sweeps import augment, calibration, models
 from mixup_sweeps.data import FashionMnist
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -158,6 +158,8 @@ class TrainResult:
     history: list[dict[str, float]]
     test_loss: float
     test_accuracy: float
+    test_nll: float
+    test_reliability: calibration.Reliability  # its .ece is test_ece
     train_images_per_second: float
 
 
@@ -178,7 +180,9 @@ def train(
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
-    train_ds = augment.training_stream(data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes)
+    train_ds = augment.training_stream(
+        data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes, seed=cfg.seed
+    )
     val_ds = augment.evaluation_stream(data.val, trainer.batch_size, num_classes)
     history = completed_epochs(backup_dir) if backup_dir is not None else []
     epoch_metrics = EpochMetrics(history, backup_dir / JOURNAL if backup_dir is not None else None)
@@ -206,14 +210,17 @@ def train(
         raise TrainingDiverged(
             f"loss became NaN/inf in epoch {epoch} of {trainer.epochs} (trainer.learning_rate={trainer.learning_rate})"
         )
-    test_loss, test_accuracy = model.evaluate(
-        augment.evaluation_stream(data.test, trainer.batch_size, num_classes), verbose=0
-    )
+    test_stream = augment.evaluation_stream(data.test, trainer.batch_size, num_classes)
+    test_loss, test_accuracy = model.evaluate(test_stream, verbose=0)
+    probabilities = model.predict(test_stream, verbose=0)
+    test_labels = data.test.labels.astype(int)
     images = len(data.train) * epoch_metrics.epochs_run
     return TrainResult(
         model=model,
         history=epoch_metrics.history,
         test_loss=float(test_loss),
         test_accuracy=float(test_accuracy),
+        test_nll=calibration.negative_log_likelihood(probabilities, test_labels),
+        test_reliability=calibration.reliability(probabilities, test_labels),
         train_images_per_second=images / max(epoch_metrics.train_seconds, 1e-9),
     )

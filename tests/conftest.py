@@ -20,9 +20,11 @@ CONF = CONF_DIR
 EXPERIMENT = "mixup-fashion-mnist"
 
 
-def compose_config(overrides: list[str] | None = None, output_dir: str = "/tmp/mixup-sweeps-test"):
+def compose_config(
+    overrides: list[str] | None = None, output_dir: str = "/tmp/mixup-sweeps-test", return_hydra_config: bool = False
+):
     """The config a job would get (without Hydra's runtime section), composed from the real conf/."""
-    return load_config(output_dir, overrides or [])
+    return load_config(output_dir, overrides or [], return_hydra_config)
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:

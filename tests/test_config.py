@@ -70,14 +70,57 @@ def test_baseline_has_no_alpha():
         ("dataset.train_size=0", "dataset.train_size"),
         ("dataset.val_size=0", "dataset.val_size"),
         ("model.dropout=1.0", "model.dropout"),
+        ("aug.lam=per_epoch", "aug.lam"),
+        ("aug.pairing=shuffle", "aug.pairing"),
+        ("dataset.label_noise=1.5", "dataset.label_noise"),
+        ("dataset.label_noise=-0.1", "dataset.label_noise"),
+        ("aug=cutmix aug.alpha=2.0", "aug.alpha"),
     ],
 )
 def test_validate_rejects_bad_values_with_one_line_naming_the_key(override, key):
-    cfg = compose_config([override])
+    cfg = compose_config(override.split())
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     message = str(info.value)
     assert key in message and "\n" not in message
+
+
+def test_variant_defaults_stay_the_seeds():
+    cfg = compose_config()
+    assert (cfg.aug.lam, cfg.aug.pairing, cfg.dataset.label_noise) == ("per_sample", "two_streams", 0.0)
+    cutmix = compose_config(["aug=cutmix"])
+    assert dict(cutmix.aug) == {"name": "cutmix", "alpha": 1.0}
+
+
+PRESETS = {  # preset -> number of jobs it runs
+    "seed_reproduction": 10,
+    "alpha_grid": 15,
+    "label_noise": 27,
+    "variants": 18,
+    "default_sweep": 4,
+}
+
+
+@pytest.mark.parametrize("preset,jobs", sorted(PRESETS.items()))
+def test_each_preset_expands_to_jobs_that_compose_and_validate(preset, jobs):
+    """The preset's sweeper params x variants, each job composed with its overrides exactly as Hydra would."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.mixup_sweeps_variants.variants_sweeper import VariantsSweeper
+
+    cfg = compose_config([f"experiment={preset}"], return_hydra_config=True)
+    sweeper_cfg = cfg.hydra.sweeper
+    assert sweeper_cfg._target_.endswith("VariantsSweeper")
+    sweeper = VariantsSweeper(max_batch_size=None, params=sweeper_cfg.params, variants=sweeper_cfg.variants)
+    params = [f"{k}={v}" for k, v in (sweeper_cfg.params or {}).items()]
+    (batch,) = sweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    assert len(batch) == jobs
+    fingerprints = set()
+    for job in batch:
+        job_cfg = compose_config([f"experiment={preset}", *job])
+        validate(job_cfg)
+        fingerprints.add(config_fingerprint(job_cfg))
+    assert len(fingerprints) == jobs  # no two jobs compute the same thing
 
 
 def test_server_tracking_without_uri_is_a_clear_error(monkeypatch):

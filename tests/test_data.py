@@ -121,3 +121,33 @@ def test_real_fashion_mnist_loads_with_the_seed_split(real_data_dir):
     ds = data.load(str(real_data_dir))
     assert (len(ds.train), len(ds.val), len(ds.test)) == (58000, 2000, 10000)
     assert sorted(np.unique(ds.train.labels)) == list(range(10))
+
+
+def _noisy(tmp_path, fraction, seed, n_train=1020):
+    directory = write_fake_dataset(tmp_path / "fm", n_train=n_train, n_test=30)
+    clean = data.load(str(directory), val_size=20)
+    return clean, data.with_label_noise(clean, fraction, 10, seed)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 1.0])
+def test_label_noise_replaces_that_fraction_of_training_labels_with_other_classes(tmp_path, fraction):
+    clean, noisy = _noisy(tmp_path, fraction, seed=0)
+    changed = noisy.train.labels != clean.train.labels
+    assert changed.sum() == round(fraction * 1000) and noisy.label_noise == pytest.approx(changed.mean())
+    assert noisy.train.labels.max() < 10 and noisy.train.labels.dtype == clean.train.labels.dtype
+    np.testing.assert_array_equal(noisy.train.images, clean.train.images)
+    # validation and test labels are never touched
+    np.testing.assert_array_equal(noisy.val.labels, clean.val.labels)
+    np.testing.assert_array_equal(noisy.test.labels, clean.test.labels)
+
+
+def test_label_noise_is_fixed_by_the_seed_and_uniform_over_the_other_classes(tmp_path):
+    clean, first = _noisy(tmp_path, 0.5, seed=3, n_train=20020)
+    _, again = _noisy(tmp_path, 0.5, seed=3, n_train=20020)
+    _, other = _noisy(tmp_path, 0.5, seed=4, n_train=20020)
+    np.testing.assert_array_equal(first.train.labels, again.train.labels)
+    assert not np.array_equal(first.train.labels, other.train.labels)
+    changed = first.train.labels != clean.train.labels
+    shift = (first.train.labels[changed].astype(int) - clean.train.labels[changed]) % 10
+    counts = np.bincount(shift, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 0.8 * counts[1:].mean()  # every other class, about equally

@@ -62,6 +62,8 @@ def test_metrics_per_epoch_and_at_the_end(alpha_sweep):
             assert sorted(m.step for m in history) == [1, 2], key
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0 and run.data.metrics["test_loss"] > 0
         assert run.data.metrics["train_images_per_second"] > 0
+        assert 0.0 <= run.data.metrics["test_ece"] <= 1.0 and run.data.metrics["test_nll"] > 0
+        assert run.data.metrics["label_noise_realized"] == 0.0
 
 
 def test_artifacts_and_tags(alpha_sweep):
@@ -69,7 +71,15 @@ def test_artifacts_and_tags(alpha_sweep):
     _, children = split_parent(runs)
     for run in children:
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "samples.png", "curves.png", "model.weights.h5", "hydra", "initial_weights"} <= top
+        assert {
+            "config.yaml",
+            "samples.png",
+            "curves.png",
+            "reliability.png",
+            "model.weights.h5",
+            "hydra",
+            "initial_weights",
+        } <= top
         hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
         assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= hydra_files
         local = client.download_artifacts(run.info.run_id, "samples.png")
@@ -195,3 +205,36 @@ def test_default_output_dir_is_outputs_under_the_current_directory(tmp_path, rea
     assert len(parents) == 1 and len(children) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/samples.png"))) == 2
     assert children[0].data.params["paths.output_dir"] == str(tmp_path / "outputs")
+
+
+def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
+    """The variants preset (mixup x lam x pairing, CutMix, baseline) on noisy labels: every job trains and records."""
+    out = tmp_path / "variants"
+    tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.label_noise=0.2", "hydra.sweeper.params.seed=0"]
+    result = run_cli("-m", "experiment=variants", *tiny, f"paths.output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = mlflow_runs(out)
+    _, children = split_parent(runs)
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    variants = {
+        (r.data.params["aug.name"], r.data.params.get("aug.lam"), r.data.params.get("aug.pairing")) for r in children
+    }
+    assert variants == {
+        ("none", None, None),
+        ("cutmix", None, None),
+        *(("mixup", lam, pairing) for lam in ("per_sample", "per_batch") for pairing in ("two_streams", "permute")),
+    }
+    for run in children:
+        assert run.data.params["dataset.label_noise"] == "0.2"
+        assert run.data.metrics["label_noise_realized"] == pytest.approx(round(0.2 * 256) / 256)
+        assert "test_ece" in run.data.metrics and "test_nll" in run.data.metrics
+    report = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    (md,) = (out / "reports").glob("*/report.md")
+    text = md.read_text()
+    assert "test ECE" in text and "aug.pairing=permute" in text and "aug.name=cutmix" in text
