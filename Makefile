@@ -1,6 +1,6 @@
 # One command each on a fresh machine: `make run` (the default sweep + its report) and `make test` (what CI
 # runs). Both are idempotent: the venv is rebuilt only when pyproject.toml changes, Debian packages
-# (the data, Chromium for the UI test) are installed only when missing.
+# (the data, Chromium for the UI test, PostgreSQL for the cluster test) are installed only when missing.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ apt_install = if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	else echo "Please install the Debian package $(1): apt-get install $(1)"; fi
 
-.PHONY: setup data browser run report test lint clean
+.PHONY: setup data browser postgres run report test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ browser:
 	@[ -x /usr/bin/chromium ] || { $(call apt_install,chromium); }
 	@[ -x /usr/bin/chromium ]
 
+# Debian's PostgreSQL server programs for the cluster test (it starts its own throw-away server on loopback).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(call apt_install,postgresql); }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+
 run: data
 	$(PY) -m mixup_sweeps.run -m experiment=default_sweep; status=$$?; \
 	$(PY) -m mixup_sweeps.report; exit $$status
@@ -43,7 +48,7 @@ run: data
 report: setup
 	$(PY) -m mixup_sweeps.report
 
-test: data browser
+test: data browser postgres
 	$(PY) -m pytest
 
 lint: setup

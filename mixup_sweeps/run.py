@@ -83,7 +83,10 @@ def run_job(cfg: DictConfig) -> float:
     started = time.perf_counter()
     restore_signals = INTERRUPTS.install()
     try:
-        test_accuracy = _train_and_log(cfg, dataset, client, run_id, job_dir, output_dir, backup_dir, name)
+        parent_run_id = parent.info.run_id if parent is not None else None
+        test_accuracy = _train_and_log(
+            cfg, dataset, client, run_id, parent_run_id, job_dir, output_dir, backup_dir, name
+        )
     except BaseException as exc:
         tracking.end_failed_run(client, run_id, exc, job_dir)
         log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
@@ -97,7 +100,15 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def _train_and_log(
-    cfg: DictConfig, dataset, client, run_id: str, job_dir: Path, output_dir: Path, backup_dir: Path, name: str
+    cfg: DictConfig,
+    dataset,
+    client,
+    run_id: str,
+    parent_run_id: str | None,
+    job_dir: Path,
+    output_dir: Path,
+    backup_dir: Path,
+    name: str,
 ) -> float:
     import keras
     import tensorflow as tf
@@ -108,11 +119,15 @@ def _train_and_log(
     client.set_tag(run_id, "keras_version", keras.__version__)
     client.set_tag(run_id, "tensorflow_version", tf.__version__)
     input_shape, num_classes = tuple(cfg.dataset.image_shape), cfg.dataset.num_classes
-    weights = models.shared_initial_weights(
-        output_dir / "initial_weights", cfg.model, input_shape, num_classes, cfg.seed
+    cache = output_dir / "initial_weights"
+    weights = tracking.shared_initial_weights(
+        client,
+        parent_run_id,
+        models.initial_weights_path(cache, cfg.model, input_shape, num_classes, cfg.seed),
+        lambda: models.shared_initial_weights(cache, cfg.model, input_shape, num_classes, cfg.seed),
     )
     client.set_tag(run_id, "init_weights_sha256", models.sha256_file(weights))
-    client.log_artifact(run_id, str(weights), "initial_weights")
+    client.log_artifact(run_id, str(weights), tracking.INITIAL_WEIGHTS)
 
     train.seed_everything(cfg.seed, cfg.trainer.deterministic)
     preview = augment.training_stream(dataset.train, cfg.aug, 9, 64, num_classes, seed=cfg.seed)

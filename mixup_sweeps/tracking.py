@@ -11,11 +11,13 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import subprocess
+import tempfile
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,34 @@ def start_job_run(
         client.set_terminated(run_id, "FAILED")
         raise
     return run_id
+
+
+INITIAL_WEIGHTS = "initial_weights"  # artifact folder of the sweep parent (and of each run) holding them
+
+
+def shared_initial_weights(
+    client: MlflowClient, parent_run_id: str | None, local: Path, create: Callable[[], Path]
+) -> Path:
+    """The initial-weights file `local` (named by its key), the same bytes for every job of a sweep, on any node.
+
+    In a sweep the parent run is the shared place: a job takes the parent's `initial_weights/<name>` artifact
+    if a job has published it, else creates the file (`create`, under a local file lock) and publishes it,
+    so workers on different machines need no shared disk, only the tracking server. Creation is
+    deterministic (seeded weights, byte-identical .h5), so two nodes that both miss it publish the same bytes.
+    """
+    if parent_run_id is not None:
+        published = {a.path for a in client.list_artifacts(parent_run_id, INITIAL_WEIGHTS)}
+        artifact = f"{INITIAL_WEIGHTS}/{local.name}"
+        if artifact in published:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
+                fetched = client.download_artifacts(parent_run_id, artifact, tmp)
+                os.replace(fetched, local)
+            return local
+    path = create()
+    if parent_run_id is not None:
+        client.log_artifact(parent_run_id, str(path), INITIAL_WEIGHTS)
+    return path
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:

@@ -1,0 +1,226 @@
+"""Scale-out on loopback: a sweep through Hydra's Ray launcher, tracked by an MLflow server on PostgreSQL.
+
+Everything listens on 127.0.0.1 only and is torn down at the end: a fresh PostgreSQL cluster (Debian's
+`postgresql`, `.ci/run` installs it), `mlflow server --backend-store-uri postgresql://... --artifacts-destination`
+and a Ray head (`ray start --head`). The jobs reach the server through MLFLOW_TRACKING_URI, which the
+`ray_cluster` launcher preset hands to the Ray workers; artifacts travel through the server's artifact
+serving, and the shared initial weights through the sweep parent run.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import EXPERIMENT, ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["dataset.train_size=256", "trainer.epochs=1"]
+# Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
+# (ray-project/ray#59110). The first switch keeps Ray on loopback; it also forbids adding other nodes, which a
+# loopback test does not do. A real cluster uses the head's real address and needs no such setting. The second
+# makes the driver present the token (~/.ray/auth_token) that `ray start --head` generated and now requires.
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+NO_LOG_DEDUP = {"RAY_DEDUP_LOGS": "0"}  # Ray folds similar log lines of different workers into one; count them all
+RAY_SWEEP = ["hydra/launcher=ray_cluster", "tracking=server"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready, what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
+
+
+def postgres_bin(name: str) -> str:
+    """Debian keeps the server programs off PATH, under /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None)
+    if found is None:
+        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql (`make test` does)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with an empty database `mlflow`; yields its URI."""
+    # initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres` user
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="mixup-pg-"))
+    if as_owner:
+        shutil.chown(home, "postgres")
+    data, port = home / "data", free_port()
+    subprocess.run([*as_owner, postgres_bin("initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k {home}"
+    subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-o", options, "-w",
+                    "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+                       check=True, capture_output=True)  # fmt: skip
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """`mlflow server` on the PostgreSQL store, serving artifacts from its own directory; yields (URI, that dir)."""
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    port = free_port()
+    log = open(artifacts.parent / "mlflow-server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert server.poll() is None, (artifacts.parent / "mlflow-server.log").read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, "mlflow server", timeout=180)
+        yield uri, artifacts
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            server.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray head node on 127.0.0.1 with 2 CPUs; yields its address (what RAY_ADDRESS holds on a cluster)."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    started = subprocess.run(
+        [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, **LOOPBACK_RAY},
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cluster(mlflow_server, ray_head, tmp_path_factory):
+    uri, artifacts = mlflow_server
+    # what a user on a cluster has: the server's URI and the Ray address, and no MLflow store of their own
+    env = {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ray_head, **LOOPBACK_RAY, **NO_LOG_DEDUP}
+    out = tmp_path_factory.mktemp("driver")
+    first = run_cli("-m", *RAY_SWEEP, "aug.alpha=0.1,0.2,0.4", *TINY, f"paths.output_dir={out}", env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return uri, artifacts, env, out, first
+
+
+def sweep_runs(uri: str):
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
+    return client, experiment, parents, [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+
+
+def test_three_job_sweep_through_ray_reaches_the_server(cluster):
+    uri, _, _, out, first = cluster
+    assert "Ray Launcher is launching 3 jobs" in first.stdout + first.stderr
+    client, _, parents, children = sweep_runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(float(r.data.params["aug.alpha"]) for r in children) == [0.1, 0.2, 0.4]
+    for run in children:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+        assert {"test_accuracy", "test_ece", "test_nll"} <= set(run.data.metrics)
+        assert run.data.params["tracking.uri"] == "${oc.env:MLFLOW_TRACKING_URI,null}"  # the text, not the URI
+    # nothing went to a local store: the driver's output dir has no MLflow database or artifact folder
+    assert not (out / "mlflow.db").exists() and not (out / "mlartifacts").exists()
+
+
+def test_artifacts_travel_through_the_servers_artifact_serving(cluster):
+    uri, artifacts, _, _, _ = cluster
+    client, experiment, _, children = sweep_runs(uri)
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    for run in children:
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "samples.png", "curves.png", "reliability.png", "model.weights.h5"} <= names
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(client.download_artifacts(run.info.run_id, "reliability.png", tmp))
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ... and are stored where the server keeps them
+    assert len(list(artifacts.rglob("model.weights.h5"))) == 3
+
+
+def test_initial_weights_are_shared_through_the_sweep_parent(cluster):
+    uri, _, _, _, _ = cluster
+    client, _, (parent,), children = sweep_runs(uri)
+    (published,) = client.list_artifacts(parent.info.run_id, "initial_weights")
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = hashlib.sha256(Path(client.download_artifacts(parent.info.run_id, published.path, tmp)).read_bytes())
+    assert {r.data.tags["init_weights_sha256"] for r in children} == {digest.hexdigest()}
+
+
+def test_report_reads_the_server(cluster, tmp_path):
+    uri, _, _, _, _ = cluster
+    report = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.report", "--tracking-uri", uri, "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    summary = (tmp_path / "r" / "summary.csv").read_text()
+    assert summary.count("aug.alpha=") == 3
+    _, _, (parent,), _ = sweep_runs(uri)
+    client = MlflowClient(tracking_uri=uri)
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_same_sweep_again_under_ray_skips_every_finished_job(cluster):
+    uri, _, env, out, _ = cluster
+    again = run_cli("-m", *RAY_SWEEP, "aug.alpha=0.1,0.2,0.4", *TINY, f"paths.output_dir={out}", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("FINISHED already") == 3
+    _, _, parents, children = sweep_runs(uri)
+    assert len(parents) == 1 and len(children) == 3  # same sweep, same parent, no new runs
+
+
+def test_a_crashing_job_under_ray_ends_failed_with_its_traceback(cluster):
+    uri, _, env, out, _ = cluster
+    failed = run_cli("-m", *RAY_SWEEP, "aug=none", "trainer.learning_rate=1e30", *TINY, f"paths.output_dir={out}",
+                     env=env)  # fmt: skip
+    assert failed.returncode != 0
+    client, _, parents, children = sweep_runs(uri)
+    (run,) = [r for r in children if r.data.params["trainer.learning_rate"] == "1e+30"]
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "nan_loss"
+    assert "traceback.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert sorted(p.info.status for p in parents) == ["FAILED", "FINISHED"]
