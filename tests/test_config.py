@@ -163,3 +163,23 @@ def test_cli_unknown_option_fails_with_hydras_message(tmp_path):
     assert result.returncode != 0
     assert "aug" in result.stderr and "Available options" in result.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")))
+def test_launcher_presets_compose_and_instantiate(launcher, monkeypatch):
+    """The Ray and SLURM presets are valid for the installed plugins (SLURM itself cannot run here)."""
+    from hydra.utils import instantiate
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("SLURM_PARTITION", "cpu")
+    cfg = compose_config([f"hydra/launcher={launcher}"], return_hydra_config=True)
+    launcher_cfg = cfg.hydra.launcher
+    instance = instantiate(launcher_cfg)
+    if launcher == "ray_cluster":
+        init = launcher_cfg.ray.init
+        assert init.address is None and init.object_store_memory is None  # RAY_ADDRESS or local; hydra#2893
+        assert init.runtime_env.env_vars.MLFLOW_TRACKING_URI == "http://127.0.0.1:5000"
+        assert type(instance).__name__ == "RayLauncher" and launcher_cfg.ray.remote.num_cpus == 1
+    if launcher == "slurm":
+        assert type(instance).__name__ == "SlurmLauncher" and launcher_cfg.partition == "cpu"
+        assert launcher_cfg.cpus_per_task >= 1 and launcher_cfg.timeout_min >= 10
