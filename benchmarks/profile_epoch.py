@@ -31,7 +31,11 @@ VARIANTS: dict[str, dict] = {  # name -> {"env": {...}, "fit": {...}, "threads":
     "intra-op 1 thread": {"threads": [1, 0]},
     "inter-op 1 thread": {"threads": [0, 1]},
     "intra 2 / inter 1": {"threads": [2, 1]},
-    "steps_per_execution 16": {"fit": {"steps_per_execution": 16}},
+    "steps_per_execution 8": {"fit": {"steps_per_execution": 8}},
+    "steps_per_execution 32": {"fit": {"steps_per_execution": 32}},
+    "steps_per_execution 128": {"fit": {"steps_per_execution": 128}},
+    "tf.data on 1 private thread": {"data_threads": 1},
+    "spe 32 + tf.data 1 thread": {"fit": {"steps_per_execution": 32}, "data_threads": 1},
     "jit_compile (XLA)": {"fit": {"jit_compile": True}},
 }
 
@@ -58,6 +62,10 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
     ds = data.load()
     steps = -(-len(ds.train) // 64)
     stream = augment.training_stream(ds.train, OmegaConf.structured(AUG_SCHEMAS["mixup"]), 64, 6400, 10, seed=0)
+    if spec.get("data_threads"):
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = spec["data_threads"]
+        stream = stream.with_options(options)
 
     class Timer(keras.callbacks.Callback):
         def __init__(self) -> None:

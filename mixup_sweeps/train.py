@@ -179,6 +179,7 @@ def train(
         optimizer=keras.optimizers.Adam(learning_rate=trainer.learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=trainer.steps_per_execution,
     )
     train_ds = augment.training_stream(
         data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes, seed=cfg.seed
