@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from mixup_sweeps import augment, data, models  # noqa: E402
-from mixup_sweeps.config import AUG_SCHEMAS  # noqa: E402
+from mixup_sweeps.config import load_config  # noqa: E402
 
 BATCH_SIZE = 64
 SEED_CNN = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "seed_cnn.yaml")
@@ -77,14 +77,17 @@ def run_arm(arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path,
     keras.utils.set_random_seed(seed)
     model = models.build_model(SEED_CNN, (28, 28, 1), 10)
     model.load_weights(weights)
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"])
+    # the harness arm compiles as train.train does: its default trainer config (steps_per_execution)
+    harness = load_config(tempfile.gettempdir(), [f"aug={aug}"])
+    steps_per_execution = 1 if arm == "seed" else harness.trainer.steps_per_execution
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)  # fmt: skip
     if arm == "seed":
         x = ds.train.images.astype("float32") / 255.0
         y = keras.utils.to_categorical(ds.train.labels, 10).astype("float32")
         stream = seed_recipe_stream(x, y, aug)
-    else:
-        aug_cfg = OmegaConf.structured(AUG_SCHEMAS[aug])  # the defaults: the seed's recipe, alpha 0.2
-        stream = augment.training_stream(ds.train, aug_cfg, BATCH_SIZE, BATCH_SIZE * 100, 10, seed=seed)
+    else:  # the defaults: the seed's recipe, alpha 0.2
+        stream = augment.training_stream(ds.train, harness.aug, BATCH_SIZE, BATCH_SIZE * 100, 10, seed=seed)
     timer = EpochTimer()
     model.fit(stream, epochs=epochs, callbacks=[timer], verbose=0)
     test = augment.evaluation_stream(ds.test, BATCH_SIZE, 10)

@@ -140,6 +140,8 @@ def _sql_runs_frame(engine, experiment_id: str) -> pd.DataFrame:
 def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
     from mlflow.tracking import MlflowClient
 
+    from mixup_sweeps.tracking import REUSED_IN_SWEEP
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -167,7 +169,11 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
                 raise ReportError(f"No sweep {sweep!r} in experiment {experiment!r} (latest sweeps: {known})")
             parent = matching.iloc[-1]
         label, parent_run_id = parent["tags.sweep_id"], parent["run_id"]
-        runs = runs[runs["tags.sweep_id"] == label]
+        in_sweep = runs["tags.sweep_id"] == label
+        reused = f"tags.{REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
+        if reused in runs:
+            in_sweep |= runs[reused].notna()
+        runs = runs[in_sweep]
     left_out = runs.loc[runs["status"] != "FINISHED", "status"].value_counts().to_dict()
     finished = runs[runs["status"] == "FINISHED"]
     if finished.empty:

@@ -61,6 +61,7 @@ def run_job(cfg: DictConfig) -> float:
     finished = [r for r in attempts if r.info.status == "FINISHED"]
     if finished:
         run = finished[0]
+        tracking.mark_reused(client, run, parent)
         log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
                  name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
         return run.data.metrics.get("test_accuracy", float("nan"))

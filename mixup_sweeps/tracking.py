@@ -250,6 +250,16 @@ def start_job_run(
     return run_id
 
 
+REUSED_IN_SWEEP = "reused_in_sweep."  # + sweep_id: a FINISHED run of another sweep that this sweep skipped to
+
+
+def mark_reused(client: MlflowClient, run: Run, parent: Run | None) -> None:
+    """A sweep that skips a job because an earlier sweep finished it counts that run as its own (report)."""
+    sweep_id = parent.data.tags.get("sweep_id") if parent is not None else None
+    if sweep_id and run.data.tags.get("sweep_id") != sweep_id:
+        client.set_tag(run.info.run_id, REUSED_IN_SWEEP + sweep_id, parent.info.run_id)
+
+
 INITIAL_WEIGHTS = "initial_weights"  # artifact folder of the sweep parent (and of each run) holding them
 
 

@@ -55,6 +55,28 @@ def uninterrupted(tmp_path_factory, real_data_dir):
     return runs[0].data.metrics["test_accuracy"]
 
 
+def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp_path, real_data_dir):
+    """aug.alpha=0.1,0.2 then aug.alpha=0.2,0.4: the second sweep trains only 0.4, and its report has both."""
+    out = f"paths.output_dir={tmp_path}"
+    assert run_cli("-m", "aug.alpha=0.1,0.2", *TINY, out).returncode == 0
+    second = run_cli("-m", "aug.alpha=0.2,0.4", *TINY, out)
+    assert second.returncode == 0 and "] - skip aug.alpha=0.2: FINISHED already" in second.stdout + second.stderr
+    _, runs = mlflow_runs(tmp_path)
+    parents = sorted((r for r in runs if r.data.tags.get("sweep_parent") == "true"), key=lambda r: r.info.start_time)
+    children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    assert len(parents) == 2 and len(children) == 3  # 0.2 trained once
+    (reused,) = [r for r in children if r.data.params["aug.alpha"] == "0.2"]
+    second_id = parents[1].data.tags["sweep_id"]
+    assert reused.data.tags[f"reused_in_sweep.{second_id}"] == parents[1].info.run_id
+    report = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path), "--sweep", second_id],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    summary = (tmp_path / "reports" / second_id / "summary.csv").read_text()
+    assert "aug.alpha=0.2" in summary and "aug.alpha=0.4" in summary and "aug.alpha=0.1" not in summary
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterrupted):
     args = [sys.executable, "-m", "mixup_sweeps.run", "dataset.train_size=8192", "trainer.epochs=3",
