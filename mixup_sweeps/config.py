@@ -81,7 +81,7 @@ class TrainerConfig:
     learning_rate: float = 0.001
     shuffle_buffer: int = 6400
     deterministic: bool = False
-    steps_per_execution: int = 1  # training steps per TensorFlow call: fewer Python round-trips, same result
+    steps_per_execution: int = 32  # training steps per TensorFlow call: fewer round-trips, same result
 
 
 @dataclass

@@ -70,6 +70,7 @@ def test_baseline_has_no_alpha():
         ("dataset.train_size=0", "dataset.train_size"),
         ("dataset.val_size=0", "dataset.val_size"),
         ("model.dropout=1.0", "model.dropout"),
+        ("trainer.steps_per_execution=0", "trainer.steps_per_execution"),
         ("aug.lam=per_epoch", "aug.lam"),
         ("aug.pairing=shuffle", "aug.pairing"),
         ("dataset.label_noise=1.5", "dataset.label_noise"),
