@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 VARIANTS: dict[str, dict] = {  # name -> {"env": {...}, "fit": {...}, "threads": (intra, inter) or None}
     "default": {},
@@ -55,10 +54,12 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
         if inter:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
 
+    from train_throughput import SEED_CNN as model_cfg  # the sibling benchmark: same model file, same epoch timer
+    from train_throughput import EpochTimer
+
     from mixup_sweeps import augment, data, models
     from mixup_sweeps.config import AUG_SCHEMAS
 
-    model_cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "seed_cnn.yaml")
     ds = data.load()
     steps = -(-len(ds.train) // 64)
     stream = augment.training_stream(ds.train, OmegaConf.structured(AUG_SCHEMAS["mixup"]), 64, 6400, 10, seed=0)
@@ -67,22 +68,11 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
         options.threading.private_threadpool_size = spec["data_threads"]
         stream = stream.with_options(options)
 
-    class Timer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
     def fit_seconds(model, dataset, **fit_kwargs) -> float:
         keras.utils.set_random_seed(0)
         model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"],
                       **fit_kwargs)  # fmt: skip
-        timer = Timer()
+        timer = EpochTimer()
         model.fit(dataset, epochs=epochs + 1, callbacks=[timer], verbose=0)
         return statistics.median(timer.seconds[1:])  # the first epoch traces and warms up
 

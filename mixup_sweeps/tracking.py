@@ -277,6 +277,8 @@ def shared_initial_weights(
         published = {a.path for a in client.list_artifacts(parent_run_id, INITIAL_WEIGHTS)}
         artifact = f"{INITIAL_WEIGHTS}/{local.name}"
         if artifact in published:
+            if local.exists():  # fetched or created on this node before: the same bytes (see above)
+                return local
             local.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
                 fetched = client.download_artifacts(parent_run_id, artifact, tmp)
