@@ -103,6 +103,7 @@ class Config:
     resume: bool = True  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy, TensorFlow and Keras accept as a seed
 AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig}
 LAM_MODES = ("per_sample", "per_batch")
 PAIRINGS = ("two_streams", "permute")
@@ -119,6 +120,8 @@ def register_configs() -> None:
     # ${cwd:} = the directory the command was started in. Hydra's ${hydra:runtime.cwd} cannot be used for
     # paths.output_dir: the sweep directory is resolved before Hydra sets its runtime config in a multirun.
     OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+    # ${process_id:} = the launching process (cached like Hydra's ${now:}, so launched jobs see the same value)
+    OmegaConf.register_new_resolver("process_id", os.getpid, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, node in AUG_SCHEMAS.items():
@@ -264,6 +267,8 @@ def validate(cfg: DictConfig) -> None:
         list(dataset.image_shape),
         "must be [height, width, channels]",
     )
+    low, high = SEED_RANGE
+    _require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
     model = cfg.model
     _require(
         len(model.conv_filters) >= 1 and all(f >= 1 for f in model.conv_filters),
@@ -272,6 +277,16 @@ def validate(cfg: DictConfig) -> None:
         "must be a non-empty list of integers >= 1",
     )
     _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
+    smallest = min(dataset.image_shape[:2])
+    for block in range(len(model.conv_filters)):  # each block: a valid k x k convolution, then 2 x 2 max pooling
+        smallest = (smallest - model.kernel_size + 1) // 2
+        _require(
+            smallest >= 1,
+            "model.kernel_size",
+            model.kernel_size,
+            f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(dataset.image_shape[:2])} "
+            f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
+        )
     _require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
     _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
     _require(

@@ -140,12 +140,13 @@ def _sql_runs_frame(engine, experiment_id: str) -> pd.DataFrame:
 def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
     from mlflow.tracking import MlflowClient
 
-    from mixup_sweeps.tracking import REUSED_IN_SWEEP
+    from mixup_sweeps.tracking import REUSED_IN_SWEEP, end_ghost_runs
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ReportError(f"No experiment {experiment!r} in {tracking_uri}: run a sweep first")
+    end_ghost_runs(client, exp.experiment_id)  # a run whose process died on this host is not "running"
     df = runs_frame(client, exp.experiment_id)
     if df.empty:
         raise ReportError(f"No runs in experiment {experiment!r} ({tracking_uri})")

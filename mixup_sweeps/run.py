@@ -73,7 +73,7 @@ def run_job(cfg: DictConfig) -> float:
         interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
     if interrupted:  # continue the same run from its last saved epoch
         run_id = interrupted[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
+        tracking.claim_run(client, run_id)
         log.info("resume %s: run %s from its backup in %s", name, run_id, backup_dir)
     else:
         shutil.rmtree(backup_dir, ignore_errors=True)  # a stale backup of a failed or forced-fresh run

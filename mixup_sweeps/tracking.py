@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 import traceback
@@ -63,7 +64,74 @@ def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
                     raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    end_ghost_runs(client, experiment.experiment_id)
     return client, experiment.experiment_id
+
+
+HOST_TAG, PID_TAG, PROCESS_TAG = "host", "pid", "process_start"  # which process on which machine owns a run
+
+
+def _process_start(pid: int) -> str | None:
+    """Boot id + start time of process `pid` (Linux /proc), None if there is no such (living) process.
+
+    A pid alone can be reused by another process after a kill or a reboot; pid + boot + start time cannot.
+    Elsewhere it falls back to "the pid exists".
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux, and the process is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "alive"
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, start time field 22
+    if fields[0] == "Z":
+        return None  # a zombie: dead, only not yet waited for by its parent
+    return f"{boot}:{fields[19]}"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PROCESS_TAG: _process_start(os.getpid()) or ""}
+
+
+def claim_run(client: MlflowClient, run_id: str) -> None:
+    """This process takes over a run (a resumed job, a continued sweep): RUNNING, with this process's tags."""
+    client.update_run(run_id, status="RUNNING")
+    for key, value in process_tags().items():
+        client.set_tag(run_id, key, value)
+
+
+def end_ghost_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End KILLED the RUNNING runs started on this host by a process that no longer exists (kill -9, a crash).
+
+    Runs of other hosts are left alone: from here nobody can tell whether their process lives.
+    A ghost run keeps its backup, so running its command again still resumes it in the same run.
+    """
+    host = socket.gethostname()
+    ghosts = []
+    for run in client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
+    ):
+        pid, started = run.data.tags.get(PID_TAG, ""), run.data.tags.get(PROCESS_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        now = _process_start(int(pid))
+        pid_reused = bool(started) and now not in (None, "alive", started)
+        if now is None or pid_reused:
+            message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
+            client.set_tag(run.info.run_id, "error", message)
+            client.set_tag(run.info.run_id, "failure_reason", "process_gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("run %s (%s) marked KILLED: %s", run.info.run_id, run.info.run_name, message)
+            ghosts.append(run.info.run_id)
+    return ghosts
 
 
 @contextmanager
@@ -173,7 +241,7 @@ class SweepParentCallback(Callback):
         if parent is not None:  # the same sweep again: its parent collects old and new runs
             self.parent_run_id = parent.info.run_id
             self.client.set_tag(self.parent_run_id, SWEEP_DIR_TAG, sweep_dir)  # where this session's jobs look
-            self.client.update_run(self.parent_run_id, status="RUNNING")
+            claim_run(self.client, self.parent_run_id)
             sweep_id = parent.data.tags["sweep_id"]
             log.info("sweep %s continues (resume=true): finished jobs are skipped", sweep_id)
         else:
@@ -185,6 +253,7 @@ class SweepParentCallback(Callback):
                 "sweep_keys": json.dumps(sweep_keys(config)),
                 SWEEP_FINGERPRINT_TAG: fingerprint,
                 "sweep_overrides": " ".join(task_overrides(config.hydra)),
+                **process_tags(),
             }
             if commit := harness_git_commit():
                 tags["git_commit"] = commit
@@ -233,7 +302,7 @@ def start_job_run(
     tags: dict[str, str],
 ) -> str:
     """Create the job's run (nested under the sweep parent if any) with all params and static tags."""
-    all_tags = {"config_fingerprint": config_fingerprint(cfg), **tags}
+    all_tags = {"config_fingerprint": config_fingerprint(cfg), **process_tags(), **tags}
     if commit := harness_git_commit():
         all_tags["git_commit"] = commit
     if parent is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -30,10 +31,9 @@ from tests.conftest import EXPERIMENT, ROOT, run_cli
 pytestmark = pytest.mark.slow
 TINY = ["dataset.train_size=256", "trainer.epochs=1"]
 # Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
-# (ray-project/ray#59110). The first switch keeps Ray on loopback; it also forbids adding other nodes, which a
-# loopback test does not do. A real cluster uses the head's real address and needs no such setting. The second
-# makes the driver present the token (~/.ray/auth_token) that `ray start --head` generated and now requires.
-LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+# (ray-project/ray#59110). This switch keeps Ray on loopback; it also forbids adding other nodes, which a
+# loopback test does not do. A real cluster uses the head's real address and needs no such setting.
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 NO_LOG_DEDUP = {"RAY_DEDUP_LOGS": "0"}  # Ray folds similar log lines of different workers into one; count them all
 RAY_SWEEP = ["hydra/launcher=ray_cluster", "tracking=server"]
 
@@ -116,27 +116,45 @@ def mlflow_server(postgres, tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
+def ray_token() -> Iterator[dict[str, str]]:
+    """Ray token authentication as a cluster should run it, with a token made here for this test only.
+
+    The token lives in a private temporary file (not ~/.ray/auth_token) that the head, its workers (they
+    inherit the head's environment) and the driver are pointed at; it is removed afterwards.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="mixup-ray-token-"))
+    token = directory / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    try:
+        yield {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_token) -> Iterator[str]:
     """A Ray head node on 127.0.0.1 with 2 CPUs; yields its address (what RAY_ADDRESS holds on a cluster)."""
     ray = str(Path(sys.executable).with_name("ray"))
     port = free_port()
+    env = {**os.environ, **LOOPBACK_RAY, **ray_token}
     started = subprocess.run(
         [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
          "--include-dashboard=false", "--disable-usage-stats"],
-        capture_output=True, text=True, timeout=180, env={**os.environ, **LOOPBACK_RAY},
+        capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
 @pytest.fixture(scope="module")
-def cluster(mlflow_server, ray_head, tmp_path_factory):
+def cluster(mlflow_server, ray_head, ray_token, tmp_path_factory):
     uri, artifacts = mlflow_server
-    # what a user on a cluster has: the server's URI and the Ray address, and no MLflow store of their own
-    env = {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ray_head, **LOOPBACK_RAY, **NO_LOG_DEDUP}
+    # what a user on a cluster has: the server's URI, the Ray address and the cluster's token, no MLflow store
+    env = {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ray_head, **LOOPBACK_RAY, **ray_token, **NO_LOG_DEDUP}
     out = tmp_path_factory.mktemp("driver")
     first = run_cli("-m", *RAY_SWEEP, "aug.alpha=0.1,0.2,0.4", *TINY, f"paths.output_dir={out}", env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -165,6 +183,18 @@ def test_three_job_sweep_through_ray_reaches_the_server(cluster):
         assert run.data.params["tracking.uri"] == "${oc.env:MLFLOW_TRACKING_URI,null}"  # the text, not the URI
     # nothing went to a local store: the driver's output dir has no MLflow database or artifact folder
     assert not (out / "mlflow.db").exists() and not (out / "mlartifacts").exists()
+
+
+def test_the_cluster_refuses_a_driver_without_the_token(cluster, ray_head):
+    """Token authentication is really on, and the token never became a per-user file."""
+    no_token = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    refused = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={ray_head!r})"],
+        capture_output=True, text=True, timeout=120, env={**no_token, **LOOPBACK_RAY, "RAY_AUTH_MODE": "token"},
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
+    assert not (Path.home() / ".ray" / "auth_token").exists()
 
 
 def test_artifacts_travel_through_the_servers_artifact_serving(cluster):

@@ -99,12 +99,20 @@ def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterr
     expected = "RUNNING" if sig == signal.SIGKILL else "KILLED"  # kill -9 leaves no chance to say anything
     assert client.get_run(run_id).info.status == expected
     assert steps(client, run_id, "loss") in ([1], [1, 2])
+    if sig == signal.SIGKILL:  # the next job on this store sees that the run's process is gone
+        other = run_cli("aug=none", *TINY, f"paths.output_dir={tmp_path}")
+        assert other.returncode == 0, other.stderr[-2000:]
+        ghost = client.get_run(run_id)
+        assert ghost.info.status == "KILLED" and ghost.data.tags["failure_reason"] == "process_gone"
+        assert ghost.data.tags["pid"] == str(job.pid)
 
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resume dataset.train_size=8192,trainer.epochs=3: run {run_id}" in again.stdout + again.stderr
     _, runs = mlflow_runs(tmp_path)
+    runs = [r for r in runs if r.data.params["aug.name"] == "mixup"]
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["pid"] != str(job.pid)  # the resuming process owns the run now
     for key in EPOCH_METRICS:
         assert steps(client, run_id, key) == [1, 2, 3], key  # none missing, none twice
     assert abs(runs[0].data.metrics["test_accuracy"] - uninterrupted) < 0.06
@@ -146,13 +154,50 @@ def test_several_processes_creating_a_new_store_at_once(tmp_path, real_data_dir)
     assert len({r.data.tags["init_weights_sha256"] for r in runs}) == 1
 
 
+def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_data_dir):
+    """Started in the same second, they still get their own sweep directory, parent run and job dirs."""
+    commands = [["-m", f"aug.alpha={alphas}", *TINY, "trainer.epochs=1", f"paths.output_dir={tmp_path}"]
+                for alphas in ("0.1,0.2", "0.3,0.4")]  # fmt: skip
+    jobs = [
+        subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT, text=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for command in commands
+    ]  # fmt: skip
+    errors = [job.communicate(timeout=600)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], "\n".join(e[-1500:] for e in errors)
+    _, runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
+    assert len(parents) == 2 and len({p.data.tags["sweep_dir"] for p in parents}) == 2
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        alphas = sorted(r.data.params["aug.alpha"] for r in children)
+        assert alphas in (["0.1", "0.2"], ["0.3", "0.4"]) and parent.info.status == "FINISHED"
+    sweep_dirs = list((tmp_path / "multirun").iterdir())
+    assert len(sweep_dirs) == 2
+    for sweep_dir in sweep_dirs:  # each job directory holds one job's files
+        for job_dir in (sweep_dir / "0", sweep_dir / "1"):
+            assert len(list(job_dir.glob("samples.png"))) == 1
+    overrides = sorted((d / "0" / ".hydra" / "overrides.yaml").read_text() for d in sweep_dirs)
+    assert "aug.alpha=0.1" in overrides[0] and "aug.alpha=0.3" in overrides[1]
+
+
+def test_a_bad_seed_is_one_line_exit_2_and_records_nothing(tmp_path, real_data_dir):
+    result = run_cli("seed=-1", *TINY, f"paths.output_dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: Invalid value seed=-1: must be an integer in [0, 4294967295] (2**32 - 1)"
+    ]
+    assert mlflow_runs(tmp_path)[1] == []
+
+
 BAD_OVERRIDES = [
     "aug.alpha=0", "aug.alpha=-1", "aug.alpha=nan", "aug.alpha=inf", "aug.alpha=abc", "aug.alpha=",
     "trainer.epochs=0", "trainer.epochs=-3", "trainer.epochs=1.5", "trainer.epochs=abc",
     "trainer.batch_size=0", "trainer.learning_rate=0", "trainer.learning_rate=-0.1", "trainer.shuffle_buffer=0",
     "dataset.val_size=0", "dataset.val_size=60000", "dataset.val_size=1e9", "dataset.train_size=0",
     "dataset.train_size=58001", "dataset.path=/nonexistent", "model.dropout=1.5", "model.conv_filters=[]",
-    "model.kernel_size=0", "seed=abc", "aug=cutmixx", "model=resnet", "nokey=1", "+trainer.extra=1",
+    "model.kernel_size=0", "model.kernel_size=30", "model.conv_filters=[8,8,8,8]", "seed=abc", "seed=-1",
+    "seed=4294967296", "aug=cutmixx", "model=resnet", "nokey=1", "+trainer.extra=1",
     "aug=none aug.alpha=0.2", "paths.output_dir=/etc/passwd/sub",
 ]  # fmt: skip
 

@@ -1,0 +1,73 @@
+"""Ghost runs: a RUNNING run whose process died (kill -9) is ended KILLED by the next job or report on its host."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from mixup_sweeps import report, tracking
+from tests.conftest import compose_config
+
+
+@pytest.fixture
+def live_process() -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()  # exited and reaped: no process has this pid now (until the system reuses it)
+    return process.pid
+
+
+def start_run(client, experiment_id: str, name: str, host: str, pid: int, started: str) -> str:
+    tags = {tracking.HOST_TAG: host, tracking.PID_TAG: str(pid), tracking.PROCESS_TAG: started}
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def test_next_job_ends_ghost_runs_of_this_host_and_leaves_the_rest(tmp_path, live_process):
+    cfg = compose_config(output_dir=str(tmp_path))
+    client, experiment_id = tracking.connect(cfg.tracking)
+    here = socket.gethostname()
+    live_start = tracking._process_start(live_process.pid)
+    assert live_start is not None
+    runs = {
+        "ghost": start_run(client, experiment_id, "ghost", here, dead_pid(), "boot:1"),
+        "pid_reused": start_run(client, experiment_id, "pid_reused", here, live_process.pid, "another-boot:7"),
+        "alive": start_run(client, experiment_id, "alive", here, live_process.pid, live_start),
+        "other_host": start_run(client, experiment_id, "other_host", "another-machine", dead_pid(), "boot:1"),
+        "this_process": start_run(client, experiment_id, "this_process", here, *_own_process()),
+    }
+    client, experiment_id = tracking.connect(cfg.tracking)  # what the next job on this store does first
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"ghost": "KILLED", "pid_reused": "KILLED", "alive": "RUNNING", "other_host": "RUNNING",
+                      "this_process": "RUNNING"}  # fmt: skip
+    ghost = client.get_run(runs["ghost"])
+    assert ghost.data.tags["failure_reason"] == "process_gone" and "ended without closing" in ghost.data.tags["error"]
+
+    tracking.claim_run(client, runs["ghost"])  # a resumed job takes the run over with its own process tags
+    claimed = client.get_run(runs["ghost"])
+    assert claimed.info.status == "RUNNING" and claimed.data.tags[tracking.PID_TAG] == str(_own_process()[0])
+    assert tracking.end_ghost_runs(client, experiment_id) == []
+
+
+def test_the_report_ends_ghost_runs_too(tmp_path):
+    cfg = compose_config(output_dir=str(tmp_path))
+    client, experiment_id = tracking.connect(cfg.tracking)
+    run_id = start_run(client, experiment_id, "ghost", socket.gethostname(), dead_pid(), "boot:1")
+    assert report.main(["--output-dir", str(tmp_path), "--sweep", "all"]) == 2  # no FINISHED run to report
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def _own_process() -> tuple[int, str]:
+    tags = tracking.process_tags()
+    return int(tags[tracking.PID_TAG]), tags[tracking.PROCESS_TAG]
