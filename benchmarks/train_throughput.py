@@ -3,8 +3,11 @@
 Both arms train the same seed CNN from the same initial weights on the same real data at batch 64; the
 arms alternate (seed, harness, seed, harness, ...) so machine noise hits both alike. Prints per-epoch
 seconds (min and median), images/s, their ratio, and test accuracy after --epochs for each seed.
+`--precision float32 mixed_bfloat16` adds the precision axis (`trainer.precision`), alternated the same way,
+and prints the CPU's 16-bit flags it ran on.
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 3 --seeds 0 --aug none mixup
+    .venv/bin/python benchmarks/train_throughput.py --arms harness --precision float32 mixed_bfloat16
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from mixup_sweeps import augment, data, models  # noqa: E402
-from mixup_sweeps.config import load_config  # noqa: E402
+from mixup_sweeps import augment, data, models, train  # noqa: E402
+from mixup_sweeps.config import PRECISIONS, load_config  # noqa: E402
 
 BATCH_SIZE = 64
 SEED_CNN = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "seed_cnn.yaml")
@@ -72,16 +75,18 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def run_arm(arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path, epochs: int) -> dict:
+def run_arm(
+    arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path, epochs: int, precision: str = "float32"
+) -> dict:
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = models.build_model(SEED_CNN, (28, 28, 1), 10)
+    model = models.build_model(SEED_CNN, (28, 28, 1), 10, precision=precision)
     model.load_weights(weights)
     # the harness arm compiles as train.train does: its default trainer config (steps_per_execution)
     harness = load_config(tempfile.gettempdir(), [f"aug={aug}"])
     steps_per_execution = 1 if arm == "seed" else harness.trainer.steps_per_execution
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=steps_per_execution)  # fmt: skip
+    model.compile(optimizer=train.make_optimizer(0.001, precision), loss="categorical_crossentropy",
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
     if arm == "seed":
         x = ds.train.images.astype("float32") / 255.0
         y = keras.utils.to_categorical(ds.train.labels, 10).astype("float32")
@@ -95,40 +100,58 @@ def run_arm(arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path,
     return {"seconds": timer.seconds, "accuracy": float(accuracy)}
 
 
+def cpu_flags() -> str:
+    """The processor and the flags that decide whether 16-bit math is fast on it (Linux /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = sorted(f for f in flags if "bf16" in f or "fp16" in f or f.startswith("amx") or f == "avx512f")
+    return f"{model}; flags: {' '.join(wanted) or 'no avx512f/bf16/fp16/amx'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--aug", nargs="+", default=["none", "mixup"], choices=["none", "mixup"])
+    parser.add_argument("--arms", nargs="+", default=["seed", "harness"], choices=["seed", "harness"])
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=list(PRECISIONS))
     args = parser.parse_args()
 
     ds = data.load()
     n = len(ds.train)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs, {n} training images, "
           f"batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}")  # fmt: skip
-    results: dict[tuple[str, str], list[dict]] = {}
+    print(f"CPU: {cpu_flags()}")
+    arms = [(arm, precision) for arm in args.arms for precision in args.precision]
+    results: dict[tuple[str, str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as cache:
         for seed in args.seeds:
             weights = models.shared_initial_weights(Path(cache), SEED_CNN, (28, 28, 1), 10, seed)
             for aug in args.aug:
-                for arm in ("seed", "harness"):  # alternate the arms
-                    result = run_arm(arm, aug, seed, ds, weights, args.epochs)
-                    results.setdefault((aug, arm), []).append(result)
-                    print(f"  seed={seed} aug={aug:5s} {arm:7s} epochs(s)="
+                for arm, precision in arms:  # alternate the arms
+                    result = run_arm(arm, aug, seed, ds, weights, args.epochs, precision)
+                    results.setdefault((aug, arm, precision), []).append(result)
+                    print(f"  seed={seed} aug={aug:5s} {arm:7s} {precision:14s} epochs(s)="
                           f"{' '.join(f'{s:.2f}' for s in result['seconds'])} test_acc={result['accuracy']:.4f}",
                           flush=True)  # fmt: skip
 
-    print("\naug    arm      min s/epoch  median s/epoch  images/s (median)  test acc (mean)   speed-up (median)")
+    print("\naug    arm      precision       min s/epoch  median s/epoch  images/s (median)  test acc (mean)   "
+          "speed-up (min / median)")  # fmt: skip
     for aug in args.aug:
-        medians = {}
-        for arm in ("seed", "harness"):
-            runs = results[(aug, arm)]
+        reference = None
+        for arm, precision in arms:
+            runs = results[(aug, arm, precision)]
             # the first epoch includes tracing/warm-up: report steady-state epochs when there are several
             secs = [s for r in runs for s in (r["seconds"][1:] if len(r["seconds"]) > 1 else r["seconds"])]
-            medians[arm] = statistics.median(secs)
+            fastest, median = min(secs), statistics.median(secs)
+            reference = reference or (fastest, median)  # the first arm is the reference
             acc = statistics.mean(r["accuracy"] for r in runs)
-            print(f"{aug:6s} {arm:8s} {min(secs):11.2f} {medians[arm]:15.2f} {n / medians[arm]:18.0f} "
-                  f"{acc:16.4f}   {medians['seed'] / medians[arm]:.2f}x")  # fmt: skip
+            print(f"{aug:6s} {arm:8s} {precision:15s} {fastest:11.2f} {median:15.2f} {n / median:18.0f} "
+                  f"{acc:16.4f}   {reference[0] / fastest:.2f}x / {reference[1] / median:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

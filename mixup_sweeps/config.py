@@ -82,6 +82,7 @@ class TrainerConfig:
     shuffle_buffer: int = 6400
     deterministic: bool = False
     steps_per_execution: int = 32  # training steps per TensorFlow call: fewer round-trips, same result
+    precision: str = "float32"  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
 
 
 @dataclass
@@ -106,10 +107,18 @@ class Config:
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy, TensorFlow and Keras accept as a seed
 AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig}
 LAM_MODES = ("per_sample", "per_batch")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PAIRINGS = ("two_streams", "permute")
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
 PLUMBING_PREFIXES = ("paths.", "tracking.", "resume", "trainer.steps_per_execution")
+# What the variants sweeper tells each job about its sweep (as hydra.job.env_set: not a task override, so
+# neither in a run's name nor in its fingerprint): how many jobs the sweep has so far, when it started.
+SWEEP_JOBS_ENV, SWEEP_STARTED_ENV = "MIXUP_SWEEP_JOBS", "MIXUP_SWEEP_STARTED"
+
+# Keys added after runs were recorded, left out of the fingerprint while they hold the value that means
+# "what every earlier run did", so those runs are still found (skipped, resumed, reused) by new sweeps.
+FINGERPRINT_DEFAULTS = {"trainer.precision": "float32"}
 
 
 _ENV_INTERPOLATION = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
@@ -177,7 +186,11 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of what a run computes (the resolved config without output paths and tracking settings)."""
-    flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(PLUMBING_PREFIXES)}
+    flat = {
+        k: v
+        for k, v in flatten(cfg).items()
+        if not k.startswith(PLUMBING_PREFIXES) and not (k in FINGERPRINT_DEFAULTS and FINGERPRINT_DEFAULTS[k] == v)
+    }
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -250,6 +263,7 @@ def validate(cfg: DictConfig) -> None:
     _require(trainer.shuffle_buffer >= 1, "trainer.shuffle_buffer", trainer.shuffle_buffer, "must be an integer >= 1")
     spe = trainer.steps_per_execution
     _require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
+    _require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
     dataset = cfg.dataset
     _require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
     _require(

@@ -18,23 +18,32 @@ from keras import layers
 from omegaconf import DictConfig, OmegaConf
 
 
-def build_model(model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """conv blocks -> dropout -> global average pooling -> dense -> softmax (seed_cnn is the seed's CNN)."""
+def build_model(
+    model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, precision: str = "float32"
+) -> keras.Model:
+    """conv blocks -> dropout -> global average pooling -> dense -> softmax (seed_cnn is the seed's CNN).
+
+    `precision` is a Keras dtype policy (`trainer.precision`): with `mixed_bfloat16` / `mixed_float16` the
+    hidden layers compute in 16 bits and keep float32 variables, while the softmax layer stays float32 (so
+    do the probabilities and the loss). The policy is given per layer, not globally, so the initial weights
+    (float32 variables either way) and the next job of the same process are unaffected.
+    """
+    hidden = {"dtype": precision}
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for filters in model_cfg.conv_filters:
         k = model_cfg.kernel_size
         if model_cfg.batch_norm:
-            x = layers.Conv2D(filters, (k, k), use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
-            x = layers.Activation("relu")(x)
+            x = layers.Conv2D(filters, (k, k), use_bias=False, **hidden)(x)
+            x = layers.BatchNormalization(**hidden)(x)
+            x = layers.Activation("relu", **hidden)(x)
         else:
-            x = layers.Conv2D(filters, (k, k), activation="relu")(x)
-        x = layers.MaxPooling2D(pool_size=(2, 2))(x)
-    x = layers.Dropout(model_cfg.dropout)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(model_cfg.dense_units, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+            x = layers.Conv2D(filters, (k, k), activation="relu", **hidden)(x)
+        x = layers.MaxPooling2D(pool_size=(2, 2), **hidden)(x)
+    x = layers.Dropout(model_cfg.dropout, **hidden)(x)
+    x = layers.GlobalAveragePooling2D(**hidden)(x)
+    x = layers.Dense(model_cfg.dense_units, activation="relu", **hidden)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=model_cfg.name)
 
 

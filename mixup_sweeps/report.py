@@ -1,9 +1,10 @@
 """`python -m mixup_sweeps.report`: a sweep's MLflow runs as comparison tables and plots.
 
 Groups are the config keys that vary across the runs; `seed` is the replicate axis, never a group key. Each
-group gets mean, std and a Student-t 95 % interval over its runs, and each augmented group the *paired*
-difference to its baseline (`aug=none` with the same other keys) over the seeds both have. Runs of different
-datasets or models land in separate tables and are never averaged together.
+group gets mean, std and a Student-t 95 % interval over its runs, and each other group the *paired*
+difference (test accuracy and ECE) to its baseline over the seeds both have: by default `aug=none` with the
+same other keys; `--baseline trainer.precision=float32` compares each precision with float32 instead. Runs of
+different datasets or models land in separate tables and are never averaged together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import html
+import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -23,12 +26,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mixup_sweeps import seeds
 from mixup_sweeps.config import PLUMBING_PREFIXES, load_config
+from mixup_sweeps.tracking import UI_URL, ui_runs_link
 
 SEED = "seed"
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
 BASELINE = "none"
+DEFAULT_UI_URL = UI_URL  # `mlflow ui`'s address, for the report's links
+DEFAULT_BASELINE = ("aug.name", BASELINE)  # (key, value) of the runs every other group is compared with
+DELTA_METRICS = {"test_accuracy": "delta", "test_ece": "ece_delta"}  # metric -> its column prefix
 PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")
+SEEDS_FOR = (0.005, 0.01)  # half widths for which the report says how many seeds a comparison needs
 SUMMARY_METRICS = ("test_accuracy", "test_loss", "test_ece", "test_nll")  # n/a for runs from before calibration
 
 
@@ -44,6 +53,7 @@ class RunSet:
     label: str  # sweep id or "all"
     experiment_id: str
     parent_run_id: str | None
+    until: dict | None = None  # the sweep's `hydra.sweeper.until` (Stein's two-stage procedure), if it used it
 
 
 def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
@@ -140,7 +150,7 @@ def _sql_runs_frame(engine, experiment_id: str) -> pd.DataFrame:
 def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
     from mlflow.tracking import MlflowClient
 
-    from mixup_sweeps.tracking import REUSED_IN_SWEEP, end_ghost_runs
+    from mixup_sweeps.tracking import REUSED_IN_SWEEP, SEEDS_UNTIL_TAG, end_ghost_runs
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -155,7 +165,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
             df[column] = None
     is_parent = df["tags.sweep_parent"] == "true"
     parents, runs = df[is_parent], df[~is_parent]
-    parent_run_id = None
+    parent_run_id, until = None, None
     if sweep == "all":
         label = "all"
     else:
@@ -170,6 +180,8 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
                 raise ReportError(f"No sweep {sweep!r} in experiment {experiment!r} (latest sweeps: {known})")
             parent = matching.iloc[-1]
         label, parent_run_id = parent["tags.sweep_id"], parent["run_id"]
+        until_tag = parent.get(f"tags.{SEEDS_UNTIL_TAG}")
+        until = json.loads(until_tag) if isinstance(until_tag, str) else None
         in_sweep = runs["tags.sweep_id"] == label
         reused = f"tags.{REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
         if reused in runs:
@@ -180,7 +192,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
     if finished.empty:
         raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
     params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
-    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id)
+    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until)
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
@@ -260,7 +272,14 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def summarize(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, epoch_seconds: pd.DataFrame) -> pd.DataFrame:
+def summarize(
+    runs: pd.DataFrame,
+    keys: list[str],
+    curves: pd.DataFrame,
+    epoch_seconds: pd.DataFrame,
+    baseline: tuple[str, str] = DEFAULT_BASELINE,
+    until: dict | None = None,
+) -> pd.DataFrame:
     """One row per group: n, test accuracy/loss statistics, best mean val accuracy, and delta vs baseline."""
     rows = []
     grouped = runs.groupby(keys, dropna=False, sort=True) if keys else [((), runs)]
@@ -280,38 +299,112 @@ def summarize(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, epoch_s
         )
         rows.append(row)
     summary = pd.DataFrame(rows)
-    if "aug.name" in keys:  # baselines first in every table
-        summary = summary.iloc[summary["aug.name"].ne(BASELINE).argsort(kind="stable")].reset_index(drop=True)
-    return add_paired_deltas(summary, runs, keys)
+    summary["label"] = readable_labels(summary, keys)
+    key, value = baseline
+    if key in keys:  # baselines first in every table
+        summary = summary.iloc[(~_is_value(summary[key], value)).argsort(kind="stable")].reset_index(drop=True)
+    return add_paired_deltas(summary, runs, keys, baseline, until)
 
 
-def add_paired_deltas(summary: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean paired difference of test accuracy to the baseline over shared seeds, with its t-interval."""
-    for column in ("delta_vs_baseline", "delta_ci_low", "delta_ci_high"):
-        summary[column] = math.nan
+def _is_value(column: pd.Series, value: str) -> pd.Series:
+    """Where a param column holds `value` as typed on the command line (the frame has numbers where it can)."""
+    return column.map(lambda v: not _missing(v) and (str(v) == value or _same_number(v, value)))
+
+
+def _same_number(a, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def parse_baseline(text: str) -> tuple[str, str]:
+    """`--baseline KEY=VALUE`; `aug=none` is accepted for `aug.name=none` (Hydra's group choice)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise ReportError(f"--baseline {text!r}: expected KEY=VALUE, e.g. aug.name=none or trainer.precision=float32")
+    return ("aug.name" if key == "aug" else key), value
+
+
+def add_paired_deltas(
+    summary: pd.DataFrame,
+    runs: pd.DataFrame,
+    keys: list[str],
+    baseline: tuple[str, str] = DEFAULT_BASELINE,
+    until: dict | None = None,
+) -> pd.DataFrame:
+    """Mean paired difference of test accuracy and ECE to the baseline over shared seeds, with t-intervals.
+
+    A group's baseline: the runs with `key=value` whose other group keys equal the group's. Keys that belong
+    to the baseline's choice do not have to match: for `aug.name=none` every `aug.*` key (none has no alpha).
+    For a sweep run with `hydra.sweeper.until` the accuracy interval is Stein's (the first `min_seeds`
+    seeds' spread and t quantile): the interval whose coverage that procedure guarantees. Per group also the
+    seeds the observed paired spread s implies for ±0.005 and ±0.01: n = ceil((t(n_pairs - 1) · s / h)²).
+    """
+    for prefix in DELTA_METRICS.values():
+        for column in ("vs_baseline", "ci_low", "ci_high"):
+            summary[f"{prefix}_{column}"] = math.nan
     summary["delta_pairs"] = 0
     summary["significant"] = None
-    if "aug.name" not in runs or SEED not in runs:
+    summary["interval"] = ""
+    for width in SEEDS_FOR:
+        summary[f"seeds_for_{width}"] = math.nan
+    key, value = baseline
+    if key not in runs or SEED not in runs:
         return summary
-    other = [k for k in keys if not k.startswith("aug.")]
+    owned = "aug." if key == "aug.name" else key
+    other = [k for k in keys if not k.startswith(owned)]
+    is_baseline = _is_value(runs[key], value)
     for i, row in summary.iterrows():
-        aug_name = row["aug.name"] if "aug.name" in keys else runs["aug.name"].iloc[0]
-        if aug_name == BASELINE:
+        if is_baseline[_matches(runs, row, keys)].all():
             continue
-        treated = runs[_matches(runs, row, keys)].groupby(SEED)["test_accuracy"].mean()
-        baseline = runs[_matches(runs, row, other) & (runs["aug.name"] == BASELINE)]
-        diffs = (treated - baseline.groupby(SEED)["test_accuracy"].mean()).dropna()
-        if diffs.empty:
-            continue
-        mean, _, lo, hi = t_interval(diffs)
-        summary.loc[i, ["delta_vs_baseline", "delta_ci_low", "delta_ci_high", "delta_pairs"]] = [
-            mean,
-            lo,
-            hi,
-            len(diffs),
-        ]
-        summary.loc[i, "significant"] = None if math.isnan(lo) else bool(lo > 0 or hi < 0)
+        treated = runs[_matches(runs, row, keys)]
+        base = runs[_matches(runs, row, other) & is_baseline]
+        for metric, prefix in DELTA_METRICS.items():
+            if metric not in runs:
+                continue
+            diffs = (treated.groupby(SEED)[metric].mean() - base.groupby(SEED)[metric].mean()).dropna()
+            if diffs.empty:
+                continue
+            mean, spread, lo, hi = t_interval(diffs)
+            if metric == "test_accuracy":
+                summary.loc[i, "delta_pairs"] = len(diffs)
+                summary.loc[i, "interval"] = "t" if len(diffs) > 1 else ""
+                if until and len(diffs) >= until["min_seeds"]:
+                    stein = seeds.stein_interval(diffs.sort_index().to_numpy(), until["min_seeds"])
+                    mean, lo, hi = stein.mean, stein.low, stein.high
+                    summary.loc[i, "interval"] = f"Stein, first {until['min_seeds']} seeds"
+                summary.loc[i, "significant"] = None if math.isnan(lo) else bool(lo > 0 or hi < 0)
+                for width in SEEDS_FOR:
+                    if len(diffs) > 1:
+                        summary.loc[i, f"seeds_for_{width}"] = seeds.seeds_for_half_width(spread, width, len(diffs) - 1)
+            summary.loc[i, [f"{prefix}_vs_baseline", f"{prefix}_ci_low", f"{prefix}_ci_high"]] = [mean, lo, hi]
     return summary
+
+
+def readable_labels(summary: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """A group's name from only what distinguishes it inside its table: `none`, `mixup α=0.1`, ...
+
+    A key counts when its *present* values differ within the table (`aug=none` lacking `aug.lam` does not make
+    `aug.lam` distinguishing); `summary.csv` keeps the full keys in `group`.
+    """
+    labels = pd.Series("all runs", index=summary.index, dtype=object)
+    for _, rows in _tables(summary):
+        shown = [k for k in keys if k not in TABLE_KEYS and rows[k].dropna().nunique() > 1]
+        for i, row in rows.iterrows():
+            parts = [_readable(k, row[k]) for k in shown if not _missing(row[k])]
+            labels[i] = " ".join(parts) or "all runs"
+    return labels
+
+
+def _readable(key: str, value) -> str:
+    """One key's part of a label: `mixup`, `α=0.2`, `per_batch`, `precision=mixed_bfloat16`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if key == "aug.name" or (key.startswith("aug.") and not isinstance(value, (int, float))):
+        return text
+    if key == "aug.alpha":
+        return f"α={text}"
+    return f"{key.rsplit('.', 1)[-1]}={text}"
 
 
 # --- the pictures ----------------------------------------------------------------------------------------
@@ -330,7 +423,7 @@ def _figure_per_table(frame: pd.DataFrame, draw, xlabel: str, ylabel: str, path:
     import matplotlib.pyplot as plt
 
     tables = _tables(frame)
-    fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(8 * len(tables), 5.5), squeeze=False)
     for ax, (table, rows) in zip(axes[0], tables):
         draw(ax, rows)
         ax.set_xlabel(xlabel)
@@ -340,7 +433,7 @@ def _figure_per_table(frame: pd.DataFrame, draw, xlabel: str, ylabel: str, path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -354,7 +447,7 @@ def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
             ax.axhline(b["test_accuracy_mean"], color="gray", lw=1)
             if not math.isnan(b["test_accuracy_ci_low"]):
                 ax.axhspan(b["test_accuracy_ci_low"], b["test_accuracy_ci_high"], color="gray", alpha=0.2)
-            ax.plot([], [], color="gray", label=f"baseline {b['group']} (mean, 95% CI)")
+            ax.plot([], [], color="gray", label=f"{b['label']} (mean, 95% CI)")
         mixed = rows.drop(base.index)
         if "aug.alpha" not in mixed or not mixed["aug.alpha"].notna().any():
             return
@@ -365,7 +458,8 @@ def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
             line = line.dropna(subset=["aug.alpha"]).sort_values("aug.alpha")
             err = np.vstack([line["test_accuracy_mean"] - line["test_accuracy_ci_low"],
                              line["test_accuracy_ci_high"] - line["test_accuracy_mean"]])  # fmt: skip
-            label = ",".join(f"{k}={v}" for k, v in zip(extra, key if isinstance(key, tuple) else (key,)))
+            values = key if isinstance(key, tuple) else (key,)
+            label = " ".join(_readable(k, v) for k, v in zip(extra, values) if not _missing(v))
             ax.errorbar(line["aug.alpha"], line["test_accuracy_mean"], yerr=np.nan_to_num(err), marker="o",
                         capsize=4, label=f"mixup {label}".strip())  # fmt: skip
         alphas = sorted(mixed["aug.alpha"].dropna().unique())
@@ -376,17 +470,15 @@ def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
     return _figure_per_table(summary, draw, "aug.alpha", "test accuracy (mean, 95% CI)", path)
 
 
-def plot_learning_curves(runs: pd.DataFrame, keys: list[str], curves: pd.DataFrame, path: Path) -> Path:
-    """Validation accuracy per epoch, averaged over the seeds of each group."""
+def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path:
+    """Validation accuracy per epoch, averaged over the seeds of each group (runs carry the group `label`)."""
 
     def draw(ax, rows: pd.DataFrame) -> None:
-        groups = rows.groupby(keys, dropna=False, sort=True) if keys else [((), rows)]
-        for values, group in groups:
-            values = values if isinstance(values, tuple) else (values,)
+        for label, group in rows.groupby("label", sort=False):
             mean = group.groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.values, marker=".", label=_label(keys, values))
+            ax.plot(mean.index, mean.values, marker=".", label=label)
 
-    merged = curves.merge(runs[["run_id", *keys]], on="run_id")
+    merged = curves.merge(runs[["run_id", "label", *(k for k in TABLE_KEYS if k in runs)]], on="run_id")
     return _figure_per_table(merged, draw, "epoch", "val_accuracy (mean over seeds)", path)
 
 
@@ -397,18 +489,26 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+NO_INTERVAL = "1 seed: no interval"
+
+
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as people read it: mean ± std, [CI], delta vs baseline and whether its CI excludes 0."""
-    out = pd.DataFrame({"group": summary["group"], "n": summary["n"]})
-    out["test acc"] = [
-        f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary["test_accuracy_mean"], summary["test_accuracy_std"])
-    ]
+    out = pd.DataFrame({"group": summary["label"], "n": summary["n"]})
+    one = summary["n"] < 2
+
+    def spread(metric: str) -> list[str]:
+        return [
+            _fmt(m) if single else f"{_fmt(m)} ± {_fmt(s)}"
+            for m, s, single in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], one)
+        ]
+
+    out["test acc"] = spread("test_accuracy")
     out["95% CI"] = [
-        "n/a" if _missing(lo) else f"[{lo:.4f}, {hi:.4f}]"
-        for lo, hi in zip(summary["test_accuracy_ci_low"], summary["test_accuracy_ci_high"])
+        NO_INTERVAL if single else ("n/a" if _missing(lo) else f"[{lo:.4f}, {hi:.4f}]")
+        for lo, hi, single in zip(summary["test_accuracy_ci_low"], summary["test_accuracy_ci_high"], one)
     ]
-    out["test loss"] = [_fmt(v) for v in summary["test_loss_mean"]]
-    out["test ECE"] = [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary["test_ece_mean"], summary["test_ece_std"])]
+    out["test ECE"] = spread("test_ece")
     out["test NLL"] = [_fmt(v) for v in summary["test_nll_mean"]]
     out["best val acc (epoch)"] = [
         f"{_fmt(v)} ({e})" for v, e in zip(summary["best_val_accuracy"], summary["best_val_epoch"])
@@ -418,19 +518,64 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         "" if _missing(d) else f"{d:+.4f} ({n})" for d, n in zip(summary["delta_vs_baseline"], summary["delta_pairs"])
     ]
     out["Δ 95% CI"] = [
-        "" if _missing(d) else ("n/a" if _missing(lo) else f"[{lo:+.4f}, {hi:+.4f}]")
-        for d, lo, hi in zip(summary["delta_vs_baseline"], summary["delta_ci_low"], summary["delta_ci_high"])
+        "" if _missing(d) else (NO_INTERVAL if n < 2 else f"[{lo:+.4f}, {hi:+.4f}]")
+        for d, lo, hi, n in zip(
+            summary["delta_vs_baseline"], summary["delta_ci_low"], summary["delta_ci_high"], summary["delta_pairs"]
+        )
     ]
     out["CI excludes 0"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant"]]
+    ece = zip(*(summary[f"ece_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
+    out["Δ ECE [95% CI]"] = [
+        "" if _missing(d) else f"{d:+.4f}" + ("" if _missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in ece
+    ]
+    out["seeds for ±0.005 / ±0.01"] = [
+        "" if _missing(a) else f"{a:.0f} / {b:.0f}"
+        for a, b in zip(summary[f"seeds_for_{SEEDS_FOR[0]}"], summary[f"seeds_for_{SEEDS_FOR[1]}"])
+    ]
     return out
 
 
-def write_report(run_set: RunSet, tracking_uri: str, experiment: str, out: Path) -> dict[str, Path]:
+def verdicts(summary: pd.DataFrame, baseline: tuple[str, str]) -> list[str]:
+    """The answer, one line per compared group: better / worse / no detectable difference (Δ, interval, seeds)."""
+    against = BASELINE if baseline == DEFAULT_BASELINE else "=".join(baseline)
+    lines = []
+    for _, row in summary.iterrows():
+        d, n = row["delta_vs_baseline"], int(row["delta_pairs"])
+        if _missing(d):
+            continue
+        if n < 2:
+            lines.append(f"{row['label']}: {NO_INTERVAL} vs {against} (Δ test accuracy {d:+.4f}, 1 seed)")
+            continue
+        lo, hi = row["delta_ci_low"], row["delta_ci_high"]
+        word = "better than" if lo > 0 else "worse than" if hi < 0 else "no detectable difference vs"
+        lines.append(f"{row['label']}: {word} {against} (Δ test accuracy {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
+                     f"{n} seeds)")  # fmt: skip
+    return lines
+
+
+def _run_links(ui_url: str, experiment_id: str, runs: pd.DataFrame) -> str:
+    base = ui_url.rstrip("/")
+    ids = list(runs["run_id"])
+    compare = f"{base}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([experiment_id])}"
+    seeds_ = [f"seed {s}" if SEED in runs else "run" for s in (runs[SEED] if SEED in runs else [None] * len(ids))]
+    links = [f'<a href="{html.escape(f"{base}/#/experiments/{experiment_id}/runs/{r}")}">{html.escape(str(t))}</a>'
+             for r, t in zip(ids, seeds_)]  # fmt: skip
+    return f'<a href="{html.escape(compare)}">compare</a>: ' + " ".join(links)
+
+
+def write_report(
+    run_set: RunSet,
+    tracking_uri: str,
+    experiment: str,
+    out: Path,
+    baseline: tuple[str, str] = DEFAULT_BASELINE,
+    ui_url: str = DEFAULT_UI_URL,
+) -> dict[str, Path]:
     runs = run_set.runs
     keys = group_keys(runs, run_set.params)
     curves = metric_histories(tracking_uri, list(runs["run_id"]), "val_accuracy")
     seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
-    summary = summarize(runs, keys, curves, seconds)
+    summary = summarize(runs, keys, curves, seconds, baseline, run_set.until)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
     summary.to_csv(files["summary.csv"], index=False)
@@ -443,35 +588,54 @@ def write_report(run_set: RunSet, tracking_uri: str, experiment: str, out: Path)
     table = runs[run_columns + metric_columns].copy()
     table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
     table.sort_values([*keys, *([SEED] if SEED in runs else [])]).to_csv(files["runs.csv"], index=False)
+    labelled = runs.merge(summary[[*keys, "label"]], on=keys, how="left") if keys else runs.assign(label="all runs")
     plot_accuracy_vs_alpha(summary, files["accuracy_vs_alpha.png"])
-    plot_learning_curves(runs, keys, curves, files["learning_curves.png"])
+    plot_learning_curves(labelled, curves, files["learning_curves.png"])
 
+    answer = verdicts(summary, baseline)
+    link = ui_runs_link(run_set.experiment_id, ui_url)
     left = ", ".join(f"{n} {s}" for s, n in sorted(run_set.left_out.items())) or "none"
-    header = [
-        f"Experiment `{experiment}`, sweep `{run_set.label}`, store `{tracking_uri}`.",
+    details = [
+        f"Experiment {experiment}, sweep {run_set.label}, store {tracking_uri}.",
         f"{len(runs)} FINISHED runs; left out (not FINISHED): {left}. "
-        f"Grouped by: {', '.join(keys) or 'nothing varies'}; replicates: `{SEED}`. "
-        "CI: Student t, 95 %; Δ: paired over seeds present in both.",
-    ]
-    md = [f"# Report: {run_set.label}", "", *header, ""]
-    html = [f"<h1>Report: {run_set.label}</h1>", *(f"<p>{line}</p>" for line in header)]
+        f"Grouped by: {', '.join(keys) or 'nothing varies'}; replicates: {SEED}.",
+        "CI: Student t, 95 %"
+        + (f" (Stein's two-stage interval for Δ: first {run_set.until['min_seeds']} seeds' spread)" if run_set.until
+           else "")
+        + f"; Δ: paired over the seeds present in both, against the baseline {'='.join(baseline)}. "
+        "Seeds for ±h: n = ceil((t(pairs − 1) · s / h)²) from the observed paired spread s.",
+        f"Runs in the MLflow UI: {link}",
+    ]  # fmt: skip
+    md = [f"# Report: {run_set.label}", "", "## Answer", "", *(f"- {line}" for line in answer or ["no comparison"])]
+    md += ["", *details, ""]
+    body = [f"<h1>Report: {html.escape(run_set.label)}</h1>", "<h2>Answer</h2>", "<ul>"]
+    body += [f"<li>{html.escape(line)}</li>" for line in answer or ["no comparison: no baseline in these runs"]]
+    body += ["</ul>", *(f"<p>{html.escape(line)}</p>" for line in details[:-1])]
+    body.append(f'<p>Runs in the MLflow UI: <a href="{html.escape(link)}">{html.escape(link)}</a></p>')
     for table_key, rows in _tables(summary):
         title = " / ".join(f"{k}={v}" for k, v in zip(TABLE_KEYS, table_key)) or "all runs"
         shown = display_table(rows)
         md += [f"## {title}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
-        html += [f"<h2>{title}</h2>", shown.to_html(index=False, border=0)]
+        cells = shown.map(lambda v: html.escape(str(v)))
+        cells["runs"] = [
+            _run_links(ui_url, run_set.experiment_id, runs[_matches(runs, row, keys)].sort_values(SEED))
+            if SEED in runs else _run_links(ui_url, run_set.experiment_id, runs[_matches(runs, row, keys)])
+            for _, row in rows.iterrows()
+        ]  # fmt: skip
+        body += [f"<h2>{html.escape(title)}</h2>", cells.to_html(index=False, border=0, escape=False)]
     for name in PLOTS:
         md += [f"![{name}]({name})", ""]
         encoded = base64.b64encode(files[name].read_bytes()).decode()
-        html.append(f'<p><img alt="{name}" src="data:image/png;base64,{encoded}"></p>')
+        body.append(f'<p><img alt="{name}" src="data:image/png;base64,{encoded}"></p>')
     files["report.md"].write_text("\n".join(md))
     style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "font-size:14px}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}"
+        "img{width:100%;max-width:1100px}li{margin:.3em 0}"
     )
     files["report.html"].write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Report {run_set.label}</title>"
-        f"<style>{style}</style></head><body>{''.join(html)}</body></html>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Report {html.escape(run_set.label)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
     )
     return files
 
@@ -483,18 +647,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of the config)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: tracking.uri of the config)")
     parser.add_argument("--out", help="report directory (default: <output-dir>/reports/<sweep_id or all>)")
+    parser.add_argument(
+        "--baseline",
+        default="=".join(DEFAULT_BASELINE),
+        help="KEY=VALUE of the runs each group is compared with, paired by seed (default: aug.name=none; "
+        "e.g. trainer.precision=float32)",
+    )
+    parser.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI for the links (default {DEFAULT_UI_URL})")
     args = parser.parse_args(argv)
 
     cfg = load_config(args.output_dir)
     tracking_uri = args.tracking_uri or cfg.tracking.uri
     experiment = args.experiment or cfg.tracking.experiment
     try:
+        baseline = parse_baseline(args.baseline)
         run_set = fetch_runs(tracking_uri, experiment, args.sweep)
     except ReportError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
-    files = write_report(run_set, tracking_uri, experiment, out)
+    files = write_report(run_set, tracking_uri, experiment, out, baseline, args.ui_url)
     if run_set.parent_run_id:
         from mlflow.tracking import MlflowClient
 

@@ -20,7 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import ConfigError, config_fingerprint, recordable, register_configs, validate
+from mixup_sweeps.config import (
+    SWEEP_JOBS_ENV,
+    SWEEP_STARTED_ENV,
+    ConfigError,
+    config_fingerprint,
+    recordable,
+    register_configs,
+    validate,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
@@ -54,6 +62,8 @@ def run_job(cfg: DictConfig) -> float:
         if parent is not None and "sweep_keys" in parent.data.tags:
             keys = json.loads(parent.data.tags["sweep_keys"])
     name = tracking.job_run_name(tracking.task_overrides(hydra_cfg), keys)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        log.info("%s%s", sweep_progress(hydra_cfg), name)
     backup_dir = output_dir / "backups" / fingerprint
     attempts = []  # earlier runs of this computation: FINISHED ones are skipped, interrupted ones resumed
     if cfg.resume:
@@ -98,6 +108,22 @@ def run_job(cfg: DictConfig) -> float:
         "done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started, run_id
     )
     return test_accuracy
+
+
+def sweep_progress(hydra_cfg: DictConfig) -> str:
+    """`[5/12] ... ETA 4 min `: where this job stands in its sweep (the variants sweeper tells it the count)."""
+    env = hydra_cfg.job.env_set
+    total, started = env.get(SWEEP_JOBS_ENV), env.get(SWEEP_STARTED_ENV)
+    if total is None or started is None:
+        return ""
+    done = int(hydra_cfg.job.num)  # jobs launched before this one
+    elapsed = time.time() - float(started)
+    eta = f", ETA {format_duration(elapsed / done * (int(total) - done))}" if done else ""
+    return f"[{done + 1}/{total}{eta}] "
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _train_and_log(

@@ -41,6 +41,15 @@ NESTED_TAG = "mlflow.parentRunId"
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
 
+UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+
+
+def ui_runs_link(experiment_id: str, ui_url: str = UI_URL) -> str:
+    """The MLflow UI's table of the experiment's runs. The plain experiment link opens MLflow 3's GenAI
+    overview ("Traces 0"); `workflowType=machine_learning` opens the training runs."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
     """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new.
 
@@ -188,6 +197,8 @@ def sweep_keys(config: DictConfig) -> list[str]:
     keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
     for variant in config.hydra.sweeper.get("variants") or []:
         keys += [o.get_key_element() for o in OverridesParser.create().parse_overrides(list(variant))]
+    if seeds_until(config):
+        keys.append("seed")  # the seeds-until-precise sweeper sweeps the seed
     return list(dict.fromkeys(keys))
 
 
@@ -197,8 +208,35 @@ def sweep_fingerprint(config: DictConfig) -> str:
         o for o in task_overrides(config.hydra) if not o.lstrip("+~").startswith((*PLUMBING_PREFIXES, "hydra."))
     )
     sweeper = {k: OmegaConf.to_container(config.hydra.sweeper, resolve=True).get(k) for k in ("params", "variants")}
+    if until := seeds_until(config):  # only when on, so sweeps from before the option keep their fingerprint
+        sweeper["until"] = until
     payload = json.dumps({"overrides": overrides, "sweeper": sweeper}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+SEEDS_UNTIL_TAG = "seeds_until"  # on a sweep parent: the variants sweeper's `until` settings, as JSON
+SEEDS_UNTIL_RESULT_TAG = "seeds_until_result"  # ... and per group the seeds it used and whether it reached
+
+
+def describe_seeds_until(outcome: list[dict[str, Any]], half_width: float) -> str:
+    """One line: per group the seeds used and whether its paired 95 % interval reached ±half_width."""
+    parts = []
+    for entry in outcome:
+        if "reached" not in entry:
+            parts.append(f"{entry['group']}: {entry['seeds']} seeds (baseline)")
+        else:
+            verdict = "reached" if entry["reached"] else "NOT reached (max_seeds)"
+            parts.append(f"{entry['group']}: {entry['seeds']} seeds, Δ {entry['delta']:+.4f} ± "
+                         f"{entry['half_width']:.4f}, {verdict} ±{half_width:g}")  # fmt: skip
+    return "; ".join(parts)
+
+
+def seeds_until(config: DictConfig) -> dict[str, Any] | None:
+    """The sweep's `hydra.sweeper.until` (Stein's procedure) when it is on, else None."""
+    until = config.hydra.sweeper.get("until")
+    if until is None or until.get("half_width") is None:
+        return None
+    return OmegaConf.to_container(until, resolve=True)
 
 
 def find_sweep_parent(
@@ -230,6 +268,7 @@ class SweepParentCallback(Callback):
         self.client: MlflowClient | None = None
         self.experiment_id = ""
         self.parent_run_id: str | None = None
+        self.ui_link = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
@@ -255,11 +294,15 @@ class SweepParentCallback(Callback):
                 "sweep_overrides": " ".join(task_overrides(config.hydra)),
                 **process_tags(),
             }
+            if until := seeds_until(config):
+                tags[SEEDS_UNTIL_TAG] = json.dumps(until, sort_keys=True)
             if commit := harness_git_commit():
                 tags["git_commit"] = commit
             run = self.client.create_run(self.experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
             self.parent_run_id = run.info.run_id
         log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
+        self.ui_link = ui_runs_link(self.experiment_id)
+        log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
         atexit.register(self._finish, completed=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -281,6 +324,12 @@ class SweepParentCallback(Callback):
         for run in children:
             if run.info.status != "FINISHED":
                 log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get("error", "")[:200])
+        log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
+        tags = client.get_run(run_id).data.tags
+        if SEEDS_UNTIL_RESULT_TAG in tags:  # the last line: what the seeds-until-precise procedure reached
+            until = json.loads(tags[SEEDS_UNTIL_TAG])
+            outcome = json.loads(tags[SEEDS_UNTIL_RESULT_TAG])
+            log.info("seeds until precise: %s", describe_seeds_until(outcome, until["half_width"]))
 
 
 def job_run_name(overrides: list[str], keys: list[str] | None) -> str:

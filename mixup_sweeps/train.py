@@ -168,6 +168,14 @@ class TrainResult:
         return self.test_loss
 
 
+def make_optimizer(learning_rate: float, precision: str) -> keras.optimizers.Optimizer:
+    """Adam, as the seed; under mixed_float16 wrapped in loss scaling (float16 gradients underflow without it)."""
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    if precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def train(
     cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: EpochHook, backup_dir: Path | None = None
 ) -> TrainResult:
@@ -178,10 +186,10 @@ def train(
     """
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     input_shape = tuple(cfg.dataset.image_shape)
-    model = models.build_model(cfg.model, input_shape, num_classes)
+    model = models.build_model(cfg.model, input_shape, num_classes, precision=trainer.precision)
     model.load_weights(initial_weights)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=trainer.learning_rate),
+        optimizer=make_optimizer(trainer.learning_rate, trainer.precision),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=trainer.steps_per_execution,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mixup_sweeps.config import ConfigError, config_fingerprint, flatten, validate
+from mixup_sweeps.config import PLUMBING_PREFIXES, ConfigError, config_fingerprint, flatten, validate
 from tests.conftest import CONF, compose_config, mlflow_runs, run_cli
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
@@ -76,6 +79,9 @@ def test_baseline_has_no_alpha():
         ("dataset.label_noise=1.5", "dataset.label_noise"),
         ("dataset.label_noise=-0.1", "dataset.label_noise"),
         ("aug=cutmix aug.alpha=2.0", "aug.alpha"),
+        ("trainer.precision=half", "trainer.precision"),
+        ("seed=-1", "seed"),
+        ("model.kernel_size=13", "model.kernel_size"),
     ],
 )
 def test_validate_rejects_bad_values_with_one_line_naming_the_key(override, key):
@@ -140,6 +146,17 @@ def test_flat_params_and_fingerprint():
     assert config_fingerprint(compose_config(["aug.alpha=0.4"])) != config_fingerprint(base)
 
 
+def test_precision_is_in_the_fingerprint_except_at_the_float32_every_earlier_run_used():
+    float32 = compose_config()
+    assert float32.trainer.precision == "float32"
+    flat = {k: v for k, v in flatten(float32).items() if not k.startswith(PLUMBING_PREFIXES)}
+    flat.pop("trainer.precision")  # a config from before the key existed
+    before = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_fingerprint(float32) == before  # earlier float32 runs are still skipped and reused
+    bf16 = compose_config(["trainer.precision=mixed_bfloat16"])
+    assert config_fingerprint(bf16) != before and flatten(bf16)["trainer.precision"] == "mixed_bfloat16"
+
+
 @pytest.mark.parametrize(
     "override,key",
     [
@@ -148,6 +165,7 @@ def test_flat_params_and_fingerprint():
         ("trainer.batch_size=0", "trainer.batch_size"),
         ("dataset.val_size=60000", "dataset.val_size"),
         ("dataset.train_size=0", "dataset.train_size"),
+        ("trainer.precision=half", "trainer.precision"),
     ],
 )
 def test_cli_bad_value_one_line_error_nonzero_exit_no_run(override, key, tmp_path, real_data_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import EXPERIMENT, mlflow_runs, run_cli
+from mixup_sweeps.tracking import UI_URL
+from tests.conftest import EXPERIMENT, ROOT, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it, Playwright downloads nothing
@@ -52,21 +54,31 @@ def ui(tmp_path_factory, real_data_dir):
             assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
             time.sleep(0.5)
     try:
-        yield url, out
+        yield url, out, result.stdout + result.stderr
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
-def test_ui_shows_the_sweep_its_children_and_test_accuracy(ui, tmp_path):
-    url, out = ui
+def printed_link(output: str, url: str) -> str:
+    """The runs link the sweep printed (for `mlflow ui` on its default port), moved to this test's port."""
+    found = re.search(r"runs in the MLflow UI \(`mlflow ui`, see README\): (\S+)", output)
+    assert found, output[-3000:]
+    return found.group(1).replace(UI_URL, url)
+
+
+def test_ui_opens_on_the_training_runs_from_the_printed_link(ui, tmp_path):
+    """Where a user starts: the link the sweep printed (the bare experiment link opens MLflow 3's GenAI page)."""
+    url, out, output = ui
     client, runs = mlflow_runs(out)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     child = next(r for r in runs if r.info.run_name == "aug.alpha=0.4")
+    link = printed_link(output, url)
+    assert link == f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/#/experiments/{experiment_id}/runs", wait_until="domcontentloaded")
+        page.goto(link, wait_until="domcontentloaded")
         page.get_by_text(EXPERIMENT).first.wait_for(timeout=60_000)
         page.get_by_text("sweep ").first.wait_for(timeout=60_000)
         page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand the parent
@@ -83,3 +95,31 @@ def test_ui_shows_the_sweep_its_children_and_test_accuracy(ui, tmp_path):
         browser.close()
     assert "aug.alpha=0.4" in body and "test_accuracy" in body and value in body
     assert (tmp_path / "runs.png").stat().st_size > 10_000
+
+
+def test_report_page_answers_first_and_links_each_group_to_its_runs(ui, tmp_path):
+    """The HTML report in Chromium: rendered text (no Markdown), the answer, and run links that open in the UI."""
+    url, out, _ = ui
+    report = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out", str(tmp_path / "r"),
+         "--ui-url", url],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto((tmp_path / "r" / "report.html").as_uri())
+        assert page.locator("h1").inner_text().startswith("Report: ")
+        assert page.locator("h2").first.inner_text() == "Answer"
+        text = page.inner_text("body")
+        assert "`" not in text and "mixup α=0.1" in text and "mixup α=0.4" in text
+        images = page.locator("img")
+        assert images.count() == 2 and all(images.nth(i).bounding_box()["width"] > 800 for i in range(2))
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        run_links = page.locator(f'a[href*="{url}/#/experiments/"][href*="/runs/"]')
+        assert run_links.count() == 2  # one per run: two groups of one seed each
+        run_links.first.click()
+        page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
+        browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 20_000

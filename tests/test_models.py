@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from mixup_sweeps import models
@@ -21,6 +23,26 @@ def test_seed_cnn_is_exactly_the_keras_example():
     # 5x5x1x16+16, 5x5x16x32+32, 32x128+128, 128x10+10
     assert model.count_params() == 416 + 12832 + 4224 + 1290
     assert model.layers[-1].activation.__name__ == "softmax"
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_computes_in_16_bits_with_float32_weights_softmax_and_initial_weights(precision, tmp_path):
+    cfg = compose_config().model
+    path = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    float32 = models.build_model(cfg, (28, 28, 1), 10)
+    mixed = models.build_model(cfg, (28, 28, 1), 10, precision=precision)
+    for model in (float32, mixed):
+        model.load_weights(path)  # the shared float32 initial weights load into both
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    assert [a.tolist() == b.tolist() for a, b in zip(float32.get_weights(), mixed.get_weights())] == [True] * 8
+    conv = mixed.layers[1]
+    assert conv.compute_dtype == precision.removeprefix("mixed_") and conv.variable_dtype == "float32"
+    assert mixed.layers[-1].compute_dtype == "float32"  # the softmax, so probabilities and loss stay float32
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    probabilities = keras.ops.convert_to_numpy(mixed(images))
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    expected = keras.ops.convert_to_numpy(float32(images))
+    assert np.abs(probabilities - expected).max() < 0.05  # the same function, computed in fewer bits
 
 
 def test_wide_cnn_has_batch_norm():

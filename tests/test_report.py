@@ -100,14 +100,37 @@ def test_pairs_only_over_seeds_present_in_both(tmp_path):
     assert mixup["delta_pairs"] == 2 and mixup["delta_vs_baseline"] == pytest.approx((0.03 + 0.01) / 2)
 
 
-def test_one_seed_per_group_shows_ci_as_na(tmp_path):
+def test_one_seed_per_group_says_so_instead_of_na(tmp_path):
     uri, client, exp_id = new_store(tmp_path)
     parent = new_sweep(client, exp_id, "s3")
     add_run(client, exp_id, {"aug.name": "none", "seed": 0}, 0.8, parent=parent, sweep_id="s3")
     add_run(client, exp_id, {"aug.name": "mixup", "aug.alpha": 0.2, "seed": 0}, 0.82, parent=parent, sweep_id="s3")
     files = report.write_report(report.fetch_runs(uri, EXPERIMENT, "latest"), uri, EXPERIMENT, tmp_path / "out")
     md = files["report.md"].read_text()
-    assert "0.8000 ± n/a" in md and "| n/a " in md and "+0.0200 (1)" in md
+    assert "± n/a" not in md and "| 0.8000 " in md and "1 seed: no interval" in md and "+0.0200 (1)" in md
+    # one alpha only: it does not distinguish the groups, so the label is just "mixup"
+    assert "- mixup: 1 seed: no interval vs none (Δ test accuracy +0.0200, 1 seed)" in md
+
+
+def test_labels_name_only_what_distinguishes_a_group_and_the_answer_comes_first(known_store):
+    uri, _, exp_id, tmp_path = known_store
+    files = report.write_report(report.fetch_runs(uri, EXPERIMENT, "latest"), uri, EXPERIMENT, tmp_path / "out",
+                                ui_url="http://mlflow.example:5000")  # fmt: skip
+    summary = pd.read_csv(files["summary.csv"])
+    assert list(summary["label"]) == ["none", "mixup α=0.2", "mixup α=0.4"]
+    md = files["report.md"].read_text()
+    answer = md.split("## Answer", 1)[1].split("\n\n", 2)[1]
+    assert answer.splitlines() == [
+        "- mixup α=0.2: no detectable difference vs none (Δ test accuracy +0.0133, 95% CI [-0.0010, +0.0277], 3 seeds)",
+        "- mixup α=0.4: better than none (Δ test accuracy +0.0500, 95% CI [+0.0500, +0.0500], 3 seeds)",
+    ]
+    page = files["report.html"].read_text()
+    assert "`" not in page.split("<img", 1)[0]  # no literal Markdown
+    assert f'href="http://mlflow.example:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"' in page
+    assert page.count(f'href="http://mlflow.example:5000/#/experiments/{exp_id}/runs/') == 9  # every run, once
+    # seeds the observed paired spread implies: diffs 0.01, 0.02, 0.01 -> s = 0.00577, t(2) = 4.303
+    small = summary.iloc[1]
+    assert (small["seeds_for_0.005"], small["seeds_for_0.01"]) == (25, 7)  # (4.303·s/h)² = 24.7 and 6.2
 
 
 def test_different_models_are_separate_tables_never_averaged(tmp_path):
@@ -158,3 +181,39 @@ def test_sql_fast_path_reads_the_same_as_the_client(known_store):
     fast_curves = report.metric_histories(uri, run_ids, "val_accuracy").sort_values(["run_id", "step"])
     expected = [(r, m.step, m.value) for r in sorted(run_ids) for m in client.get_metric_history(r, "val_accuracy")]
     assert [tuple(row) for row in fast_curves.itertuples(index=False)] == sorted(expected)
+
+
+def test_baseline_option_pairs_precisions_on_accuracy_and_ece(tmp_path):
+    """--baseline trainer.precision=float32: each other precision against float32 with the same aug, by seed."""
+    uri, client, exp_id = new_store(tmp_path)
+    parent = new_sweep(client, exp_id, "s4")
+    known = {  # (aug, precision) -> per seed (test accuracy, test ECE)
+        ("none", "float32"): [(0.80, 0.010), (0.82, 0.012), (0.84, 0.011)],
+        ("none", "mixed_bfloat16"): [(0.81, 0.013), (0.82, 0.015), (0.86, 0.014)],
+        ("mixup", "float32"): [(0.83, 0.050), (0.84, 0.060), (0.85, 0.055)],
+        ("mixup", "mixed_bfloat16"): [(0.83, 0.050), (0.84, 0.061), (0.85, 0.057)],
+    }
+    for (aug, precision), values in known.items():
+        for seed, (accuracy, ece) in enumerate(values):
+            params = {"aug.name": aug, "trainer.precision": precision, "seed": seed}
+            if aug == "mixup":
+                params["aug.alpha"] = 0.2
+            run_id = add_run(client, exp_id, params, accuracy, parent=parent, sweep_id="s4")
+            client.log_metric(run_id, "test_ece", ece)
+    out = tmp_path / "out"
+    code = report.main(["--output-dir", str(tmp_path), "--sweep", "s4", "--out", str(out),
+                        "--baseline", "trainer.precision=float32"])  # fmt: skip
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv").set_index("group")
+    bf16_none = summary.loc["aug.name=none,trainer.precision=mixed_bfloat16"]
+    assert bf16_none["delta_vs_baseline"] == pytest.approx((0.01 + 0.0 + 0.02) / 3)
+    assert bf16_none["ece_delta_vs_baseline"] == pytest.approx(0.003)
+    assert bf16_none["ece_delta_ci_low"] == pytest.approx(0.003) and bf16_none["delta_pairs"] == 3  # zero spread
+    bf16_mixup = summary.loc["aug.name=mixup,aug.alpha=0.2,trainer.precision=mixed_bfloat16"]
+    assert bf16_mixup["delta_vs_baseline"] == pytest.approx(0.0)  # paired with mixup float32, not with none
+    assert bf16_mixup["ece_delta_vs_baseline"] == pytest.approx(0.001)
+    assert summary.loc["aug.name=mixup,aug.alpha=0.2,trainer.precision=float32", "delta_pairs"] == 0
+    md = (out / "report.md").read_text()
+    assert "against the baseline trainer.precision=float32" in md
+    assert "- none precision=mixed_bfloat16: no detectable difference vs trainer.precision=float32" in md
+    assert report.main(["--output-dir", str(tmp_path), "--baseline", "precision"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -238,3 +239,53 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
     (md,) = (out / "reports").glob("*/report.md")
     text = md.read_text()
     assert "test ECE" in text and "aug.pairing=permute" in text and "aug.name=cutmix" in text
+
+
+def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path, real_data_dir):
+    result = run_cli("-m", "trainer.precision=float32,mixed_bfloat16", *QUICK, f"paths.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(tmp_path)
+    _, children = split_parent(runs)
+    by_precision = {r.data.params["trainer.precision"]: r for r in children}
+    assert sorted(by_precision) == ["float32", "mixed_bfloat16"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1
+    assert len({r.data.tags["config_fingerprint"] for r in children}) == 2
+    bf16 = by_precision["mixed_bfloat16"]
+    assert [m.step for m in client.get_metric_history(bf16.info.run_id, "val_accuracy")] == [1, 2]
+    assert {"test_accuracy", "test_ece", "test_nll"} <= set(bf16.data.metrics)
+
+
+def test_seeds_until_precise_is_one_sweep_that_ends_at_the_width_or_max_seeds(tmp_path, real_data_dir):
+    """Stein's two stages as Hydra launches of one sweep; the report shows that procedure's interval; a rerun
+    skips everything."""
+    half_width, first, most = 0.02, 3, 6
+    command = ["-m", "experiment=seed_reproduction", f"hydra.sweeper.until.half_width={half_width}",
+               f"hydra.sweeper.until.min_seeds={first}", f"hydra.sweeper.until.max_seeds={most}",
+               "dataset.train_size=512", "trainer.epochs=1", f"paths.output_dir={tmp_path}"]  # fmt: skip
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Seeds until precise, stage 1: 6 jobs" in output and "[1/6] aug=none,seed=0" in output
+    last = [line for line in output.splitlines() if line.strip()][-1]
+    assert "seeds until precise: aug=none:" in last and "aug=mixup aug.alpha=0.2:" in last, last
+    _, runs = mlflow_runs(tmp_path)
+    (parent,), children = split_parent(runs)
+    outcome = {e["group"]: e for e in json.loads(parent.data.tags["seeds_until_result"])}
+    mixup, none = outcome["aug=mixup aug.alpha=0.2"], outcome["aug=none"]
+    assert first <= mixup["seeds"] <= most and none["seeds"] == mixup["seeds"]  # the baseline runs the same seeds
+    assert mixup["reached"] == (mixup["half_width"] <= half_width) and (mixup["reached"] or mixup["seeds"] == most)
+    seeds_run = sorted((r.data.params["aug.name"], int(r.data.params["seed"])) for r in children)
+    assert seeds_run == sorted((aug, s) for aug in ("mixup", "none") for s in range(mixup["seeds"]))
+
+    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    summary = pd.read_csv(next((tmp_path / "reports").glob("*/summary.csv"))).set_index("label")
+    row = summary.loc["mixup α=0.2"]
+    assert row["interval"] == f"Stein, first {first} seeds" and row["delta_pairs"] == mixup["seeds"]
+    assert (row["delta_ci_high"] - row["delta_ci_low"]) / 2 == pytest.approx(mixup["half_width"])
+
+    again = run_cli(*command)
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("FINISHED already") == 2 * mixup["seeds"]
+    assert len(mlflow_runs(tmp_path)[1]) == len(runs)

@@ -38,3 +38,11 @@ def test_steps_per_execution_gives_the_same_training(subset, tmp_path):
     train.seed_everything(0, deterministic=False)
     assert results[0].history[0]["loss"] == pytest.approx(results[1].history[0]["loss"], rel=1e-5)
     assert results[0].test_accuracy == pytest.approx(results[1].test_accuracy, abs=1e-9)
+
+
+def test_mixed_bfloat16_trains_from_the_same_initial_weights(subset, tmp_path):
+    cfg = compose_config(["aug=mixup", "trainer.epochs=2", "trainer.precision=mixed_bfloat16"])
+    weights = models.shared_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
+    result = train.train(cfg, subset, weights, on_epoch=lambda epoch, metrics: None)
+    assert result.model.layers[1].compute_dtype == "bfloat16"
+    assert result.test_accuracy > 0.55 and 0 <= result.test_reliability.ece < 0.3

@@ -1,17 +1,43 @@
-"""Hydra's basic sweeper plus a list of variants: each variant is a set of overrides run as one job.
+"""Hydra's basic sweeper plus a list of variants, and optionally seeds until each comparison is precise.
 
 A grid cannot say "aug=none, or aug=mixup with alpha in {0.1, 0.2, 0.4}" (none has no alpha). The variants
 are crossed with whatever the basic sweeper expands from the command line, so `seed=0,1,2` repeats every
 variant for every seed, and all of it is one Hydra multirun (one sweep directory, one sweep_id).
+
+`hydra.sweeper.until.half_width=H` replaces the seed axis by Stein's two-stage procedure
+(`mixup_sweeps.seeds`): every group runs seeds 0..min_seeds-1; each group's paired differences in test
+accuracy to its baseline (`aug=none` with the same other overrides) then fix how many seeds it needs for a
+95 % interval of ±H (at most max_seeds), and a second launch runs the missing seeds of those groups and of
+their baselines. Both stages are launches of the same multirun: one sweep, one parent run; a job finished by
+an earlier attempt is skipped (its result still counts), so running the command again continues.
 """
 
+import json
+import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV
+
+log = logging.getLogger(__name__)
+
+SEED = "seed"
+
+
+@dataclass
+class UntilConf:
+    half_width: float | None = None  # None: off; else the target half width of each paired 95 % interval
+    min_seeds: int = 5  # Stein's first stage
+    max_seeds: int = 30
 
 
 @dataclass
@@ -20,6 +46,7 @@ class VariantsSweeperConf:
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
     variants: list[list[str]] = field(default_factory=list)
+    until: UntilConf = field(default_factory=UntilConf)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps")
@@ -29,10 +56,23 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _value(overrides: list[str], key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides if _key(o) == key), None)
+
+
 class VariantsSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None, variants: Any = ()) -> None:
+    def __init__(
+        self,
+        max_batch_size: int | None,
+        params: dict[str, str] | None = None,
+        variants: Any = (),
+        until: Any = None,
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.variants = [list(v) for v in variants] or [[]]
+        self.until = UntilConf(**dict(until or {}))
+        self.started = time.time()
+        self.total_jobs = 0
 
     def split_arguments(  # type: ignore[override]
         self, overrides: list[Override], max_batch_size: int | None
@@ -45,4 +85,104 @@ class VariantsSweeper(BasicSweeper):
                 f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line"
             )
         jobs = [job + variant for job in grid for variant in self.variants]
+        if self.until.half_width is None:
+            jobs = self._with_progress(jobs, first_index=0)
         return [list(chunk) for chunk in self.split_overrides_to_chunks(jobs, max_batch_size)]
+
+    def _with_progress(self, jobs: list[list[str]], first_index: int) -> list[list[str]]:
+        """Tell each job how many jobs the sweep has so far and when it started (for `[5/12] ... ETA`)."""
+        self.total_jobs = first_index + len(jobs)
+        extra = [
+            f"++hydra.job.env_set.{SWEEP_JOBS_ENV}={self.total_jobs}",
+            f"++hydra.job.env_set.{SWEEP_STARTED_ENV}={self.started:.0f}",
+        ]
+        return [job + extra for job in jobs]
+
+    def sweep(self, arguments: list[str]) -> Any:
+        if self.until.half_width is None:
+            return super().sweep(arguments)
+        return self._sweep_until_precise(arguments)
+
+    # --- seeds until precise ---------------------------------------------------------------------------
+    def _sweep_until_precise(self, arguments: list[str]) -> Any:
+        from mixup_sweeps import seeds
+
+        until = self.until
+        if not (until.half_width > 0 and 2 <= until.min_seeds <= until.max_seeds):
+            raise HydraException(
+                f"hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
+                f"{until.half_width}, min_seeds={until.min_seeds}, max_seeds={until.max_seeds}"
+            )
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = [o for o in parser.parse_overrides(self._parse_config() + list(arguments))]
+        overrides = [o for o in overrides if o.get_key_element() != SEED]  # the procedure owns the seed axis
+        (jobs,) = self.split_arguments(overrides, None)
+        groups = [tuple(job) for job in jobs]
+        baseline_of = {group: self._baseline(group, groups) for group in groups}
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as the basic sweeper does
+        results: dict[tuple[tuple[str, ...], int], float] = {}
+        first = {group: range(until.min_seeds) for group in groups}
+        self._launch_seeds(first, results, stage=1)
+        needed = {group: until.min_seeds for group in groups}
+        for group, baseline in baseline_of.items():
+            if baseline is None:
+                continue
+            diffs = [results[(group, s)] - results[(baseline, s)] for s in range(until.min_seeds)]
+            needed[group] = seeds.stein_total(diffs, until.half_width, until.max_seeds)
+            needed[baseline] = max(needed[baseline], needed[group])  # paired: the baseline runs those seeds too
+        second = {group: range(until.min_seeds, n) for group, n in needed.items() if n > until.min_seeds}
+        if second:
+            self._launch_seeds(second, results, stage=2)
+
+        common = set.intersection(*(set(group) for group in groups))  # shown once, not in every group's name
+        outcome = []
+        for group, baseline in baseline_of.items():
+            name = " ".join(o for o in group if o not in common) or "all"
+            entry: dict[str, Any] = {"group": name, "seeds": needed[group]}
+            if baseline is not None:
+                diffs = [results[(group, s)] - results[(baseline, s)] for s in range(needed[group])]
+                interval = seeds.stein_interval(diffs, until.min_seeds)
+                entry.update(delta=interval.mean, half_width=interval.half_width,
+                             reached=interval.half_width <= until.half_width + 1e-12)  # fmt: skip
+            outcome.append(entry)
+        self._record(outcome)
+        return results
+
+    def _record(self, outcome: list[dict[str, Any]]) -> None:
+        """Put the outcome on the sweep's parent run; the sweep's last log line reads it from there."""
+        from mixup_sweeps import tracking
+
+        client, experiment_id = tracking.connect(self.config.tracking)
+        parent = tracking.find_sweep_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
+        if parent is not None:
+            client.set_tag(parent.info.run_id, tracking.SEEDS_UNTIL_RESULT_TAG, json.dumps(outcome))
+        log.info("Seeds until precise: %s", tracking.describe_seeds_until(outcome, self.until.half_width))
+
+    def _baseline(self, group: tuple[str, ...], groups: list[tuple[str, ...]]) -> tuple[str, ...] | None:
+        """The `aug=none` group with the same non-aug overrides; None for a baseline itself."""
+        if _value(list(group), "aug") == "none":
+            return None
+
+        def rest(overrides: tuple[str, ...]) -> list[str]:
+            return sorted(o for o in overrides if not _key(o).startswith("aug"))
+
+        for other in groups:
+            if _value(list(other), "aug") == "none" and rest(other) == rest(group):
+                return other
+        raise HydraException(
+            "hydra.sweeper.until compares each group with its baseline: add aug=none (a variant) for " + " ".join(group)
+        )
+
+    def _launch_seeds(self, plan: dict[tuple[str, ...], range], results: dict, stage: int) -> None:
+        jobs = [[*group, f"{SEED}={seed}"] for group, seeds_ in plan.items() for seed in seeds_]
+        first_index = self.total_jobs
+        jobs = self._with_progress(jobs, first_index)
+        log.info("Seeds until precise, stage %d: %d jobs", stage, len(jobs))
+        self.validate_batch_is_legal(jobs)
+        returns = self.launcher.launch(jobs, initial_job_idx=first_index)
+        for job, ret in zip(jobs, returns):
+            group = tuple(o for o in job if not o.startswith(("++hydra.", f"{SEED}=")))
+            results[(group, int(_value(job, SEED)))] = float(ret.return_value)  # a failed job raises here
