@@ -287,6 +287,8 @@ def summarize(
         values = values if isinstance(values, tuple) else (values,)
         row = dict(zip(keys, values))
         row["group"] = _label(keys, values)
+        if "aug.name" in group and "aug.name" not in keys:  # the same for all: kept for readable labels
+            row["aug.name"] = group["aug.name"].iloc[0]
         row["n"] = len(group)
         for metric in SUMMARY_METRICS:
             mean, std, lo, hi = t_interval(group[metric] if metric in group else [])
@@ -391,6 +393,8 @@ def readable_labels(summary: pd.DataFrame, keys: list[str]) -> pd.Series:
     labels = pd.Series("all runs", index=summary.index, dtype=object)
     for _, rows in _tables(summary):
         shown = [k for k in keys if k not in TABLE_KEYS and rows[k].dropna().nunique() > 1]
+        if "aug.name" in rows and "aug.name" not in shown and any(k.startswith("aug.") for k in shown):
+            shown.insert(0, "aug.name")  # "mixup α=0.1", not a bare "α=0.1"
         for i, row in rows.iterrows():
             parts = [_readable(k, row[k]) for k in shown if not _missing(row[k])]
             labels[i] = " ".join(parts) or "all runs"

@@ -104,7 +104,7 @@ PRESETS = {  # preset -> number of jobs it runs
     "alpha_grid": 15,
     "label_noise": 27,
     "variants": 18,
-    "default_sweep": 4,
+    "default_sweep": 6,
 }
 
 

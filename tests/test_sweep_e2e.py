@@ -140,12 +140,10 @@ def default_sweep(tmp_path_factory, real_data_dir):
 def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(default_sweep):
     _, runs = mlflow_runs(default_sweep)
     parents, children = split_parent(runs)
-    assert len(parents) == 1 and len(children) == 8
+    assert len(parents) == 1 and len(children) == 4  # seed=0,1 on the command line replaces the preset's 0,1,2
     assert all(r.info.status == "FINISHED" for r in runs)
     names = sorted(r.info.run_name for r in children)
-    assert names == sorted(
-        f"seed={s},{v}" for s in (0, 1) for v in ("aug=none", *(f"aug=mixup,aug.alpha={a}" for a in (0.1, 0.2, 0.4)))
-    )
+    assert names == sorted(f"seed={s},{v}" for s in (0, 1) for v in ("aug=none", "aug=mixup,aug.alpha=0.2"))
     baseline = [r for r in children if r.data.params["aug.name"] == "none"]
     assert len(baseline) == 2 and all("aug.alpha" not in r.data.params for r in baseline)
     by_seed = {}
@@ -167,7 +165,7 @@ def test_report_numbers_equal_those_from_the_client(default_sweep):
     out = default_sweep / "reports" / sweep_id
     assert str(out) in result.stdout
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 4 and (summary["n"] == 2).all()
+    assert len(summary) == 2 and (summary["n"] == 2).all()
     accuracy = {(r.data.params["aug.name"], r.data.params.get("aug.alpha"), r.data.params["seed"]):
                 r.data.metrics["test_accuracy"] for r in children}  # fmt: skip
     for _, row in summary.iterrows():
@@ -237,8 +235,10 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
     )
     assert report.returncode == 0, report.stderr[-2000:]
     (md,) = (out / "reports").glob("*/report.md")
-    text = md.read_text()
-    assert "test ECE" in text and "aug.pairing=permute" in text and "aug.name=cutmix" in text
+    text = md.read_text()  # readable labels in the report, the full keys in summary.csv
+    assert "test ECE" in text and "| mixup α=0.2 per_batch permute " in text and "| cutmix α=1 " in text
+    groups = pd.read_csv(md.with_name("summary.csv"))["group"]
+    assert groups.str.contains("aug.pairing=permute").any() and groups.str.contains("aug.name=cutmix").any()
 
 
 def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path, real_data_dir):
@@ -267,7 +267,7 @@ def test_seeds_until_precise_is_one_sweep_that_ends_at_the_width_or_max_seeds(tm
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Seeds until precise, stage 1: 6 jobs" in output and "[1/6] aug=none,seed=0" in output
-    last = [line for line in output.splitlines() if line.strip()][-1]
+    last = [line for line in result.stdout.splitlines() if line.strip()][-1]  # the log (stderr: TF's noise)
     assert "seeds until precise: aug=none:" in last and "aug=mixup aug.alpha=0.2:" in last, last
     _, runs = mlflow_runs(tmp_path)
     (parent,), children = split_parent(runs)
@@ -282,7 +282,7 @@ def test_seeds_until_precise_is_one_sweep_that_ends_at_the_width_or_max_seeds(tm
                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     summary = pd.read_csv(next((tmp_path / "reports").glob("*/summary.csv"))).set_index("label")
-    row = summary.loc["mixup α=0.2"]
+    row = summary.loc["mixup"]
     assert row["interval"] == f"Stein, first {first} seeds" and row["delta_pairs"] == mixup["seeds"]
     assert (row["delta_ci_high"] - row["delta_ci_low"]) / 2 == pytest.approx(mixup["half_width"])
 

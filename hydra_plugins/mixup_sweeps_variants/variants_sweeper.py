@@ -77,6 +77,8 @@ class VariantsSweeper(BasicSweeper):
     def split_arguments(  # type: ignore[override]
         self, overrides: list[Override], max_batch_size: int | None
     ) -> list[list[list[str]]]:
+        # a key in both hydra.sweeper.params and on the command line: the command line (it comes later) wins
+        overrides = list({o.get_key_element(): o for o in overrides}.values())
         grid = BasicSweeper.split_arguments(overrides, None)[0]
         variant_keys = {_key(o) for variant in self.variants for o in variant}
         clash = sorted(variant_keys & {o.get_key_element() for o in overrides})
