@@ -28,7 +28,7 @@ from scipy import stats
 
 from mixup_sweeps import seeds
 from mixup_sweeps.config import PLUMBING_PREFIXES, load_config
-from mixup_sweeps.tracking import UI_URL, ui_runs_link
+from mixup_sweeps.tracking import UI_URL, ui_runs_link, ui_url_for
 
 SEED = "seed"
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
@@ -657,7 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="KEY=VALUE of the runs each group is compared with, paired by seed (default: aug.name=none; "
         "e.g. trainer.precision=float32)",
     )
-    parser.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI for the links (default {DEFAULT_UI_URL})")
+    parser.add_argument(
+        "--ui-url", help=f"MLflow UI for the links (default: the tracking server, else {DEFAULT_UI_URL})"
+    )
     args = parser.parse_args(argv)
 
     cfg = load_config(args.output_dir)
@@ -670,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
-    files = write_report(run_set, tracking_uri, experiment, out, baseline, args.ui_url)
+    files = write_report(run_set, tracking_uri, experiment, out, baseline, args.ui_url or ui_url_for(tracking_uri))
     if run_set.parent_run_id:
         from mlflow.tracking import MlflowClient
 

@@ -44,6 +44,11 @@ _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 
 
+def ui_url_for(tracking_uri: str) -> str:
+    """Where the UI of a store is: a tracking server is its own UI; a local store's is `mlflow ui`'s default."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else UI_URL
+
+
 def ui_runs_link(experiment_id: str, ui_url: str = UI_URL) -> str:
     """The MLflow UI's table of the experiment's runs. The plain experiment link opens MLflow 3's GenAI
     overview ("Traces 0"); `workflowType=machine_learning` opens the training runs."""
@@ -301,7 +306,7 @@ class SweepParentCallback(Callback):
             run = self.client.create_run(self.experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
             self.parent_run_id = run.info.run_id
         log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
-        self.ui_link = ui_runs_link(self.experiment_id)
+        self.ui_link = ui_runs_link(self.experiment_id, ui_url_for(config.tracking.uri))
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
         atexit.register(self._finish, completed=False)
 
