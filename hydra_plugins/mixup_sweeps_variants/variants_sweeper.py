@@ -116,7 +116,7 @@ class VariantsSweeper(BasicSweeper):
                 f"{until.half_width}, min_seeds={until.min_seeds}, max_seeds={until.max_seeds}"
             )
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = [o for o in parser.parse_overrides(self._parse_config() + list(arguments))]
+        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         overrides = [o for o in overrides if o.get_key_element() != SEED]  # the procedure owns the seed axis
         (jobs,) = self.split_arguments(overrides, None)
         groups = [tuple(job) for job in jobs]
