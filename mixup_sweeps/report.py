@@ -442,7 +442,7 @@ def _figure_per_table(frame: pd.DataFrame, draw, xlabel: str, ylabel: str, path:
     return path
 
 
-def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
+def plot_accuracy_vs_alpha(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Mean test accuracy with its 95 % CI per alpha; the baseline as a horizontal band."""
 
     def draw(ax, rows: pd.DataFrame) -> None:
@@ -455,8 +455,8 @@ def plot_accuracy_vs_alpha(summary: pd.DataFrame, path: Path) -> Path:
         mixed = rows.drop(base.index)
         if "aug.alpha" not in mixed or not mixed["aug.alpha"].notna().any():
             return
-        extra = [k for k in summary.columns if k in rows and k not in ("aug.alpha", *TABLE_KEYS) and "." in k]
-        extra = [k for k in extra if rows[k].nunique(dropna=False) > 1 and not k.startswith("aug.name")]
+        # one line per combination of the other keys that differ among the mixup groups (as in the labels)
+        extra = [k for k in keys if k not in ("aug.alpha", "aug.name", *TABLE_KEYS) and mixed[k].dropna().nunique() > 1]
         lines = mixed.groupby(extra, dropna=False) if extra else [((), mixed)]
         for key, line in lines:
             line = line.dropna(subset=["aug.alpha"]).sort_values("aug.alpha")
@@ -593,7 +593,7 @@ def write_report(
     table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
     table.sort_values([*keys, *([SEED] if SEED in runs else [])]).to_csv(files["runs.csv"], index=False)
     labelled = runs.merge(summary[[*keys, "label"]], on=keys, how="left") if keys else runs.assign(label="all runs")
-    plot_accuracy_vs_alpha(summary, files["accuracy_vs_alpha.png"])
+    plot_accuracy_vs_alpha(summary, keys, files["accuracy_vs_alpha.png"])
     plot_learning_curves(labelled, curves, files["learning_curves.png"])
 
     answer = verdicts(summary, baseline)
@@ -626,15 +626,17 @@ def write_report(
             if SEED in runs else _run_links(ui_url, run_set.experiment_id, runs[_matches(runs, row, keys)])
             for _, row in rows.iterrows()
         ]  # fmt: skip
-        body += [f"<h2>{html.escape(title)}</h2>", cells.to_html(index=False, border=0, escape=False)]
+        table_html = cells.to_html(index=False, border=0, escape=False)
+        body += [f"<h2>{html.escape(title)}</h2>", f'<div style="overflow-x:auto">{table_html}</div>']
     for name in PLOTS:
         md += [f"![{name}]({name})", ""]
         encoded = base64.b64encode(files[name].read_bytes()).decode()
         body.append(f'<p><img alt="{name}" src="data:image/png;base64,{encoded}"></p>')
     files["report.md"].write_text("\n".join(md))
     style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;"
         "font-size:14px}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}"
+        "td{white-space:nowrap}td:first-child,td:last-child{white-space:normal;min-width:9em}"
         "img{width:100%;max-width:1100px}li{margin:.3em 0}"
     )
     files["report.html"].write_text(
