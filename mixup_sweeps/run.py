@@ -13,7 +13,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -29,6 +31,12 @@ from mixup_sweeps.config import (
     register_configs,
     validate,
 )
+
+if TYPE_CHECKING:  # imported inside the job at run time (TensorFlow, MLflow: slow to import)
+    from mlflow.tracking import MlflowClient
+
+    from mixup_sweeps.data import FashionMnist
+    from mixup_sweeps.train import TrainResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
@@ -95,9 +103,8 @@ def run_job(cfg: DictConfig) -> float:
     restore_signals = INTERRUPTS.install()
     try:
         parent_run_id = parent.info.run_id if parent is not None else None
-        test_accuracy = _train_and_log(
-            cfg, dataset, client, run_id, parent_run_id, job_dir, output_dir, backup_dir, name
-        )
+        job = Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir)
+        test_accuracy = _train_and_log(job)
     except BaseException as exc:
         tracking.end_failed_run(client, run_id, exc, job_dir)
         log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
@@ -126,80 +133,115 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _train_and_log(
-    cfg: DictConfig,
-    dataset,
-    client,
-    run_id: str,
-    parent_run_id: str | None,
-    job_dir: Path,
-    output_dir: Path,
-    backup_dir: Path,
-    name: str,
-) -> float:
+@dataclass
+class Job:
+    """One job's context once its MLflow run exists: what it computes, where it records and writes."""
+
+    cfg: DictConfig
+    dataset: FashionMnist
+    client: MlflowClient
+    run_id: str
+    parent_run_id: str | None  # the sweep's parent run (shared initial weights), None for a single run
+    name: str  # the run name: the job's own overrides
+    job_dir: Path  # Hydra's directory of this job: preview, curves, model
+    output_dir: Path  # paths.output_dir: initial-weights cache, backups, store
+    backup_dir: Path  # BackupAndRestore state of this computation (fingerprint)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+
+def _train_and_log(job: Job) -> float:
+    """shared initial weights -> inputs on record -> training -> test results and artifacts -> FINISHED."""
     import keras
     import tensorflow as tf
 
-    from mixup_sweeps import augment, models, plots, tracking, train
+    from mixup_sweeps import tracking, train
 
     keras.backend.clear_session()
-    client.set_tag(run_id, "keras_version", keras.__version__)
-    client.set_tag(run_id, "tensorflow_version", tf.__version__)
+    job.client.set_tag(job.run_id, "keras_version", keras.__version__)
+    job.client.set_tag(job.run_id, "tensorflow_version", tf.__version__)
+    weights = _shared_initial_weights(job)
+    train.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)
+    _record_inputs(job)
+    for epoch, metrics in _epochs_saved_but_not_logged(job):  # killed between its backup and MLflow
+        tracking.log_metrics(job.client, job.run_id, metrics, epoch)
+    result = train.train(
+        job.cfg,
+        job.dataset,
+        weights,
+        on_epoch=lambda epoch, m: tracking.log_metrics(job.client, job.run_id, m, epoch),
+        backup_dir=job.backup_dir,
+    )
+    _record_results(job, result)
+    job.client.set_terminated(job.run_id, "FINISHED")
+    return result.test_accuracy
+
+
+def _shared_initial_weights(job: Job) -> Path:
+    """The weights every run of this (model, data shape, seed) starts from, recorded with the run."""
+    from mixup_sweeps import models, tracking
+
+    cfg = job.cfg
     input_shape, num_classes = tuple(cfg.dataset.image_shape), cfg.dataset.num_classes
-    cache = output_dir / "initial_weights"
+    cache = job.output_dir / "initial_weights"
     weights = tracking.shared_initial_weights(
-        client,
-        parent_run_id,
+        job.client,
+        job.parent_run_id,
         models.initial_weights_path(cache, cfg.model, input_shape, num_classes, cfg.seed),
         lambda: models.shared_initial_weights(cache, cfg.model, input_shape, num_classes, cfg.seed),
     )
-    client.set_tag(run_id, "init_weights_sha256", models.sha256_file(weights))
-    client.log_artifact(run_id, str(weights), tracking.INITIAL_WEIGHTS)
+    job.client.set_tag(job.run_id, "init_weights_sha256", models.sha256_file(weights))
+    job.log_artifact(weights, tracking.INITIAL_WEIGHTS)
+    return weights
 
-    train.seed_everything(cfg.seed, cfg.trainer.deterministic)
-    preview = augment.training_stream(dataset.train, cfg.aug, 9, 64, num_classes, seed=cfg.seed)
+
+def _record_inputs(job: Job) -> None:
+    """A preview of the training stream (samples.png), the resolved config and Hydra's own files."""
+    from mixup_sweeps import augment, plots
+
+    cfg = job.cfg
+    preview = augment.training_stream(job.dataset.train, cfg.aug, 9, 64, cfg.dataset.num_classes, seed=cfg.seed)
     images, labels = next(iter(preview))
-    client.log_artifact(run_id, str(plots.save_samples(images.numpy(), labels.numpy(), job_dir / "samples.png")))
-    resolved = job_dir / "config.yaml"
+    job.log_artifact(plots.save_samples(images.numpy(), labels.numpy(), job.job_dir / "samples.png"))
+    resolved = job.job_dir / "config.yaml"
     resolved.write_text(OmegaConf.to_yaml(recordable(cfg)))
-    client.log_artifact(run_id, str(resolved))
-    hydra_dir = job_dir / ".hydra"
+    job.log_artifact(resolved)
+    hydra_dir = job.job_dir / ".hydra"
     if hydra_dir.is_dir():
-        client.log_artifacts(run_id, str(hydra_dir), "hydra")
+        job.client.log_artifacts(job.run_id, str(hydra_dir), "hydra")
 
-    logged = {m.step for m in client.get_metric_history(run_id, "loss")}
-    for epoch, metrics in enumerate(train.completed_epochs(backup_dir), start=1):
-        if epoch not in logged:  # killed after its backup was saved but before it reached MLflow
-            tracking.log_metrics(client, run_id, metrics, epoch)
 
-    result = train.train(
-        cfg,
-        dataset,
-        weights,
-        on_epoch=lambda epoch, m: tracking.log_metrics(client, run_id, m, epoch),
-        backup_dir=backup_dir,
-    )
+def _epochs_saved_but_not_logged(job: Job) -> list[tuple[int, dict[str, float]]]:
+    from mixup_sweeps import train
+
+    logged = {m.step for m in job.client.get_metric_history(job.run_id, "loss")}
+    saved = enumerate(train.completed_epochs(job.backup_dir), start=1)
+    return [(epoch, metrics) for epoch, metrics in saved if epoch not in logged]
+
+
+def _record_results(job: Job, result: TrainResult) -> None:
+    """Test metrics, the curves and reliability diagram, and the trained weights."""
+    from mixup_sweeps import plots, tracking
+
     tracking.log_metrics(
-        client,
-        run_id,
+        job.client,
+        job.run_id,
         {
             "test_loss": result.test_loss,
             "test_accuracy": result.test_accuracy,
             "test_nll": result.test_nll,
             "test_ece": result.test_reliability.ece,
             "train_images_per_second": result.train_images_per_second,
-            "label_noise_realized": dataset.label_noise,
+            "label_noise_realized": job.dataset.label_noise,
         },
         step=len(result.history),
     )
-    client.log_artifact(run_id, str(plots.save_curves(result.history, job_dir / "curves.png", title=name)))
-    reliability_png = plots.save_reliability(result.test_reliability, job_dir / "reliability.png", title=name)
-    client.log_artifact(run_id, str(reliability_png))
-    model_path = job_dir / "model.weights.h5"
+    job.log_artifact(plots.save_curves(result.history, job.job_dir / "curves.png", title=job.name))
+    job.log_artifact(plots.save_reliability(result.test_reliability, job.job_dir / "reliability.png", title=job.name))
+    model_path = job.job_dir / "model.weights.h5"
     result.model.save_weights(model_path)
-    client.log_artifact(run_id, str(model_path))
-    client.set_terminated(run_id, "FINISHED")
-    return result.test_accuracy
+    job.log_artifact(model_path)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
