@@ -242,7 +242,8 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
 
 
 def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path, real_data_dir):
-    result = run_cli("-m", "trainer.precision=float32,mixed_bfloat16", *QUICK, f"paths.output_dir={tmp_path}")
+    tiny = ["dataset.train_size=256", "trainer.epochs=1"]
+    result = run_cli("-m", "trainer.precision=float32,mixed_bfloat16", *tiny, f"paths.output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = mlflow_runs(tmp_path)
     _, children = split_parent(runs)
@@ -252,21 +253,21 @@ def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path
     assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1
     assert len({r.data.tags["config_fingerprint"] for r in children}) == 2
     bf16 = by_precision["mixed_bfloat16"]
-    assert [m.step for m in client.get_metric_history(bf16.info.run_id, "val_accuracy")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(bf16.info.run_id, "val_accuracy")] == [1]
     assert {"test_accuracy", "test_ece", "test_nll"} <= set(bf16.data.metrics)
 
 
 def test_seeds_until_precise_is_one_sweep_that_ends_at_the_width_or_max_seeds(tmp_path, real_data_dir):
     """Stein's two stages as Hydra launches of one sweep; the report shows that procedure's interval; a rerun
     skips everything."""
-    half_width, first, most = 0.02, 3, 6
+    half_width, first, most = 0.02, 2, 3  # t(1) = 12.7: stage 2 is all but certain (so it is exercised)
     command = ["-m", "experiment=seed_reproduction", f"hydra.sweeper.until.half_width={half_width}",
                f"hydra.sweeper.until.min_seeds={first}", f"hydra.sweeper.until.max_seeds={most}",
-               "dataset.train_size=512", "trainer.epochs=1", f"paths.output_dir={tmp_path}"]  # fmt: skip
+               "dataset.train_size=256", "trainer.epochs=1", f"paths.output_dir={tmp_path}"]  # fmt: skip
     result = run_cli(*command)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "Seeds until precise, stage 1: 6 jobs" in output and "[1/6] aug=none,seed=0" in output
+    assert "Seeds until precise, stage 1: 4 jobs" in output and "[1/4] aug=none,seed=0" in output
     last = [line for line in result.stdout.splitlines() if line.strip()][-1]  # the log (stderr: TF's noise)
     assert "seeds until precise: aug=none:" in last and "aug=mixup aug.alpha=0.2:" in last, last
     _, runs = mlflow_runs(tmp_path)
