@@ -71,10 +71,10 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
     )
 
 
-def mlflow_runs(output_dir: Path) -> tuple[MlflowClient, list]:
+def mlflow_runs(output_dir: Path) -> tuple[MlflowClient | None, list]:
     """All runs of the default experiment in the SQLite store under output_dir ([] when there is none)."""
+    if not (output_dir / "mlflow.db").exists():  # check first: a client would create the store (1-2 s)
+        return None, []
     client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
-    if not (output_dir / "mlflow.db").exists():
-        return client, []
     experiment = client.get_experiment_by_name(EXPERIMENT)
     return client, ([] if experiment is None else client.search_runs([experiment.experiment_id]))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -202,16 +203,29 @@ BAD_OVERRIDES = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory, real_data_dir):
+    """Every bad override through the real CLI, each in its own process and output dir, three at a time
+    (each one is mostly interpreter and import time; run one by one they took two minutes)."""
+    outs = {override: tmp_path_factory.mktemp("bad") for override in BAD_OVERRIDES}
+
+    def attempt(override: str):
+        return run_cli(*TINY, f"paths.output_dir={outs[override]}", *override.split(" "), timeout=300)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return {o: (outs[o], result) for o, result in zip(BAD_OVERRIDES, pool.map(attempt, BAD_OVERRIDES))}
+
+
 @pytest.mark.parametrize("override", BAD_OVERRIDES)
-def test_bad_input_fails_cleanly_and_records_nothing_successful(override, tmp_path, real_data_dir):
+def test_bad_input_fails_cleanly_and_records_nothing_successful(override, bad_input_results):
+    out, result = bad_input_results[override]
     overrides = override.split(" ")
-    result = run_cli(*TINY, f"paths.output_dir={tmp_path}", *overrides, timeout=120)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and "Traceback" not in result.stderr, result.stderr
     key = overrides[-1].split("=")[0].lstrip("+")
     assert key.split(".")[-1] in lines[0] or key in lines[0] or "paths.output_dir" in lines[0], lines[0]
-    _, runs = mlflow_runs(tmp_path)
+    _, runs = mlflow_runs(out)
     assert not [r for r in runs if r.info.status in ("FINISHED", "RUNNING")]
 
 
