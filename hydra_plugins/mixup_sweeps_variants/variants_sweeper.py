@@ -26,7 +26,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV
+from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class VariantsSweeper(BasicSweeper):
 
         until = self.until
         if not (until.half_width > 0 and 2 <= until.min_seeds <= until.max_seeds):
-            raise HydraException(
+            raise ConfigError(  # one line, no traceback (a compact Hydra exception)
                 f"hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
                 f"{until.half_width}, min_seeds={until.min_seeds}, max_seeds={until.max_seeds}"
             )
@@ -174,7 +174,7 @@ class VariantsSweeper(BasicSweeper):
         for other in groups:
             if _value(list(other), "aug") == "none" and rest(other) == rest(group):
                 return other
-        raise HydraException(
+        raise ConfigError(
             "hydra.sweeper.until compares each group with its baseline: add aug=none (a variant) for " + " ".join(group)
         )
 
