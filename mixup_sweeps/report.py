@@ -358,9 +358,10 @@ def add_paired_deltas(
     other = [k for k in keys if not k.startswith(owned)]
     is_baseline = _is_value(runs[key], value)
     for i, row in summary.iterrows():
-        if is_baseline[_matches(runs, row, keys)].all():
+        in_group = _matches(runs, row, keys)
+        if is_baseline[in_group].all():
             continue
-        treated = runs[_matches(runs, row, keys)]
+        treated = runs[in_group]
         base = runs[_matches(runs, row, other) & is_baseline]
         for metric, prefix in DELTA_METRICS.items():
             if metric not in runs:
@@ -377,8 +378,8 @@ def add_paired_deltas(
                     mean, lo, hi = stein.mean, stein.low, stein.high
                     summary.loc[i, "interval"] = f"Stein, first {until['min_seeds']} seeds"
                 summary.loc[i, "significant"] = None if math.isnan(lo) else bool(lo > 0 or hi < 0)
-                for width in SEEDS_FOR:
-                    if len(diffs) > 1:
+                if len(diffs) > 1:
+                    for width in SEEDS_FOR:
                         summary.loc[i, f"seeds_for_{width}"] = seeds.seeds_for_half_width(spread, width, len(diffs) - 1)
             summary.loc[i, [f"{prefix}_vs_baseline", f"{prefix}_ci_low", f"{prefix}_ci_high"]] = [mean, lo, hi]
     return summary

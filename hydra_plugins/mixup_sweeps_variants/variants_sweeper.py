@@ -179,12 +179,11 @@ class VariantsSweeper(BasicSweeper):
         )
 
     def _launch_seeds(self, plan: dict[tuple[str, ...], range], results: dict, stage: int) -> None:
-        jobs = [[*group, f"{SEED}={seed}"] for group, seeds_ in plan.items() for seed in seeds_]
+        pairs = [(group, seed) for group, seeds_ in plan.items() for seed in seeds_]
         first_index = self.total_jobs
-        jobs = self._with_progress(jobs, first_index)
+        jobs = self._with_progress([[*group, f"{SEED}={seed}"] for group, seed in pairs], first_index)
         log.info("Seeds until precise, stage %d: %d jobs", stage, len(jobs))
         self.validate_batch_is_legal(jobs)
         returns = self.launcher.launch(jobs, initial_job_idx=first_index)
-        for job, ret in zip(jobs, returns):
-            group = tuple(o for o in job if not o.startswith(("++hydra.", f"{SEED}=")))
-            results[(group, int(_value(job, SEED)))] = float(ret.return_value)  # a failed job raises here
+        for pair, ret in zip(pairs, returns):
+            results[pair] = float(ret.return_value)  # a failed job raises here
