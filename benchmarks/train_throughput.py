@@ -1,103 +1,153 @@
-"""Seconds per epoch: the Keras mixup example's input pipeline (reference) vs the harness's, side by side.
+"""Seconds per epoch of the training path, side by side: the Keras example's recipe, the harness's earlier
+tf.data stream, and the harness's stream on each Keras backend; and several jobs at once on one device.
 
-Both arms train the same seed CNN from the same initial weights on the same real data at batch 64; the
-arms alternate (seed, harness, seed, harness, ...) so machine noise hits both alike. Prints per-epoch
-seconds (min and median), images/s, their ratio, and test accuracy after --epochs for each seed.
-`--precision float32 mixed_bfloat16` adds the precision axis (`trainer.precision`), alternated the same way,
-and prints the CPU's 16-bit flags it ran on.
+Arms (every run trains the seed CNN from the same initial weights on the real data at batch 64):
+- `seed`: the example's recipe as written there (float images in `from_tensor_slices`, two shuffled streams
+  with 6,400-element buffers, `zip`, `map(mix_up)` with the direct Gamma ratio, one step per call);
+- `tfdata`: the harness's stream until the one-stream change (`benchmarks/tfdata_stream.py`: uint8 images,
+  gather + scale + mix in the tf.data graph, prefetch) with `steps_per_execution: 32`, the reference;
+- `stream-tensorflow`, `stream-jax`: what `train.train` does now: `augment.TrainingStream` (an epoch's plan
+  drawn in NumPy, uint8 batches) -> `augment.training_model` (scale + mix in the compiled step) with
+  `steps_per_execution: 32`, on that Keras backend (`stream-jax` needs no TensorFlow).
+Each run is a fresh process (a process has one Keras backend); the arms alternate (seed 0: every arm, then
+seed 1, ...) so machine noise hits all alike. The first epoch (tracing, compiling) is left out of min/median.
+`--jobs-at-once 1 2 4 8` instead starts that many runs of one arm together (a sweep's jobs sharing one GPU
+or CPU) and prints the images per second of all of them together.
 
-    .venv/bin/python benchmarks/train_throughput.py --epochs 3 --seeds 0 --aug none mixup
-    .venv/bin/python benchmarks/train_throughput.py --arms harness --precision float32 mixed_bfloat16
+    .venv/bin/python benchmarks/train_throughput.py --epochs 5 --seeds 0 1
+    .venv/bin/python benchmarks/train_throughput.py --arms stream-tensorflow --precision float32 mixed_bfloat16
+    python benchmarks/train_throughput.py --arms stream-jax --epochs 4 --jobs-at-once 1 2 4 8
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from mixup_sweeps import augment, data, models, train  # noqa: E402
-from mixup_sweeps.config import PRECISIONS, load_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 BATCH_SIZE = 64
-SEED_CNN = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "seed_cnn.yaml")
-AUTO = tf.data.AUTOTUNE
+ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
 
 
-# --- The reference: the Keras example's pipeline, as written there --------------------------------------
-def sample_beta_distribution(size, concentration_0=0.2, concentration_1=0.2):
-    gamma_1_sample = tf.random.gamma(shape=[size], alpha=concentration_1)
-    gamma_2_sample = tf.random.gamma(shape=[size], alpha=concentration_0)
-    return gamma_1_sample / (gamma_1_sample + gamma_2_sample)
+def seed_recipe_stream(x_train, y_train, aug: str):
+    """The Keras example's pipeline, as written there."""
+    import keras
+    import tensorflow as tf
 
+    def sample_beta_distribution(size, concentration_0=0.2, concentration_1=0.2):
+        gamma_1_sample = tf.random.gamma(shape=[size], alpha=concentration_1)
+        gamma_2_sample = tf.random.gamma(shape=[size], alpha=concentration_0)
+        return gamma_1_sample / (gamma_1_sample + gamma_2_sample)
 
-def mix_up(ds_one, ds_two, alpha=0.2):
-    images_one, labels_one = ds_one
-    images_two, labels_two = ds_two
-    batch_size = keras.ops.shape(images_one)[0]
-    lam = sample_beta_distribution(batch_size, alpha, alpha)
-    x_l = keras.ops.reshape(lam, (batch_size, 1, 1, 1))
-    y_l = keras.ops.reshape(lam, (batch_size, 1))
-    images = images_one * x_l + images_two * (1 - x_l)
-    labels = labels_one * y_l + labels_two * (1 - y_l)
-    return (images, labels)
+    def mix_up(ds_one, ds_two, alpha=0.2):
+        images_one, labels_one = ds_one
+        images_two, labels_two = ds_two
+        batch_size = keras.ops.shape(images_one)[0]
+        lam = sample_beta_distribution(batch_size, alpha, alpha)
+        x_l = keras.ops.reshape(lam, (batch_size, 1, 1, 1))
+        y_l = keras.ops.reshape(lam, (batch_size, 1))
+        return images_one * x_l + images_two * (1 - x_l), labels_one * y_l + labels_two * (1 - y_l)
 
-
-def seed_recipe_stream(x_train: np.ndarray, y_train: np.ndarray, aug: str) -> tf.data.Dataset:
     train_ds_one = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(BATCH_SIZE * 100).batch(BATCH_SIZE)
     if aug == "none":
         return train_ds_one
     train_ds_two = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(BATCH_SIZE * 100).batch(BATCH_SIZE)
     train_ds = tf.data.Dataset.zip((train_ds_one, train_ds_two))
-    return train_ds.map(lambda ds_one, ds_two: mix_up(ds_one, ds_two, alpha=0.2), num_parallel_calls=AUTO)
+    return train_ds.map(lambda one, two: mix_up(one, two, alpha=0.2), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-# ---------------------------------------------------------------------------------------------------------
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
+def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path) -> dict:
+    """One training run in this process; returns per-epoch seconds, epoch end times and test accuracy."""
+    from mixup_sweeps import backends
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+    backends.prepare("jax" if arm == "stream-jax" else "tensorflow")
+    import keras
+    import numpy as np
+    from omegaconf import OmegaConf
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+    from mixup_sweeps import augment, data, models, train
 
-
-def run_arm(
-    arm: str, aug: str, seed: int, ds: data.FashionMnist, weights: Path, epochs: int, precision: str = "float32"
-) -> dict:
-    keras.backend.clear_session()
+    ds = data.load()
+    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
+    weights = models.shared_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
     keras.utils.set_random_seed(seed)
-    model = models.build_model(SEED_CNN, (28, 28, 1), 10, precision=precision)
-    model.load_weights(weights)
-    # the harness arm compiles as train.train does: its default trainer config (steps_per_execution)
-    harness = load_config(tempfile.gettempdir(), [f"aug={aug}"])
-    steps_per_execution = 1 if arm == "seed" else harness.trainer.steps_per_execution
+    network = models.build_model(model_cfg, (28, 28, 1), 10, precision=precision)
+    network.load_weights(weights)
+    aug_cfg = OmegaConf.create({"name": aug, "alpha": 0.2, "lam": "per_sample", "pairing": "two_streams"})
+    callbacks = []
+    if arm == "seed":
+        model, steps_per_execution = network, 1
+        x = augment.scaled(ds.train)
+        stream = seed_recipe_stream(x, np.eye(10, dtype="float32")[ds.train.labels], aug)
+    elif arm == "tfdata":
+        import tfdata_stream
+
+        model, steps_per_execution = network, 32
+        stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
+    else:
+        model, steps_per_execution = augment.training_model(network, aug_cfg), 32
+        stream = augment.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
+        callbacks.append(stream.epoch_callback())
     model.compile(optimizer=train.make_optimizer(0.001, precision), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
-    if arm == "seed":
-        x = ds.train.images.astype("float32") / 255.0
-        y = keras.utils.to_categorical(ds.train.labels, 10).astype("float32")
-        stream = seed_recipe_stream(x, y, aug)
-    else:  # the defaults: the seed's recipe, alpha 0.2
-        stream = augment.training_stream(ds.train, harness.aug, BATCH_SIZE, BATCH_SIZE * 100, 10, seed=seed)
     timer = EpochTimer()
-    model.fit(stream, epochs=epochs, callbacks=[timer], verbose=0)
-    test = augment.evaluation_stream(ds.test, BATCH_SIZE, 10)
-    _, accuracy = model.evaluate(test, verbose=0)
-    return {"seconds": timer.seconds, "accuracy": float(accuracy)}
+    model.fit(stream, epochs=epochs, callbacks=[*callbacks, timer], shuffle=False, verbose=0)
+    probabilities = network.predict(augment.scaled(ds.test), batch_size=BATCH_SIZE, verbose=0)
+    accuracy = float(np.mean(probabilities.argmax(1) == ds.test.labels))
+    return {"seconds": timer.seconds, "ends": timer.ends, "accuracy": accuracy, "images": len(ds.train),
+            "device": backends.accelerator(), **backends.versions()}  # fmt: skip
+
+
+def epoch_timer_class():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self.ends: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+            self.ends.append(time.time())
+
+    return EpochTimer
+
+
+def EpochTimer():  # noqa: N802 - a class made once Keras is imported on the arm's backend
+    return epoch_timer_class()()
+
+
+def start_worker(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def result_of(worker: subprocess.Popen) -> dict:
+    out, err = worker.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if worker.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark run failed ({worker.args[3:8]}):\n{err[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def steady(seconds: list[float]) -> list[float]:
+    """Epochs after the first (which includes tracing and compiling)."""
+    return seconds[1:] if len(seconds) > 1 else seconds
 
 
 def cpu_flags() -> str:
@@ -112,46 +162,73 @@ def cpu_flags() -> str:
     return f"{model}; flags: {' '.join(wanted) or 'no avx512f/bf16/fp16/amx'}"
 
 
+def side_by_side(args: argparse.Namespace, cache: Path) -> None:
+    arms = [(arm, precision) for arm in args.arms for precision in args.precision]
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    for seed in args.seeds:
+        for aug in args.aug:
+            for arm, precision in arms:  # alternate the arms
+                result = result_of(start_worker(arm, aug, seed, args.epochs, precision, cache))
+                results.setdefault((aug, arm, precision), []).append(result)
+                print(f"  seed={seed} aug={aug:5s} {arm:17s} {precision:14s} on {result['device']:5s} epochs(s)="
+                      f"{' '.join(f'{s:.2f}' for s in result['seconds'])} test_acc={result['accuracy']:.4f}",
+                      flush=True)  # fmt: skip
+    n = next(iter(results.values()))[0]["images"]
+    print("\naug    arm               precision       min s/epoch  median s/epoch  images/s (median)  "
+          "test acc (mean)   vs first arm (min / median)")  # fmt: skip
+    for aug in args.aug:
+        reference = None
+        for arm, precision in arms:
+            runs = results[(aug, arm, precision)]
+            secs = [s for r in runs for s in steady(r["seconds"])]
+            fastest, median = min(secs), statistics.median(secs)
+            reference = reference or (fastest, median)
+            acc = statistics.mean(r["accuracy"] for r in runs)
+            print(f"{aug:6s} {arm:17s} {precision:15s} {fastest:11.2f} {median:15.2f} {n / median:18.0f} "
+                  f"{acc:16.4f}   {fastest / reference[0]:.2f}x / {median / reference[1]:.2f}x time")  # fmt: skip
+
+
+def jobs_at_once(args: argparse.Namespace, cache: Path) -> None:
+    """k runs of one arm started together: the images per second of all k, against one run alone."""
+    arm, aug, precision = args.arms[0], args.aug[-1], args.precision[0]
+    result_of(start_worker(arm, aug, 0, 1, precision, cache))  # initial weights, caches: not in the timings
+    print(f"\n{arm}, aug={aug}, {precision}, batch {BATCH_SIZE}, {args.epochs} epochs per job; "
+          "images/s of a job = training images / its median epoch after the first")  # fmt: skip
+    print("jobs at once  median s/epoch (per job)  images/s (all jobs)  vs 1 job  wall s")
+    single = None
+    for k in args.jobs_at_once:
+        started = time.perf_counter()
+        workers = [start_worker(arm, aug, seed, args.epochs, precision, cache) for seed in range(k)]
+        results = [result_of(w) for w in workers]
+        wall = time.perf_counter() - started
+        medians = [statistics.median(steady(r["seconds"])) for r in results]
+        total = sum(r["images"] / m for r, m in zip(results, medians))
+        single = single or total / k
+        print(f"{k:12d}  {statistics.median(medians):22.2f}  {total:19.0f}  {total / single:7.2f}x  {wall:6.0f}"
+              f"   on {results[0]['device']}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--aug", nargs="+", default=["none", "mixup"], choices=["none", "mixup"])
-    parser.add_argument("--arms", nargs="+", default=["seed", "harness"], choices=["seed", "harness"])
-    parser.add_argument("--precision", nargs="+", default=["float32"], choices=list(PRECISIONS))
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS)
+    parser.add_argument("--jobs-at-once", type=int, nargs="+", metavar="K")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    ds = data.load()
-    n = len(ds.train)
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs, {n} training images, "
-          f"batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}")  # fmt: skip
-    print(f"CPU: {cpu_flags()}")
-    arms = [(arm, precision) for arm in args.arms for precision in args.precision]
-    results: dict[tuple[str, str, str], list[dict]] = {}
+    if args.worker:
+        arm, aug, seed, epochs, precision, cache = args.worker
+        print("RESULT " + json.dumps(run_arm(arm, aug, int(seed), int(epochs), precision, Path(cache))), flush=True)
+        return
+    print(f"{os.cpu_count()} CPUs ({cpu_flags()}); batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}; "
+          "Fashion-MNIST training images: all (58,000)")  # fmt: skip
     with tempfile.TemporaryDirectory() as cache:
-        for seed in args.seeds:
-            weights = models.shared_initial_weights(Path(cache), SEED_CNN, (28, 28, 1), 10, seed)
-            for aug in args.aug:
-                for arm, precision in arms:  # alternate the arms
-                    result = run_arm(arm, aug, seed, ds, weights, args.epochs, precision)
-                    results.setdefault((aug, arm, precision), []).append(result)
-                    print(f"  seed={seed} aug={aug:5s} {arm:7s} {precision:14s} epochs(s)="
-                          f"{' '.join(f'{s:.2f}' for s in result['seconds'])} test_acc={result['accuracy']:.4f}",
-                          flush=True)  # fmt: skip
-
-    print("\naug    arm      precision       min s/epoch  median s/epoch  images/s (median)  test acc (mean)   "
-          "speed-up (min / median)")  # fmt: skip
-    for aug in args.aug:
-        reference = None
-        for arm, precision in arms:
-            runs = results[(aug, arm, precision)]
-            # the first epoch includes tracing/warm-up: report steady-state epochs when there are several
-            secs = [s for r in runs for s in (r["seconds"][1:] if len(r["seconds"]) > 1 else r["seconds"])]
-            fastest, median = min(secs), statistics.median(secs)
-            reference = reference or (fastest, median)  # the first arm is the reference
-            acc = statistics.mean(r["accuracy"] for r in runs)
-            print(f"{aug:6s} {arm:8s} {precision:15s} {fastest:11.2f} {median:15.2f} {n / median:18.0f} "
-                  f"{acc:16.4f}   {reference[0] / fastest:.2f}x / {reference[1] / median:.2f}x")  # fmt: skip
+        if args.jobs_at_once:
+            jobs_at_once(args, Path(cache))
+        else:
+            side_by_side(args, Path(cache))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,6 @@ class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 0.001
-    shuffle_buffer: int = 6400
     deterministic: bool = False
     steps_per_execution: int = 32  # training steps per TensorFlow call: fewer round-trips, same result
     precision: str = "float32"  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
@@ -101,6 +100,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    backend: str = "tensorflow"  # the Keras backend: tensorflow | jax (set before Keras is imported)
     resume: bool = True  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
 
 
@@ -109,6 +109,7 @@ AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig
 LAM_MODES = ("per_sample", "per_batch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PAIRINGS = ("two_streams", "permute")
+BACKENDS = ("tensorflow", "jax")  # the Keras backends a job can run on (mixup_sweeps.backends sets them up)
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
 PLUMBING_PREFIXES = ("paths.", "tracking.", "resume", "trainer.steps_per_execution")
@@ -260,7 +261,6 @@ def validate(cfg: DictConfig) -> None:
     _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
     lr = trainer.learning_rate
     _require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
-    _require(trainer.shuffle_buffer >= 1, "trainer.shuffle_buffer", trainer.shuffle_buffer, "must be an integer >= 1")
     spe = trainer.steps_per_execution
     _require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
     _require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
@@ -281,6 +281,7 @@ def validate(cfg: DictConfig) -> None:
         list(dataset.image_shape),
         "must be [height, width, channels]",
     )
+    _require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
     low, high = SEED_RANGE
     _require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
     model = cfg.model

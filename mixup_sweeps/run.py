@@ -2,7 +2,7 @@
 
 Order of a job: check the config, load and check the data (bad input stops here, before anything is
 recorded), open the MLflow run, then shared initial weights -> augmentation preview -> training -> test ->
-artifacts. TensorFlow and MLflow are imported inside the job so that --help and --cfg stay fast.
+artifacts. Keras (on cfg.backend) and MLflow are imported inside the job so that --help and --cfg stay fast.
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ def run_job(cfg: DictConfig) -> float:
                  name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
         return run.data.metrics.get("test_accuracy", float("nan"))
 
-    from mixup_sweeps.train import INTERRUPTS  # TensorFlow is imported from here on, before a run exists
+    from mixup_sweeps import backends
+
+    backends.prepare(cfg.backend, cfg.trainer.deterministic)
+    from mixup_sweeps.train import INTERRUPTS  # Keras starts here, on cfg.backend, before a run exists
 
     interrupted = []
     if (backup_dir / "training_metadata.json").exists():
@@ -154,13 +157,12 @@ class Job:
 def _train_and_log(job: Job) -> float:
     """shared initial weights -> inputs on record -> training -> test results and artifacts -> FINISHED."""
     import keras
-    import tensorflow as tf
 
-    from mixup_sweeps import tracking, train
+    from mixup_sweeps import backends, tracking, train
 
     keras.backend.clear_session()
-    job.client.set_tag(job.run_id, "keras_version", keras.__version__)
-    job.client.set_tag(job.run_id, "tensorflow_version", tf.__version__)
+    for key, value in {**backends.versions(), "accelerator": backends.accelerator()}.items():
+        job.client.set_tag(job.run_id, key, value)
     weights = _shared_initial_weights(job)
     train.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)
     _record_inputs(job)
@@ -201,9 +203,10 @@ def _record_inputs(job: Job) -> None:
     from mixup_sweeps import augment, plots
 
     cfg = job.cfg
-    preview = augment.training_stream(job.dataset.train, cfg.aug, 9, 64, cfg.dataset.num_classes, seed=cfg.seed)
-    images, labels = next(iter(preview))
-    job.log_artifact(plots.save_samples(images.numpy(), labels.numpy(), job.job_dir / "samples.png"))
+    images, labels = augment.preview(
+        job.dataset.train, cfg.aug, cfg.trainer.batch_size, cfg.dataset.num_classes, seed=cfg.seed
+    )
+    job.log_artifact(plots.save_samples(images, labels, job.job_dir / "samples.png"))
     resolved = job.job_dir / "config.yaml"
     resolved.write_text(OmegaConf.to_yaml(recordable(cfg)))
     job.log_artifact(resolved)

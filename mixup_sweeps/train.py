@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from omegaconf import DictConfig
 
 from mixup_sweeps import augment, calibration, models
 from mixup_sweeps.data import FashionMnist
 
 EpochHook = Callable[[int, dict[str, float]], None]
+log = logging.getLogger(__name__)
 
 
 class Terminated(KeyboardInterrupt):
@@ -80,15 +81,47 @@ class TrainingDiverged(RuntimeError):
     reason = "nan_loss"
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic (slower)."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    else:  # a previous job of the same sweep process may have turned it on; TF has no public switch back
-        from tensorflow.python.framework import config as tf_config
+_OP_DETERMINISM = {"on": False}  # TensorFlow's switch is process-wide and has no public way back
 
-        tf_config.disable_op_determinism()
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; with `deterministic`, make TensorFlow's ops deterministic (slower).
+
+    JAX needs nothing here: XLA on a CPU is deterministic, and on a GPU `backends.prepare` has set XLA's
+    deterministic-ops flag before JAX started. Once on, TensorFlow's op determinism stays on for later jobs of
+    the same process (the same results, a little slower): TensorFlow has no public switch to turn it off.
+    """
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() != "tensorflow":
+        return
+    if deterministic and not _OP_DETERMINISM["on"]:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        _OP_DETERMINISM["on"] = True
+    elif not deterministic and _OP_DETERMINISM["on"]:
+        log.info("TensorFlow op determinism stays on in this process (an earlier job turned it on)")
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Start each epoch's random draws inside the model (dropout masks) at a point fixed by the epoch number.
+
+    BackupAndRestore saves the weights and the optimizer, not the layers' random state: without this, a run
+    resumed after epoch k would replay epoch 1's dropout masks instead of drawing those of epoch k + 1.
+    """
+
+    STRIDE = 2**20  # draws one epoch may make (one per step) before reaching the next epoch's
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.seeds = [
+            (variable, np.asarray(keras.ops.convert_to_numpy(variable))[0])
+            for variable in self.model.variables
+            if variable.name == "seed_generator_state"  # keras.random.SeedGenerator: [seed, draws so far]
+        ]
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for variable, seed in self.seeds:
+            variable.assign(np.array([seed, epoch * self.STRIDE], dtype=variable.dtype))
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -186,21 +219,21 @@ def train(
     """
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     input_shape = tuple(cfg.dataset.image_shape)
-    model = models.build_model(cfg.model, input_shape, num_classes, precision=trainer.precision)
-    model.load_weights(initial_weights)
+    network = models.build_model(cfg.model, input_shape, num_classes, precision=trainer.precision)
+    network.load_weights(initial_weights)
+    model = augment.training_model(network, cfg.aug)  # uint8 batches -> mixing -> network
     model.compile(
         optimizer=make_optimizer(trainer.learning_rate, trainer.precision),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=trainer.steps_per_execution,
     )
-    train_ds = augment.training_stream(
-        data.train, cfg.aug, trainer.batch_size, trainer.shuffle_buffer, num_classes, seed=cfg.seed
-    )
-    val_ds = augment.evaluation_stream(data.val, trainer.batch_size, num_classes)
+    stream = augment.TrainingStream(data.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
     history = completed_epochs(backup_dir) if backup_dir is not None else []
     epoch_metrics = EpochMetrics(history, backup_dir / JOURNAL if backup_dir is not None else None)
     callbacks: list[keras.callbacks.Callback] = [
+        stream.epoch_callback(),  # the epoch's batches and its random draws depend on the epoch number only
+        EpochSeeds(),
         RaisePendingInterrupt(),
         keras.callbacks.TerminateOnNaN(),
         epoch_metrics,
@@ -210,10 +243,11 @@ def train(
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
     callbacks.append(AfterBackup(epoch_metrics, on_epoch))
     model.fit(
-        train_ds,
-        validation_data=val_ds,
+        stream,
+        validation_data=augment.unmixed_inputs(data.val, cfg.aug, num_classes),
+        validation_batch_size=trainer.batch_size,
         epochs=trainer.epochs,
-        shuffle=False,  # the stream reshuffles itself every epoch
+        shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -225,11 +259,11 @@ def train(
             f"loss became NaN/inf in epoch {epoch} of {trainer.epochs} (trainer.learning_rate={trainer.learning_rate})"
         )
     # one pass over the test set: loss, accuracy and calibration all come from the predicted probabilities
-    probabilities = model.predict(augment.evaluation_stream(data.test, trainer.batch_size, num_classes), verbose=0)
+    probabilities = network.predict(augment.scaled(data.test), batch_size=trainer.batch_size, verbose=0)
     test_labels = data.test.labels.astype(int)
     images = len(data.train) * epoch_metrics.epochs_run
     return TrainResult(
-        model=model,
+        model=network,
         history=epoch_metrics.history,
         test_loss=calibration.negative_log_likelihood(probabilities, test_labels),
         test_accuracy=float(np.mean(probabilities.argmax(axis=1) == test_labels)),

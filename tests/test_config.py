@@ -34,7 +34,7 @@ def test_defaults_match_the_seed_recipe():
     assert cfg.model.name == "seed_cnn" and list(cfg.model.conv_filters) == [16, 32] and cfg.model.kernel_size == 5
     assert cfg.aug.name == "mixup" and cfg.aug.alpha == 0.2
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.learning_rate) == (10, 64, 0.001)
-    assert cfg.trainer.shuffle_buffer == 6400 and cfg.trainer.deterministic is False
+    assert cfg.backend == "tensorflow" and cfg.trainer.deterministic is False
     assert cfg.seed == 0 and cfg.tracking.experiment == "mixup-fashion-mnist"
     assert cfg.tracking.uri == "sqlite:////tmp/mixup-sweeps-test/mlflow.db"
 

@@ -9,6 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import h5py
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -47,13 +48,55 @@ def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, re
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
+RESUMABLE = ["dataset.train_size=8192", "trainer.epochs=3", "trainer.deterministic=true"]
+TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; epoch_seconds is wall time
+
+
+def outcome(client: MlflowClient, run_id: str, tmp_path) -> tuple[dict, list]:
+    """A run's per-epoch training metrics and test accuracy, and its trained weights as arrays."""
+    metrics = {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)]
+               for k in TRAINING_METRICS}  # fmt: skip
+    metrics["test_accuracy"] = client.get_run(run_id).data.metrics["test_accuracy"]
+    path = client.download_artifacts(run_id, "model.weights.h5", str(tmp_path / run_id))
+    with h5py.File(path) as weights:
+        arrays = []
+        weights.visititems(
+            lambda name, node: arrays.append((name, node[()])) if isinstance(node, h5py.Dataset) else None
+        )
+    return metrics, arrays
+
+
+def assert_same_outcome(first: tuple[dict, list], second: tuple[dict, list]) -> None:
+    assert first[0] == second[0]  # every epoch's loss/accuracy/val_*, and the test accuracy, exactly
+    assert [name for name, _ in first[1]] == [name for name, _ in second[1]] and len(first[1]) >= 8
+    for (name, one), (_, two) in zip(first[1], second[1]):
+        assert one.tobytes() == two.tobytes(), name  # bit for bit
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, real_data_dir):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli("dataset.train_size=8192", "trainer.epochs=3", f"paths.output_dir={out}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    _, runs = mlflow_runs(out)
-    return runs[0].data.metrics["test_accuracy"]
+    """Per backend: the resumable job run twice without interruption (the second with resume=false)."""
+    results = {}
+
+    def run(backend: str) -> list[tuple[dict, list]]:
+        if backend not in results:
+            out = tmp_path_factory.mktemp(f"uninterrupted-{backend}")
+            for extra in ([], ["resume=false"]):
+                result = run_cli(*RESUMABLE, f"backend={backend}", f"paths.output_dir={out}", *extra)
+                assert result.returncode == 0, result.stderr[-2000:]
+            client, runs = mlflow_runs(out)
+            assert len(runs) == 2 and all(r.data.tags["keras_backend"] == backend for r in runs)
+            results[backend] = [outcome(client, r.info.run_id, out) for r in runs]
+        return results[backend]
+
+    return run
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_deterministic_runs_of_one_config_are_identical(backend, uninterrupted):
+    """trainer.deterministic=true: two runs, two processes, the same metrics and weights, on either backend."""
+    first, second = uninterrupted(backend)
+    assert_same_outcome(first, second)
 
 
 def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp_path, real_data_dir):
@@ -78,10 +121,15 @@ def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp
     assert "aug.alpha=0.2" in summary and "aug.alpha=0.4" in summary and "aug.alpha=0.1" not in summary
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterrupted):
-    args = [sys.executable, "-m", "mixup_sweeps.run", "dataset.train_size=8192", "trainer.epochs=3",
-            f"paths.output_dir={tmp_path}"]  # fmt: skip
+@pytest.mark.parametrize(
+    "sig, backend",
+    [(signal.SIGINT, "tensorflow"), (signal.SIGTERM, "tensorflow"), (signal.SIGKILL, "tensorflow"),
+     (signal.SIGKILL, "jax")],
+    ids=lambda v: getattr(v, "name", v),
+)  # fmt: skip
+def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, tmp_path, uninterrupted):
+    """Killed after epoch 1, run again: the same run, ending exactly as the uninterrupted job (metrics, weights)."""
+    args = [sys.executable, "-m", "mixup_sweeps.run", *RESUMABLE, f"backend={backend}", f"paths.output_dir={tmp_path}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # see the job's "start" line when it is printed
     job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in job.stdout:  # the store exists once the job says it started
@@ -101,7 +149,7 @@ def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterr
     assert client.get_run(run_id).info.status == expected
     assert steps(client, run_id, "loss") in ([1], [1, 2])
     if sig == signal.SIGKILL:  # the next job on this store sees that the run's process is gone
-        other = run_cli("aug=none", *TINY, f"paths.output_dir={tmp_path}")
+        other = run_cli("aug=none", *TINY, f"backend={backend}", f"paths.output_dir={tmp_path}")
         assert other.returncode == 0, other.stderr[-2000:]
         ghost = client.get_run(run_id)
         assert ghost.info.status == "KILLED" and ghost.data.tags["failure_reason"] == "process_gone"
@@ -109,14 +157,14 @@ def test_killed_during_epoch_2_continues_in_the_same_run(sig, tmp_path, uninterr
 
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resume dataset.train_size=8192,trainer.epochs=3: run {run_id}" in again.stdout + again.stderr
+    assert f"resume {','.join(args[3:-1])}: run {run_id}" in again.stdout + again.stderr
     _, runs = mlflow_runs(tmp_path)
     runs = [r for r in runs if r.data.params["aug.name"] == "mixup"]
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["pid"] != str(job.pid)  # the resuming process owns the run now
     for key in EPOCH_METRICS:
         assert steps(client, run_id, key) == [1, 2, 3], key  # none missing, none twice
-    assert abs(runs[0].data.metrics["test_accuracy"] - uninterrupted) < 0.06
+    assert_same_outcome(outcome(client, run_id, tmp_path), uninterrupted(backend)[0])
     assert not (tmp_path / "backups" / runs[0].data.tags["config_fingerprint"]).exists()
 
 
@@ -194,7 +242,7 @@ def test_a_bad_seed_is_one_line_exit_2_and_records_nothing(tmp_path, real_data_d
 BAD_OVERRIDES = [
     "aug.alpha=0", "aug.alpha=-1", "aug.alpha=nan", "aug.alpha=inf", "aug.alpha=abc", "aug.alpha=",
     "trainer.epochs=0", "trainer.epochs=-3", "trainer.epochs=1.5", "trainer.epochs=abc",
-    "trainer.batch_size=0", "trainer.learning_rate=0", "trainer.learning_rate=-0.1", "trainer.shuffle_buffer=0",
+    "trainer.batch_size=0", "trainer.learning_rate=0", "trainer.learning_rate=-0.1", "backend=torch",
     "dataset.val_size=0", "dataset.val_size=60000", "dataset.val_size=1e9", "dataset.train_size=0",
     "dataset.train_size=58001", "dataset.path=/nonexistent", "model.dropout=1.5", "model.conv_filters=[]",
     "model.kernel_size=0", "model.kernel_size=30", "model.conv_filters=[8,8,8,8]", "seed=abc", "seed=-1",

@@ -87,6 +87,7 @@ def test_artifacts_and_tags(alpha_sweep):
         assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
         tags = run.data.tags
         assert tags["keras_version"].startswith("3.") and tags["tensorflow_version"].startswith("2.")
+        assert tags["keras_backend"] == "tensorflow" and tags["accelerator"] == "cpu"
         assert len(tags["git_commit"]) >= 40 and tags["dataset.dir"]
         assert len(tags["dataset.sha256.train-images-idx3-ubyte.gz"]) == 64
     assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1  # same start for every alpha

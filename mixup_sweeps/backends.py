@@ -1,0 +1,75 @@
+"""The Keras backend a job runs on (`backend: tensorflow | jax`) and how it shares an accelerator.
+
+Keras reads its backend once, when it is imported, and the backends read their GPU settings once, when
+they start; so `prepare` runs first in a job, before anything imports Keras. Every job is set up to share
+a GPU with the other jobs of a sweep (a tiny CNN leaves a GPU mostly idle): TensorFlow grows its memory
+instead of taking the whole GPU, JAX does not preallocate 75 % of it. A process whose Keras already runs
+another backend (a sweep over `backend=tensorflow,jax` in one process) is switched with
+`keras.config.set_backend`, and the harness's modules that hold Keras objects are imported anew.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+# What each job sets unless the user has set it: share a GPU with the sweep's other jobs.
+GPU_SHARING_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a CPU is deterministic anyway)
+# The harness's modules that hold Keras objects at import time: imported anew after a backend switch.
+KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train")
+
+log = logging.getLogger(__name__)
+
+
+def prepare(backend: str, deterministic: bool = False) -> None:
+    """Make `backend` the Keras backend of this process, with GPU sharing (and determinism) set up first."""
+    for key, value in GPU_SHARING_ENV.items():
+        os.environ.setdefault(key, value)
+    if deterministic and backend == "jax" and XLA_DETERMINISTIC not in os.environ.get("XLA_FLAGS", ""):
+        if "jax" in sys.modules:
+            log.warning("JAX has started in this process: trainer.deterministic cannot set %s now", XLA_DETERMINISTIC)
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_DETERMINISTIC}".strip()
+    os.environ["KERAS_BACKEND"] = backend
+    if "keras" not in sys.modules:
+        return
+    import keras
+
+    if keras.backend.backend() != backend:
+        log.info("switching Keras from %s to %s in this process", keras.backend.backend(), backend)
+        keras.config.set_backend(backend)
+        package = sys.modules["mixup_sweeps"]
+        for name in KERAS_MODULES:
+            sys.modules.pop(name, None)
+            if hasattr(package, name.rsplit(".", 1)[1]):
+                delattr(package, name.rsplit(".", 1)[1])
+        for name in KERAS_MODULES:
+            importlib.import_module(name)
+
+
+def versions() -> dict[str, str]:
+    """Tags: Keras, its backend, and the backend library's version."""
+    import keras
+
+    backend = keras.backend.backend()
+    library = importlib.import_module(backend)
+    return {"keras_backend": backend, "keras_version": keras.__version__, f"{backend}_version": library.__version__}
+
+
+def accelerator() -> str:
+    """What the backend computes on: the GPU's name (e.g. `NVIDIA H100 80GB HBM3`), or `cpu`."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else str(device.device_kind)
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "cpu"
+    return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu"))

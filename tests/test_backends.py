@@ -1,0 +1,111 @@
+"""`backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
+up to share a GPU before its backend starts (checked here without a GPU: what the job sets, and when)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, mlflow_runs, run_cli
+
+TINY = ["dataset.train_size=512", "trainer.epochs=2"]
+ARTIFACTS = {
+    "samples.png",
+    "config.yaml",
+    "curves.png",
+    "reliability.png",
+    "model.weights.h5",
+    "hydra",
+    "initial_weights",
+}
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
+TEST_METRICS = {"test_loss", "test_accuracy", "test_nll", "test_ece", "train_images_per_second"}
+
+# `import tensorflow` fails in the job's process as if TensorFlow were not installed (Keras probes for it too).
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_cpu", "tf_keras"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = ["mixup_sweeps.run", *sys.argv[1:]]
+try:
+    runpy.run_module("mixup_sweeps.run", run_name="__main__")
+finally:
+    print("tensorflow loaded:", any(m.split(".")[0] == "tensorflow" for m in sys.modules))
+"""
+
+
+def check_tracked_run(run, client, backend: str) -> None:
+    assert run.info.status == "FINISHED"
+    assert EPOCH_METRICS | TEST_METRICS <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
+    tags = run.data.tags
+    assert tags["keras_backend"] == backend and tags["accelerator"] == "cpu" and tags[f"{backend}_version"]
+    assert run.data.params["backend"] == backend
+
+
+@pytest.mark.slow
+def test_a_jax_job_runs_where_tensorflow_is_not_installed(tmp_path, real_data_dir):
+    job = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "backend=jax", *TINY, f"paths.output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "tensorflow loaded: False" in job.stdout
+    client, runs = mlflow_runs(tmp_path)
+    (run,) = runs
+    check_tracked_run(run, client, "jax")
+    assert "tensorflow_version" not in run.data.tags
+
+
+@pytest.mark.slow
+def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
+    """Hydra's basic launcher runs both jobs in one process: the second switches Keras to the other backend."""
+    result = run_cli("-m", "backend=tensorflow,jax", *TINY, f"paths.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(tmp_path)
+    children = {r.data.params["backend"]: r for r in runs if r.data.tags.get("sweep_parent") != "true"}
+    assert set(children) == {"tensorflow", "jax"}
+    for backend, run in children.items():
+        check_tracked_run(run, client, backend)
+    fingerprints = {r.data.tags["config_fingerprint"] for r in children.values()}
+    assert len(fingerprints) == 2  # the backend is part of what a run computes
+    assert len({r.data.tags["init_weights_sha256"] for r in children.values()}) == 1  # the same start
+
+
+PREPARED = """
+import json, os, sys
+from mixup_sweeps import backends
+backends.prepare(sys.argv[1], deterministic=sys.argv[2] == "true")
+import keras
+keys = ("KERAS_BACKEND", "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
+print(json.dumps({"backend": keras.backend.backend(), **{k: os.environ.get(k) for k in keys}}))
+"""
+
+
+def prepared(backend: str, deterministic: bool, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_", "TF_FORCE", "XLA_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARED, backend, str(deterministic).lower()],
+        cwd=ROOT, capture_output=True, text=True, env={**clean, **env}, timeout=300, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_each_job_is_set_up_to_share_a_gpu_before_its_backend_starts():
+    assert prepared("jax", False) == {
+        "backend": "jax", "KERAS_BACKEND": "jax", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_FLAGS": None,
+    }  # fmt: skip
+    assert prepared("tensorflow", False)["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    # deterministic JAX asks XLA for deterministic GPU ops and keeps the user's own flags
+    flags = prepared("jax", True, XLA_FLAGS="--xla_dump_to=/tmp/x")["XLA_FLAGS"]
+    assert flags == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
+    # a user's own choice wins (e.g. a memory fraction instead of on-demand allocation)
+    assert prepared("jax", False, XLA_PYTHON_CLIENT_PREALLOCATE="true")["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
