@@ -3,7 +3,10 @@
 # (the data, Chromium for the UI test, PostgreSQL for the cluster test) are installed only when missing.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV ?= .venv
+# GPU=1: TensorFlow and JAX with CUDA (the `gpu` extra) in a venv of their own; otherwise the CPU builds.
+GPU ?=
+EXTRAS := $(if $(GPU),gpu,cpu),dev
+VENV ?= $(if $(GPU),.venv-gpu,.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -21,7 +24,7 @@ apt_install = if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -64,4 +67,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) outputs/*/ outputs/mlflow.db
+	rm -rf .venv .venv-gpu outputs/*/ outputs/mlflow.db

@@ -45,18 +45,25 @@ PY=$(command -v python3 || command -v python)
 "$PY" --version
 "$PY" -m pip list 2>/dev/null | grep -iE '^(jax|jaxlib|jax-cuda|keras|numpy|hydra|omegaconf|mlflow|pandas|matplotlib|scipy|h5py|optree|ml.dtypes|torch|tensorflow) ' || true
 
-# What is missing goes into a venv that sees the machine's own packages (JAX with CUDA stays theirs).
-"$PY" -m venv --system-site-packages /tmp/gpu-venv && PY=/tmp/gpu-venv/bin/python
-"$PY" -m pip install --quiet --no-index --find-links "$CARRY/wheels" keras==3.15.1 hydra-core omegaconf \
-  || echo "!! could not install Keras/Hydra from $CARRY/wheels"
-"$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
-export FASHION_MNIST_DIR=$PWD/$CARRY/fashion-mnist PYTHONPATH=$PWD TF_CPP_MIN_LOG_LEVEL=2
+# What the machine lacks is installed from the carried wheels into a folder of its own (on PYTHONPATH);
+# what it has (JAX with CUDA, NumPy, h5py, ...) stays its own.
+SITE=/tmp/gpu-site missing=()
+for pkg in keras hydra-core omegaconf antlr4-python3-runtime absl-py rich namex markdown-it-py mdurl pygments \
+           optree pyyaml typing-extensions packaging h5py; do
+  "$PY" -m pip show "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+echo "installing from $CARRY/wheels: ${missing[*]:-nothing}"
+[ ${#missing[@]} -eq 0 ] || "$PY" -m pip install --quiet --no-index --no-deps --find-links "$CARRY/wheels" \
+  --target "$SITE" "${missing[@]}" || echo "!! could not install ${missing[*]} from $CARRY/wheels"
+export PYTHONPATH=$SITE:$PWD
+KERAS_BACKEND=jax "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+export FASHION_MNIST_DIR=$PWD/$CARRY/fashion-mnist TF_CPP_MIN_LOG_LEVEL=2
 
 echo; echo "== 1. one job: seed CNN, batch 64, 58,000 images, backend=jax (epoch 1 compiles: left out)"
-timeout 200 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug none mixup --epochs 5 --seeds 0
+timeout 150 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug none mixup --epochs 5 --seeds 0
 
 echo; echo "== 2. jobs at once on the one GPU (aug=mixup, backend=jax, each job its own process)"
-timeout 240 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug mixup --epochs 4 --jobs-at-once 1 2 4 8
+timeout 230 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug mixup --epochs 4 --jobs-at-once 1 2 4 8
 
 echo; echo "== 3. the harness end to end: 4 jobs through hydra/launcher=joblib on one GPU"
 if "$PY" -c "import mlflow, hydra_plugins.hydra_joblib_launcher, pandas, matplotlib, scipy" 2>/dev/null; then

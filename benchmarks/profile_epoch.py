@@ -1,8 +1,9 @@
 """Where an epoch's time goes (input vs compute vs framework overhead), and which levers move it.
 
-Part 1, the breakdown, in one process on the harness's own path (seed CNN, aug=mixup, batch 64, the full
-58,000-image training set = 907 steps), each figure the median over --epochs passes:
-  - fit:        model.fit on augment.training_stream (what a run does, without validation);
+Part 1, the breakdown, in one process on the harness's tf.data path as it was when this profile was taken
+(`benchmarks/tfdata_stream.py`; seed CNN, aug=mixup, batch 64, the full 58,000-image training set = 907
+steps), each figure the median over --epochs passes:
+  - fit:        model.fit on that stream (what a run did, without validation);
   - input only: iterate the same stream, no model;
   - compute:    model.fit on ONE prepared batch repeated 907 times (no input work at all);
   - forward:    model.evaluate on that repeated batch (forward pass + loss, no gradients);
@@ -54,15 +55,15 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
         if inter:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
 
-    from train_throughput import SEED_CNN as model_cfg  # the sibling benchmark: same model file, same epoch timer
-    from train_throughput import EpochTimer
+    import tfdata_stream
+    from train_throughput import ROOT, EpochTimer  # the sibling benchmark: same epoch timer
 
-    from mixup_sweeps import augment, data, models
-    from mixup_sweeps.config import AUG_SCHEMAS
+    from mixup_sweeps import data, models
 
+    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
     ds = data.load()
     steps = -(-len(ds.train) // 64)
-    stream = augment.training_stream(ds.train, OmegaConf.structured(AUG_SCHEMAS["mixup"]), 64, 6400, 10, seed=0)
+    stream = tfdata_stream.training_stream(ds.train, "mixup", 64, 10, seed=0)
     if spec.get("data_threads"):
         options = tf.data.Options()
         options.threading.private_threadpool_size = spec["data_threads"]

@@ -11,6 +11,7 @@ another backend (a sweep over `backend=tensorflow,jax` in one process) is switch
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -22,10 +23,25 @@ XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a
 KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train")
 
 log = logging.getLogger(__name__)
+INSTALL_HINT = {
+    "tensorflow": "pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine), or run with backend=jax",
+    "jax": "pip install -e . (JAX is a dependency; '.[gpu]' for CUDA), or run with backend=tensorflow",
+}
+
+
+def installed(library: str) -> bool:
+    try:
+        return importlib.util.find_spec(library) is not None
+    except ImportError:
+        return False
 
 
 def prepare(backend: str, deterministic: bool = False) -> None:
     """Make `backend` the Keras backend of this process, with GPU sharing (and determinism) set up first."""
+    if not installed(backend):
+        from mixup_sweeps.config import ConfigError
+
+        raise ConfigError(f"backend={backend}: {backend} is not installed here; {INSTALL_HINT[backend]}")
     for key, value in GPU_SHARING_ENV.items():
         os.environ.setdefault(key, value)
     if deterministic and backend == "jax" and XLA_DETERMINISTIC not in os.environ.get("XLA_FLAGS", ""):

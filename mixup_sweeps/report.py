@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,8 @@ from mixup_sweeps.tracking import UI_URL, ui_runs_link, ui_url_for
 
 SEED = "seed"
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
+# Tags that are compared like config keys: runs of one config on different hardware are different groups.
+TAG_KEYS = ("accelerator",)
 BASELINE = "none"
 DEFAULT_UI_URL = UI_URL  # `mlflow ui`'s address, for the report's links
 DEFAULT_BASELINE = ("aug.name", BASELINE)  # (key, value) of the runs every other group is compared with
@@ -192,6 +194,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep: str) -> RunSet:
     if finished.empty:
         raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
     params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
+    params += [k for k in TAG_KEYS if f"tags.{k}" in finished]
     return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until)
 
 
@@ -201,14 +204,41 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
 
 
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """Plain column names: params as their config keys (numbers parsed), metrics by name."""
+    """Plain column names: params as their config keys (numbers parsed), metrics by name, TAG_KEYS by name."""
     out = pd.DataFrame({"run_id": df["run_id"].values, "run_name": df.get("tags.mlflow.runName", df["run_id"]).values})
     for column in df.columns:
         if column.startswith("params."):
             out[column[len("params.") :]] = _numeric_if_possible(df[column]).values
         elif column.startswith("metrics."):
             out[column[len("metrics.") :]] = df[column].values
+        elif column.startswith("tags.") and column[len("tags.") :] in TAG_KEYS:
+            out[column[len("tags.") :]] = df[column].values
     return out
+
+
+def parse_where(conditions: Sequence[str]) -> dict[str, str]:
+    """`--where KEY=VALUE` (repeatable): a config key or a tag in TAG_KEYS, e.g. accelerator=cpu, backend=jax."""
+    parsed = {}
+    for condition in conditions:
+        key, sep, value = condition.partition("=")
+        if not sep or not key:
+            raise ReportError(f"--where {condition!r}: expected KEY=VALUE, e.g. accelerator=cpu or backend=jax")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def select_runs(run_set: RunSet, where: dict[str, str]) -> RunSet:
+    """Only the runs whose KEY equals VALUE for every condition (compared as text)."""
+    runs = run_set.runs
+    for key, value in where.items():
+        if key not in runs:
+            known = ", ".join(sorted(run_set.params))
+            raise ReportError(f"--where {key}={value}: no such key in these runs (known: {known})")
+        runs = runs[runs[key].astype(str) == value]
+    if runs.empty:
+        shown = " ".join(f"{k}={v}" for k, v in where.items())
+        raise ReportError(f"No FINISHED runs in {run_set.label!r} with {shown}")
+    return replace(run_set, runs=runs)
 
 
 def metric_histories(tracking_uri: str, run_ids: Sequence[str], key: str) -> pd.DataFrame:
@@ -661,6 +691,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "e.g. trainer.precision=float32)",
     )
     parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs with this config value or tag (repeatable), e.g. accelerator=cpu, backend=jax",
+    )
+    parser.add_argument(
         "--ui-url", help=f"MLflow UI for the links (default: the tracking server, else {DEFAULT_UI_URL})"
     )
     args = parser.parse_args(argv)
@@ -670,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = args.experiment or cfg.tracking.experiment
     try:
         baseline = parse_baseline(args.baseline)
-        run_set = fetch_runs(tracking_uri, experiment, args.sweep)
+        run_set = select_runs(fetch_runs(tracking_uri, experiment, args.sweep), parse_where(args.where))
     except ReportError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

@@ -163,3 +163,19 @@ def test_validation_inputs_pass_through_unmixed():
         images = ops.convert_to_numpy(augment.MixImages(aug["name"])(list(inputs)))
         np.testing.assert_array_equal(images, augment.scaled(split))
         np.testing.assert_array_equal(labels.argmax(1), split.labels)
+
+
+def test_worker_threads_fetching_at_once_get_the_same_batches():
+    """Keras's PyDataset workers call `__getitem__` from several threads: the plan is drawn once per epoch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    aug, split = OmegaConf.create(MIXUP), _split(640)
+    expected = augment.TrainingStream(split, aug, 64, 10, seed=2)
+    shared = augment.TrainingStream(split, aug, 64, 10, seed=2, workers=4)
+    keys = [(e, i) for e in (3, 4) for i in range(shared.num_batches)] * 2
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        fetched = list(pool.map(lambda key: shared.batch(*key), keys))
+    for (epoch, index), (inputs, labels) in zip(keys, fetched):
+        again_inputs, again_labels = expected.batch(epoch, index)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(inputs, again_inputs))
+        assert labels.tobytes() == again_labels.tobytes()

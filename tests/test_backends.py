@@ -109,3 +109,16 @@ def test_each_job_is_set_up_to_share_a_gpu_before_its_backend_starts():
     assert flags == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
     # a user's own choice wins (e.g. a memory fraction instead of on-demand allocation)
     assert prepared("jax", False, XLA_PYTHON_CLIENT_PREALLOCATE="true")["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
+def test_the_default_backend_without_tensorflow_installed_is_one_line_exit_2_and_records_nothing(tmp_path):
+    job = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, *TINY, f"paths.output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert job.returncode == 2
+    assert job.stderr.strip().splitlines()[-1] == (
+        "Error: backend=tensorflow: tensorflow is not installed here; "
+        "pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine), or run with backend=jax"
+    )
+    assert not [r for r in mlflow_runs(tmp_path)[1] if r.info.status == "FINISHED"]

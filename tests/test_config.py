@@ -209,11 +209,12 @@ def test_launcher_presets_compose_and_instantiate(launcher, monkeypatch):
     cfg = compose_config([f"hydra/launcher={launcher}"], return_hydra_config=True)
     launcher_cfg = cfg.hydra.launcher
     instance = instantiate(launcher_cfg)
-    if launcher == "ray_cluster":
+    if launcher.startswith("ray"):
         init = launcher_cfg.ray.init
         assert init.address is None and init.object_store_memory is None  # RAY_ADDRESS or local; hydra#2893
         assert init.runtime_env.env_vars.MLFLOW_TRACKING_URI == "http://127.0.0.1:5000"
         assert type(instance).__name__ == "RayLauncher" and launcher_cfg.ray.remote.num_cpus == 1
+        assert launcher_cfg.ray.remote.get("num_gpus") == (0.25 if launcher == "ray_gpu" else None)
     if launcher == "slurm":
         assert type(instance).__name__ == "SlurmLauncher" and launcher_cfg.partition == "cpu"
         assert launcher_cfg.cpus_per_task >= 1 and launcher_cfg.timeout_min >= 10

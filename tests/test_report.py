@@ -217,3 +217,28 @@ def test_baseline_option_pairs_precisions_on_accuracy_and_ece(tmp_path):
     assert "against the baseline trainer.precision=float32" in md
     assert "- none precision=mixed_bfloat16: no detectable difference vs trainer.precision=float32" in md
     assert report.main(["--output-dir", str(tmp_path), "--baseline", "precision"]) == 2
+
+
+def test_runs_on_different_accelerators_are_separate_groups_and_where_selects_them(tmp_path):
+    """The `accelerator` tag splits groups like a config key; --where accelerator=... keeps one kind of hardware."""
+    uri, client, exp_id = new_store(tmp_path)
+    for accelerator, base in (("cpu", 0.80), ("NVIDIA H200", 0.90)):
+        for aug in ("none", "mixup"):
+            for seed in (0, 1):
+                run_id = add_run(client, exp_id, {"aug.name": aug, "seed": seed, "backend": "jax"}, base + seed / 100)
+                client.set_tag(run_id, "accelerator", accelerator)
+    run_set = report.fetch_runs(uri, EXPERIMENT, "all")
+    summary = pd.read_csv(report.write_report(run_set, uri, EXPERIMENT, tmp_path / "all")["summary.csv"])
+    assert sorted(zip(summary["accelerator"], summary["aug.name"])) == [
+        ("NVIDIA H200", "mixup"), ("NVIDIA H200", "none"), ("cpu", "mixup"), ("cpu", "none"),
+    ]  # fmt: skip
+    gpu_only = report.select_runs(run_set, report.parse_where(["accelerator=NVIDIA H200", "backend=jax"]))
+    assert len(gpu_only.runs) == 4 and set(gpu_only.runs["accelerator"]) == {"NVIDIA H200"}
+    summary = pd.read_csv(report.write_report(gpu_only, uri, EXPERIMENT, tmp_path / "gpu")["summary.csv"])
+    assert sorted(summary["test_accuracy_mean"].round(3)) == [0.905, 0.905]
+    with pytest.raises(report.ReportError, match="no such key"):
+        report.select_runs(run_set, {"acelerator": "cpu"})
+    with pytest.raises(report.ReportError, match="No FINISHED runs"):
+        report.select_runs(run_set, {"accelerator": "tpu"})
+    with pytest.raises(report.ReportError, match="expected KEY=VALUE"):
+        report.parse_where(["accelerator"])
