@@ -54,13 +54,15 @@ report: setup
 # The suite runs with a throw-away HOME and without per-user settings, as on a user's fresh machine: a file
 # left in ~/.ray, ~/.keras, ~/.cache or ~/.config by earlier work can then not make a test pass that would
 # fail there. A test that needs such a file makes it. PYTEST_ARGS passes options through (e.g. -m "not slow").
+# TEST_WORKERS pytest-xdist processes, one test file each at a time (a file's module fixtures stay in one).
+TEST_WORKERS ?= 2
 FRESH_ENV := -u XDG_CONFIG_HOME -u XDG_CACHE_HOME -u XDG_DATA_HOME -u XDG_STATE_HOME -u KERAS_HOME \
 	-u MPLCONFIGDIR -u RAY_ADDRESS -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH -u MLFLOW_TRACKING_URI
 
 test: data browser postgres
 	@home=$$(mktemp -d -t mixup-test-home.XXXXXX); trap 'rm -rf "$$home"' EXIT; \
-	echo "HOME=$$home (throw-away) $(PY) -m pytest $(PYTEST_ARGS)"; \
-	env $(FRESH_ENV) HOME="$$home" $(PY) -m pytest $(PYTEST_ARGS)
+	echo "HOME=$$home (throw-away) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)"; \
+	env $(FRESH_ENV) HOME="$$home" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

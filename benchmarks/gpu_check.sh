@@ -66,12 +66,16 @@ echo; echo "== 2. jobs at once on the one GPU (aug=mixup, backend=jax, each job 
 timeout 230 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug mixup --epochs 4 --jobs-at-once 1 2 4 8
 
 echo; echo "== 3. the harness end to end: 4 jobs through hydra/launcher=joblib on one GPU"
-if "$PY" -c "import mlflow, hydra_plugins.hydra_joblib_launcher, pandas, matplotlib, scipy" 2>/dev/null; then
+missing=()
+for module in mlflow hydra_plugins.hydra_joblib_launcher pandas matplotlib scipy sqlalchemy; do
+  "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
+done
+if [ ${#missing[@]} -eq 0 ]; then
   timeout 150 "$PY" -m mixup_sweeps.run -m backend=jax hydra/launcher=joblib hydra.launcher.n_jobs=4 \
     seed=0,1,2,3 trainer.epochs=3 paths.output_dir=/tmp/gpu-harness
   "$PY" -m mixup_sweeps.report --output-dir /tmp/gpu-harness | head -30
 else
-  echo "not run: MLflow / Hydra's joblib launcher / pandas / matplotlib / scipy are not on this machine and too"
-  echo "large to carry; parts 1-2 ran the harness's training path (augment, models, train.make_optimizer, fit)."
+  echo "not run: ${missing[*]} not on this machine (MLflow and its stack are too large to carry);"
+  echo "parts 1-2 ran the harness's training path (augment, models, train.make_optimizer, fit)."
 fi
 echo "== done $(date -u +%FT%TZ)"

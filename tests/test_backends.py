@@ -103,12 +103,11 @@ def test_each_job_is_set_up_to_share_a_gpu_before_its_backend_starts():
         "backend": "jax", "KERAS_BACKEND": "jax", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_FLAGS": None,
     }  # fmt: skip
-    assert prepared("tensorflow", False)["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
-    # deterministic JAX asks XLA for deterministic GPU ops and keeps the user's own flags
-    flags = prepared("jax", True, XLA_FLAGS="--xla_dump_to=/tmp/x")["XLA_FLAGS"]
-    assert flags == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
-    # a user's own choice wins (e.g. a memory fraction instead of on-demand allocation)
-    assert prepared("jax", False, XLA_PYTHON_CLIENT_PREALLOCATE="true")["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+    # deterministic JAX asks XLA for deterministic GPU ops, keeping the user's own flags; a user's own choice
+    # of GPU memory handling wins (e.g. preallocation with a memory fraction)
+    own = prepared("jax", True, XLA_FLAGS="--xla_dump_to=/tmp/x", XLA_PYTHON_CLIENT_PREALLOCATE="true")
+    assert own["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
+    assert own["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true" and own["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
 
 
 def test_the_default_backend_without_tensorflow_installed_is_one_line_exit_2_and_records_nothing(tmp_path):

@@ -1,19 +1,15 @@
-"""Reliability through the real CLI: skip finished work, restore after a kill, parallel jobs, bad input."""
+"""Reliability through the real CLI: skip finished work, parallel jobs, bad input (restore after a kill: test_resume)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import h5py
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import EXPERIMENT, ROOT, mlflow_runs, run_cli
+from tests.conftest import ROOT, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
@@ -48,57 +44,6 @@ def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, re
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-RESUMABLE = ["dataset.train_size=8192", "trainer.epochs=3", "trainer.deterministic=true"]
-TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; epoch_seconds is wall time
-
-
-def outcome(client: MlflowClient, run_id: str, tmp_path) -> tuple[dict, list]:
-    """A run's per-epoch training metrics and test accuracy, and its trained weights as arrays."""
-    metrics = {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)]
-               for k in TRAINING_METRICS}  # fmt: skip
-    metrics["test_accuracy"] = client.get_run(run_id).data.metrics["test_accuracy"]
-    path = client.download_artifacts(run_id, "model.weights.h5", str(tmp_path / run_id))
-    with h5py.File(path) as weights:
-        arrays = []
-        weights.visititems(
-            lambda name, node: arrays.append((name, node[()])) if isinstance(node, h5py.Dataset) else None
-        )
-    return metrics, arrays
-
-
-def assert_same_outcome(first: tuple[dict, list], second: tuple[dict, list]) -> None:
-    assert first[0] == second[0]  # every epoch's loss/accuracy/val_*, and the test accuracy, exactly
-    assert [name for name, _ in first[1]] == [name for name, _ in second[1]] and len(first[1]) >= 8
-    for (name, one), (_, two) in zip(first[1], second[1]):
-        assert one.tobytes() == two.tobytes(), name  # bit for bit
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, real_data_dir):
-    """Per backend: the resumable job run twice without interruption (the second with resume=false)."""
-    results = {}
-
-    def run(backend: str) -> list[tuple[dict, list]]:
-        if backend not in results:
-            out = tmp_path_factory.mktemp(f"uninterrupted-{backend}")
-            for extra in ([], ["resume=false"]):
-                result = run_cli(*RESUMABLE, f"backend={backend}", f"paths.output_dir={out}", *extra)
-                assert result.returncode == 0, result.stderr[-2000:]
-            client, runs = mlflow_runs(out)
-            assert len(runs) == 2 and all(r.data.tags["keras_backend"] == backend for r in runs)
-            results[backend] = [outcome(client, r.info.run_id, out) for r in runs]
-        return results[backend]
-
-    return run
-
-
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_deterministic_runs_of_one_config_are_identical(backend, uninterrupted):
-    """trainer.deterministic=true: two runs, two processes, the same metrics and weights, on either backend."""
-    first, second = uninterrupted(backend)
-    assert_same_outcome(first, second)
-
-
 def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp_path, real_data_dir):
     """aug.alpha=0.1,0.2 then aug.alpha=0.2,0.4: the second sweep trains only 0.4, and its report has both."""
     out = f"paths.output_dir={tmp_path}"
@@ -119,53 +64,6 @@ def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp
     assert report.returncode == 0, report.stderr[-2000:]
     summary = (tmp_path / "reports" / second_id / "summary.csv").read_text()
     assert "aug.alpha=0.2" in summary and "aug.alpha=0.4" in summary and "aug.alpha=0.1" not in summary
-
-
-@pytest.mark.parametrize(
-    "sig, backend",
-    [(signal.SIGINT, "tensorflow"), (signal.SIGTERM, "tensorflow"), (signal.SIGKILL, "tensorflow"),
-     (signal.SIGKILL, "jax")],
-    ids=lambda v: getattr(v, "name", v),
-)  # fmt: skip
-def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, tmp_path, uninterrupted):
-    """Killed after epoch 1, run again: the same run, ending exactly as the uninterrupted job (metrics, weights)."""
-    args = [sys.executable, "-m", "mixup_sweeps.run", *RESUMABLE, f"backend={backend}", f"paths.output_dir={tmp_path}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # see the job's "start" line when it is printed
-    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in job.stdout:  # the store exists once the job says it started
-        if "] - start " in line:
-            break
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run_id = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])[0].info.run_id
-    deadline = time.monotonic() + 300
-    while not client.get_metric_history(run_id, "loss"):  # epoch 1 is saved and logged: epoch 2 is running
-        assert job.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    assert len(client.get_metric_history(run_id, "loss")) < 3  # still training when the signal goes out
-    job.send_signal(sig)
-    output = job.communicate(timeout=120)[0]
-    assert job.returncode != 0, output[-3000:]
-    expected = "RUNNING" if sig == signal.SIGKILL else "KILLED"  # kill -9 leaves no chance to say anything
-    assert client.get_run(run_id).info.status == expected
-    assert steps(client, run_id, "loss") in ([1], [1, 2])
-    if sig == signal.SIGKILL:  # the next job on this store sees that the run's process is gone
-        other = run_cli("aug=none", *TINY, f"backend={backend}", f"paths.output_dir={tmp_path}")
-        assert other.returncode == 0, other.stderr[-2000:]
-        ghost = client.get_run(run_id)
-        assert ghost.info.status == "KILLED" and ghost.data.tags["failure_reason"] == "process_gone"
-        assert ghost.data.tags["pid"] == str(job.pid)
-
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resume {','.join(args[3:-1])}: run {run_id}" in again.stdout + again.stderr
-    _, runs = mlflow_runs(tmp_path)
-    runs = [r for r in runs if r.data.params["aug.name"] == "mixup"]
-    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
-    assert runs[0].data.tags["pid"] != str(job.pid)  # the resuming process owns the run now
-    for key in EPOCH_METRICS:
-        assert steps(client, run_id, key) == [1, 2, 3], key  # none missing, none twice
-    assert_same_outcome(outcome(client, run_id, tmp_path), uninterrupted(backend)[0])
-    assert not (tmp_path / "backups" / runs[0].data.tags["config_fingerprint"]).exists()
 
 
 def test_four_parallel_joblib_jobs_on_one_store_lose_nothing(tmp_path, real_data_dir):

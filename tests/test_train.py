@@ -45,4 +45,4 @@ def test_mixed_bfloat16_trains_from_the_same_initial_weights(subset, tmp_path):
     weights = models.shared_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
     result = train.train(cfg, subset, weights, on_epoch=lambda epoch, metrics: None)
     assert result.model.layers[1].compute_dtype == "bfloat16"
-    assert result.test_accuracy > 0.55 and 0 <= result.test_reliability.ece < 0.3
+    assert result.test_accuracy > 0.4 and 0 <= result.test_reliability.ece < 0.3  # chance: 0.1
