@@ -1,4 +1,4 @@
-"""Reliability through the real CLI: skip finished work, parallel jobs, bad input (restore after a kill: test_resume)."""
+"""Reliability through the real CLI: skip finished work, parallel jobs, bad input (kill and resume: test_resume)."""
 
 from __future__ import annotations
 
