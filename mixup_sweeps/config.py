@@ -80,7 +80,7 @@ class TrainerConfig:
     batch_size: int = 64
     learning_rate: float = 0.001
     deterministic: bool = False
-    steps_per_execution: int = 32  # training steps per TensorFlow call: fewer round-trips, same result
+    steps_per_execution: int = 32  # training steps per compiled call: fewer round-trips, same result
     precision: str = "float32"  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
 
 

@@ -32,7 +32,7 @@ from mixup_sweeps.config import (
     validate,
 )
 
-if TYPE_CHECKING:  # imported inside the job at run time (TensorFlow, MLflow: slow to import)
+if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend, MLflow: slow to import)
     from mlflow.tracking import MlflowClient
 
     from mixup_sweeps.data import FashionMnist
