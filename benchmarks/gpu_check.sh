@@ -11,6 +11,7 @@
 #   3. the harness end to end (Hydra multirun, MLflow store, 4 jobs through joblib) when Hydra's launcher,
 #      MLflow and the rest can be imported there; otherwise it says so (the training path ran in 1-2).
 # Figures go to stdout and, when $OUT is set (the device tool sets it), to $OUT/gpu_check.txt.
+# PARTS="1 2 3" (default) picks the parts; SPE="32 128" repeats part 2 for each steps_per_execution (default 32).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CARRY=benchmarks/gpu_carry
@@ -59,11 +60,19 @@ export PYTHONPATH=$SITE:$PWD
 KERAS_BACKEND=jax "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
 export FASHION_MNIST_DIR=$PWD/$CARRY/fashion-mnist TF_CPP_MIN_LOG_LEVEL=2
 
-echo; echo "== 1. one job: seed CNN, batch 64, 58,000 images, backend=jax (epoch 1 compiles: left out)"
-timeout 150 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug none mixup --epochs 5 --seeds 0
-
-echo; echo "== 2. jobs at once on the one GPU (aug=mixup, backend=jax, each job its own process)"
-timeout 230 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug mixup --epochs 4 --jobs-at-once 1 2 4 8
+PARTS=${PARTS:-1 2 3}
+if [[ " $PARTS " == *" 1 "* ]]; then
+  echo; echo "== 1. one job: seed CNN, batch 64, 58,000 images, backend=jax (epoch 1 compiles: left out)"
+  timeout 150 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug none mixup --epochs 5 --seeds 0
+fi
+if [[ " $PARTS " == *" 2 "* ]]; then
+  for spe in ${SPE:-32}; do
+    echo; echo "== 2. jobs at once on the one GPU (aug=mixup, backend=jax, each job its own process)"
+    timeout 230 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug mixup --epochs 4 \
+      --steps-per-execution "$spe" --jobs-at-once 1 2 4 8
+  done
+fi
+[[ " $PARTS " == *" 3 "* ]] || { echo "== done $(date -u +%FT%TZ)"; exit 0; }
 
 echo; echo "== 3. the harness end to end: 4 jobs through hydra/launcher=joblib on one GPU"
 missing=()

@@ -66,7 +66,7 @@ def seed_recipe_stream(x_train, y_train, aug: str):
     return train_ds.map(lambda one, two: mix_up(one, two, alpha=0.2), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path) -> dict:
+def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32) -> dict:
     """One training run in this process; returns per-epoch seconds, epoch end times and test accuracy."""
     from mixup_sweeps import backends
 
@@ -92,10 +92,10 @@ def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: P
     elif arm == "tfdata":
         import tfdata_stream
 
-        model, steps_per_execution = network, 32
+        model, steps_per_execution = network, spe
         stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
     else:
-        model, steps_per_execution = augment.training_model(network, aug_cfg), 32
+        model, steps_per_execution = augment.training_model(network, aug_cfg), spe
         stream = augment.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
         callbacks.append(stream.epoch_callback())
     model.compile(optimizer=train.make_optimizer(0.001, precision), loss="categorical_crossentropy",
@@ -131,8 +131,10 @@ def EpochTimer():  # noqa: N802 - a class made once Keras is imported on the arm
     return epoch_timer_class()()
 
 
-def start_worker(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache)]
+def start_worker(
+    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32
+) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache), str(spe)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -168,7 +170,9 @@ def side_by_side(args: argparse.Namespace, cache: Path) -> None:
     for seed in args.seeds:
         for aug in args.aug:
             for arm, precision in arms:  # alternate the arms
-                result = result_of(start_worker(arm, aug, seed, args.epochs, precision, cache))
+                result = result_of(
+                    start_worker(arm, aug, seed, args.epochs, precision, cache, args.steps_per_execution)
+                )
                 results.setdefault((aug, arm, precision), []).append(result)
                 print(f"  seed={seed} aug={aug:5s} {arm:17s} {precision:14s} on {result['device']:5s} epochs(s)="
                       f"{' '.join(f'{s:.2f}' for s in result['seconds'])} test_acc={result['accuracy']:.4f}",
@@ -191,14 +195,15 @@ def side_by_side(args: argparse.Namespace, cache: Path) -> None:
 def jobs_at_once(args: argparse.Namespace, cache: Path) -> None:
     """k runs of one arm started together: the images per second of all k, against one run alone."""
     arm, aug, precision = args.arms[0], args.aug[-1], args.precision[0]
-    result_of(start_worker(arm, aug, 0, 1, precision, cache))  # initial weights, caches: not in the timings
-    print(f"\n{arm}, aug={aug}, {precision}, batch {BATCH_SIZE}, {args.epochs} epochs per job; "
-          "images/s of a job = training images / its median epoch after the first")  # fmt: skip
+    spe = args.steps_per_execution
+    result_of(start_worker(arm, aug, 0, 1, precision, cache, spe))  # initial weights, caches: not in the timings
+    print(f"\n{arm}, aug={aug}, {precision}, batch {BATCH_SIZE}, steps_per_execution {spe}, {args.epochs} epochs "
+          "per job; images/s of a job = training images / its median epoch after the first")  # fmt: skip
     print("jobs at once  median s/epoch (per job)  images/s (all jobs)  vs 1 job  wall s")
     single = None
     for k in args.jobs_at_once:
         started = time.perf_counter()
-        workers = [start_worker(arm, aug, seed, args.epochs, precision, cache) for seed in range(k)]
+        workers = [start_worker(arm, aug, seed, args.epochs, precision, cache, spe) for seed in range(k)]
         results = [result_of(w) for w in workers]
         wall = time.perf_counter() - started
         medians = [statistics.median(steady(r["seconds"])) for r in results]
@@ -216,11 +221,13 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS)
     parser.add_argument("--jobs-at-once", type=int, nargs="+", metavar="K")
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-execution", type=int, default=32, help="harness arms (trainer's default: 32)")
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        arm, aug, seed, epochs, precision, cache = args.worker
-        print("RESULT " + json.dumps(run_arm(arm, aug, int(seed), int(epochs), precision, Path(cache))), flush=True)
+        arm, aug, seed, epochs, precision, cache, spe = args.worker
+        result = run_arm(arm, aug, int(seed), int(epochs), precision, Path(cache), int(spe))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     print(f"{os.cpu_count()} CPUs ({cpu_flags()}); batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}; "
           "Fashion-MNIST training images: all (58,000)")  # fmt: skip
