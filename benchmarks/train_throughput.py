@@ -34,9 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from mixup_sweeps.config import PRECISIONS  # noqa: E402 (trainer.precision; config imports no Keras)
+
 BATCH_SIZE = 64
 ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # trainer.precision
 
 
 def seed_recipe_stream(x_train, y_train, aug: str):

@@ -23,6 +23,9 @@ XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a
 KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train")
 
 log = logging.getLogger(__name__)
+# TensorFlow's op determinism is process-wide and has no public switch back; kept here, in the module a
+# backend switch does not import anew, so a later job of the process still knows it is on.
+_TF_OP_DETERMINISM = {"on": False}
 INSTALL_HINT = {
     "tensorflow": "pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine), or run with backend=jax",
     "jax": "pip install -e . (JAX is a dependency; '.[gpu]' for CUDA), or run with backend=tensorflow",
@@ -59,10 +62,30 @@ def prepare(backend: str, deterministic: bool = False) -> None:
         package = sys.modules["mixup_sweeps"]
         for name in KERAS_MODULES:
             sys.modules.pop(name, None)
-            if hasattr(package, name.rsplit(".", 1)[1]):
-                delattr(package, name.rsplit(".", 1)[1])
+            if hasattr(package, attribute := name.rsplit(".", 1)[1]):
+                delattr(package, attribute)
         for name in KERAS_MODULES:
             importlib.import_module(name)
+
+
+def op_determinism(deterministic: bool) -> None:
+    """Deterministic ops for this job (slower), once Keras runs: TensorFlow's public op-determinism switch.
+
+    JAX needs nothing here: XLA on a CPU is deterministic, and on a GPU `prepare` has set XLA's
+    deterministic-ops flag before JAX started. Once on, TensorFlow's op determinism stays on for later jobs of
+    the same process (the same results, a little slower): TensorFlow has no public switch to turn it off.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    if deterministic and not _TF_OP_DETERMINISM["on"]:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        _TF_OP_DETERMINISM["on"] = True
+    elif not deterministic and _TF_OP_DETERMINISM["on"]:
+        log.info("TensorFlow op determinism stays on in this process (an earlier job turned it on)")
 
 
 def versions() -> dict[str, str]:

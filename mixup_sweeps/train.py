@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import signal
@@ -17,11 +16,10 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mixup_sweeps import augment, calibration, models
+from mixup_sweeps import augment, backends, calibration, models
 from mixup_sweeps.data import FashionMnist
 
 EpochHook = Callable[[int, dict[str, float]], None]
-log = logging.getLogger(__name__)
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,26 +79,10 @@ class TrainingDiverged(RuntimeError):
     reason = "nan_loss"
 
 
-_OP_DETERMINISM = {"on": False}  # TensorFlow's switch is process-wide and has no public way back
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and the backend; with `deterministic`, make TensorFlow's ops deterministic (slower).
-
-    JAX needs nothing here: XLA on a CPU is deterministic, and on a GPU `backends.prepare` has set XLA's
-    deterministic-ops flag before JAX started. Once on, TensorFlow's op determinism stays on for later jobs of
-    the same process (the same results, a little slower): TensorFlow has no public switch to turn it off.
-    """
+    """Seed Python, NumPy and the backend; with `deterministic`, deterministic ops (`backends.op_determinism`)."""
     keras.utils.set_random_seed(seed)
-    if keras.backend.backend() != "tensorflow":
-        return
-    if deterministic and not _OP_DETERMINISM["on"]:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-        _OP_DETERMINISM["on"] = True
-    elif not deterministic and _OP_DETERMINISM["on"]:
-        log.info("TensorFlow op determinism stays on in this process (an earlier job turned it on)")
+    backends.op_determinism(deterministic)
 
 
 class EpochSeeds(keras.callbacks.Callback):

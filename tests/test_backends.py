@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, mlflow_runs, run_cli
+from tests.test_reliability import EPOCH_METRICS
 
 TINY = ["dataset.train_size=512", "trainer.epochs=2"]
 ARTIFACTS = {
@@ -22,7 +23,6 @@ ARTIFACTS = {
     "hydra",
     "initial_weights",
 }
-EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
 TEST_METRICS = {"test_loss", "test_accuracy", "test_nll", "test_ece", "train_images_per_second"}
 
 # `import tensorflow` fails in the job's process as if TensorFlow were not installed (Keras probes for it too).
@@ -43,7 +43,7 @@ finally:
 
 def check_tracked_run(run, client, backend: str) -> None:
     assert run.info.status == "FINISHED"
-    assert EPOCH_METRICS | TEST_METRICS <= set(run.data.metrics)
+    assert {*EPOCH_METRICS, *TEST_METRICS} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
     tags = run.data.tags
     assert tags["keras_backend"] == backend and tags["accelerator"] == "cpu" and tags[f"{backend}_version"]
