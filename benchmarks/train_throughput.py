@@ -80,7 +80,7 @@ def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: P
 
     ds = data.load()
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
-    weights = models.shared_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
+    weights = models.create_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
     keras.utils.set_random_seed(seed)
     network = models.build_model(model_cfg, (28, 28, 1), 10, precision=precision)
     network.load_weights(weights)

@@ -28,6 +28,7 @@ class ConfigError(CompactHydraException):
     """Bad config value: Hydra prints a compact one-line message and exits non-zero."""
 
 
+# The schemas hold types only: every default value is in the YAML under conf/ (one place each).
 @dataclass
 class PathsConfig:
     output_dir: str = MISSING
@@ -35,60 +36,60 @@ class PathsConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "fashion_mnist"
-    path: str | None = None
-    val_size: int = 2000
-    train_size: int | None = None
-    image_shape: list[int] = field(default_factory=lambda: [28, 28, 1])
-    num_classes: int = 10
-    download: bool = True
-    label_noise: float = 0.0  # fraction of training labels replaced by a random other class (fixed by seed)
+    name: str = MISSING
+    path: str | None = MISSING
+    val_size: int = MISSING
+    train_size: int | None = MISSING
+    image_shape: list[int] = MISSING
+    num_classes: int = MISSING
+    download: bool = MISSING
+    label_noise: float = MISSING  # fraction of training labels replaced by a random other class (fixed by seed)
 
 
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    conv_filters: list[int] = field(default_factory=lambda: [16, 32])
-    kernel_size: int = 5
-    dense_units: int = 128
-    dropout: float = 0.2
-    batch_norm: bool = False
+    conv_filters: list[int] = MISSING
+    kernel_size: int = MISSING
+    dense_units: int = MISSING
+    dropout: float = MISSING
+    batch_norm: bool = MISSING
 
 
 @dataclass
 class NoAugConfig:
-    name: str = "none"
+    name: str = MISSING
 
 
 @dataclass
 class MixupConfig:
-    name: str = "mixup"
-    alpha: float = 0.2
-    lam: str = "per_sample"  # per_sample (the Keras example) | per_batch (the paper's code)
-    pairing: str = "two_streams"  # two_streams (the Keras example) | permute (the paper's code, keras.layers.MixUp)
+    name: str = MISSING
+    alpha: float = MISSING
+    lam: str = MISSING  # per_sample (the Keras example) | per_batch (the paper's code)
+    pairing: str = MISSING  # two_streams (the Keras example) | permute (the paper's code)
 
 
 @dataclass
 class CutMixConfig:
-    name: str = "cutmix"
-    alpha: float = 1.0  # box area ratio ~ Beta(alpha, alpha); keras.layers.CutMix allows (0, 1]
+    name: str = MISSING
+    alpha: float = MISSING  # box area ratio ~ Beta(alpha, alpha), alpha in (0, 1]
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.001
-    deterministic: bool = False
-    steps_per_execution: int = 32  # training steps per compiled call: fewer round-trips, same result
-    precision: str = "float32"  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    learning_rate: float = MISSING
+    deterministic: bool = MISSING
+    steps_per_execution: int = MISSING  # training steps per compiled call: fewer round-trips, same result
+    precision: str = MISSING  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    experiment: str = "mixup-fashion-mnist"
-    artifact_location: str | None = None
+    uri: str | None = MISSING
+    experiment: str = MISSING
+    artifact_location: str | None = MISSING
 
 
 @dataclass
@@ -99,9 +100,9 @@ class Config:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0
-    backend: str = "tensorflow"  # the Keras backend: tensorflow | jax (set before Keras is imported)
-    resume: bool = True  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
+    seed: int = MISSING
+    backend: str = MISSING  # the Keras backend: tensorflow | jax (set before Keras is imported)
+    resume: bool = MISSING  # skip jobs already FINISHED, continue interrupted ones; false = always a fresh run
 
 
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy, TensorFlow and Keras accept as a seed
@@ -255,7 +256,7 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.aug.pairing in PAIRINGS, "aug.pairing", cfg.aug.pairing, f"one of {list(PAIRINGS)}")
     if aug_name == "cutmix":
         alpha = cfg.aug.alpha
-        _require(0 < alpha <= 1, "aug.alpha", alpha, "must be in (0, 1] for aug=cutmix (keras.layers.CutMix)")
+        _require(0 < alpha <= 1, "aug.alpha", alpha, "must be in (0, 1] for aug=cutmix (the box area ~ Beta(α, α))")
     trainer = cfg.trainer
     _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
     _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")

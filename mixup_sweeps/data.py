@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
 from mixup_sweeps.config import ConfigError
 
@@ -52,7 +53,9 @@ class Split:
 
 
 @dataclass
-class FashionMnist:
+class Dataset:
+    """The three splits a job uses, and where they came from (recorded with every run)."""
+
     train: Split
     val: Split
     test: Split
@@ -120,14 +123,29 @@ def read_idx(path: Path, magic: int) -> tuple[np.ndarray, str]:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), digest
 
 
-def load(
-    path: str | None = None,
-    val_size: int = 2000,
-    train_size: int | None = None,
-    image_shape: tuple[int, int, int] = (28, 28, 1),
-    num_classes: int = 10,
-    download: bool = False,
-) -> FashionMnist:
+def load(dataset_cfg: DictConfig, seed: int = 0) -> Dataset:
+    """The `dataset` config's data: found, read and checked, split, and with its training-label noise.
+
+    The first `val_size` training images become the validation set; with `label_noise > 0` the run's `seed`
+    picks which training labels are corrupted (`with_label_noise`).
+    """
+    clean = read_splits(
+        dataset_cfg.path,
+        val_size=dataset_cfg.val_size,
+        train_size=dataset_cfg.train_size,
+        image_shape=tuple(dataset_cfg.image_shape),
+        num_classes=dataset_cfg.num_classes,
+        download=dataset_cfg.download,
+    )
+    if dataset_cfg.label_noise > 0:
+        return with_label_noise(clean, dataset_cfg.label_noise, dataset_cfg.num_classes, seed)
+    return clean
+
+
+def read_splits(
+    path: str | None, *, val_size: int, train_size: int | None, image_shape: tuple[int, ...], num_classes: int,
+    download: bool,
+) -> Dataset:  # fmt: skip
     """Load and check all four files; the first `val_size` training images become the validation set."""
     directory = find_data_dir(path, download)
     arrays, sha256 = {}, {}
@@ -168,7 +186,7 @@ def load(
     def split(images: np.ndarray, labels: np.ndarray, lo: int, hi: int | None) -> Split:
         return Split(images[lo:hi].reshape(-1, *image_shape), labels[lo:hi])
 
-    return FashionMnist(
+    return Dataset(
         train=split(arrays["train_images"], arrays["train_labels"], val_size, end),
         val=split(arrays["train_images"], arrays["train_labels"], 0, val_size),
         test=split(arrays["test_images"], arrays["test_labels"], 0, None),
@@ -180,19 +198,19 @@ def load(
 LABEL_NOISE_STREAM = 0x4E015E  # keeps the noise draws apart from every other use of the seed
 
 
-def with_label_noise(data: FashionMnist, fraction: float, num_classes: int, seed: int) -> FashionMnist:
+def with_label_noise(dataset: Dataset, fraction: float, num_classes: int, seed: int) -> Dataset:
     """Replace round(fraction * n) training labels, chosen by `seed`, each with a uniformly random *other* class.
 
     Only the training split changes: validation and test labels stay clean, so accuracy still measures the
     true task (the mixup paper's corrupted-label setting). The realised fraction goes in `label_noise`.
     """
-    labels = data.train.labels
+    labels = dataset.train.labels
     rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
     chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
     noisy = labels.copy()
     noisy[chosen] = (labels[chosen].astype(np.int64) + rng.integers(1, num_classes, size=len(chosen))) % num_classes
     realised = float(np.mean(noisy != labels)) if len(labels) else 0.0
-    return replace(data, train=Split(data.train.images, noisy), label_noise=realised)
+    return replace(dataset, train=Split(dataset.train.images, noisy), label_noise=realised)
 
 
 def main() -> int:

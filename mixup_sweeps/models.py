@@ -7,7 +7,6 @@ classes, seed), under a file lock, and written atomically; every later run loads
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 import keras
 from keras import layers
 from omegaconf import DictConfig, OmegaConf
+
+from mixup_sweeps import liveness
 
 
 def build_model(
@@ -64,16 +65,18 @@ def initial_weights_path(
     return Path(cache_dir) / f"{model_cfg.name}-{shape}-c{num_classes}-seed{seed}-{digest}.weights.h5"
 
 
-def shared_initial_weights(
+INITIAL_WEIGHTS_LOCK_TIMEOUT_S = 300  # building and saving a model takes seconds; longer means a hung holder
+
+
+def create_initial_weights(
     cache_dir: Path, model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, seed: int
 ) -> Path:
-    """Return the initial-weights file, creating it first if no run has yet (safe across processes)."""
+    """The initial-weights file in `cache_dir`, created first if no job on this machine has (safe across processes)."""
     path = initial_weights_path(cache_dir, model_cfg, input_shape, num_classes, seed)
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second job waits here, then finds the file
+    # a second job waits here, then finds the file
+    with liveness.file_lock(path.with_suffix(".lock"), INITIAL_WEIGHTS_LOCK_TIMEOUT_S, f"creating {path.name}"):
         if not path.exists():
             keras.utils.set_random_seed(seed)
             model = build_model(model_cfg, input_shape, num_classes)

@@ -1,5 +1,5 @@
 """The pictures logged with every run: what the network saw (samples.png), how it learned (curves.png) and how
-well its confidence matches its accuracy on the test set (reliability.png)."""
+well its confidence matches its accuracy on the test set (reliability.png); `save_figure` for the report's too."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from mixup_sweeps.calibration import Reliability  # noqa: E402
 from mixup_sweeps.data import CLASS_NAMES  # noqa: E402
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
+    """Lay out, write and close a figure (closing frees it: a sweep draws hundreds)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def soft_label_title(label: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> str:
@@ -31,10 +40,7 @@ def save_samples(images: np.ndarray, labels: np.ndarray, path: Path) -> Path:
         ax.axis("off")
     for ax in axes.flat[len(images[:9]) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -51,10 +57,7 @@ def save_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_reliability(bins: Reliability, path: Path, title: str = "") -> Path:
@@ -73,7 +76,4 @@ def save_reliability(bins: Reliability, path: Path, title: str = "") -> Path:
     bottom.set_xlabel("confidence (top-class probability)")
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,8 +1,9 @@
 """`python -m mixup_sweeps.run [-m] key=value ...`: one Hydra job = one tracked training run.
 
-Order of a job: check the config, load and check the data (bad input stops here, before anything is
-recorded), open the MLflow run, then shared initial weights -> augmentation preview -> training -> test ->
-artifacts. Keras (on cfg.backend) and MLflow are imported inside the job so that --help and --cfg stay fast.
+Order of a job (`run_job`): check the config, load and check the data (bad input stops here, before anything is
+recorded), decide (skip a finished run, resume an interrupted one, or start), open the MLflow run, then shared
+initial weights -> augmentation preview -> training -> test -> artifacts. Keras (on cfg.backend) and MLflow are
+imported inside the job so that --help and --cfg stay fast.
 """
 
 from __future__ import annotations
@@ -15,27 +16,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import (
-    SWEEP_JOBS_ENV,
-    SWEEP_STARTED_ENV,
-    ConfigError,
-    config_fingerprint,
-    recordable,
-    register_configs,
-    validate,
-)
+from mixup_sweeps.config import config_fingerprint, recordable, register_configs, validate
 
 if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend, MLflow: slow to import)
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from mixup_sweeps.data import FashionMnist
+    from mixup_sweeps.data import Dataset
     from mixup_sweeps.train import TrainResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
@@ -45,95 +40,122 @@ register_configs()
 
 
 def run_job(cfg: DictConfig) -> float:
+    """One job, in order: check -> data -> skip / resume / start -> train -> artifacts; returns test accuracy."""
     validate(cfg)
-    from mixup_sweeps import data as fashion_mnist
-    from mixup_sweeps import tracking
+    from mixup_sweeps import data, tracking
 
-    dataset = fashion_mnist.load(
-        path=cfg.dataset.path,
-        val_size=cfg.dataset.val_size,
-        train_size=cfg.dataset.train_size,
-        image_shape=tuple(cfg.dataset.image_shape),
-        num_classes=cfg.dataset.num_classes,
-        download=cfg.dataset.download,
-    )
-    if cfg.dataset.label_noise > 0:
-        dataset = fashion_mnist.with_label_noise(dataset, cfg.dataset.label_noise, cfg.dataset.num_classes, cfg.seed)
+    dataset = data.load(cfg.dataset, cfg.seed)
     hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
+    client, experiment_id = tracking.connect(cfg.tracking)
+    parent, name = _place_in_sweep(hydra_cfg, client, experiment_id)
     output_dir = Path(cfg.paths.output_dir).resolve()
     fingerprint = config_fingerprint(cfg)
-    client, experiment_id = tracking.connect(cfg.tracking)
-    parent, keys = None, None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        parent = tracking.find_sweep_parent(client, experiment_id, str(Path(hydra_cfg.sweep.dir).resolve()))
-        if parent is not None and "sweep_keys" in parent.data.tags:
-            keys = json.loads(parent.data.tags["sweep_keys"])
-    name = tracking.job_run_name(tracking.task_overrides(hydra_cfg), keys)
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        log.info("%s%s", sweep_progress(hydra_cfg), name)
     backup_dir = output_dir / "backups" / fingerprint
-    attempts = []  # earlier runs of this computation: FINISHED ones are skipped, interrupted ones resumed
-    if cfg.resume:
-        attempts = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED", "RUNNING", "KILLED"])
-    finished = [r for r in attempts if r.info.status == "FINISHED"]
-    if finished:
-        run = finished[0]
-        tracking.mark_reused(client, run, parent)
+    decision = decide(client, experiment_id, fingerprint, backup_dir, cfg.resume)
+    if decision.action == "skip":
+        assert decision.run is not None
+        tracking.mark_reused(client, decision.run, parent)
+        test_accuracy = decision.run.data.metrics.get("test_accuracy", float("nan"))
         log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
-                 name, run.info.run_id, run.data.metrics.get("test_accuracy"))  # fmt: skip
-        return run.data.metrics.get("test_accuracy", float("nan"))
+                 name, decision.run.info.run_id, test_accuracy)  # fmt: skip
+        return test_accuracy
 
     from mixup_sweeps import backends
 
-    backends.prepare(cfg.backend, cfg.trainer.deterministic)
-    from mixup_sweeps.train import INTERRUPTS  # Keras starts here, on cfg.backend, before a run exists
+    backends.prepare(cfg.backend, cfg.trainer.deterministic)  # Keras starts after this, on cfg.backend
+    run_id = _open_run(decision, client, experiment_id, cfg, dataset, name, parent, backup_dir)
+    parent_run_id = parent.info.run_id if parent is not None else None
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    return _execute(Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir))
 
-    interrupted = []
-    if (backup_dir / "training_metadata.json").exists():
-        interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
-    if interrupted:  # continue the same run from its last saved epoch
-        run_id = interrupted[0].info.run_id
-        tracking.claim_run(client, run_id)
+
+def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: str) -> tuple[Run | None, str]:
+    """The sweep's parent run (None for a single run) and this job's run name; logs the sweep progress line."""
+    from mixup_sweeps import sweep
+
+    parent, keys = None, None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        parent = sweep.find_parent(client, experiment_id, str(Path(hydra_cfg.sweep.dir).resolve()))
+        if parent is not None and sweep.SWEEP_KEYS_TAG in parent.data.tags:
+            keys = json.loads(parent.data.tags[sweep.SWEEP_KEYS_TAG])
+    name = sweep.job_run_name(sweep.task_overrides(hydra_cfg), keys)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        log.info("%s%s", sweep.progress(hydra_cfg), name)
+    return parent, name
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a job does about earlier runs of its computation (the same config fingerprint)."""
+
+    action: Literal["skip", "resume", "start"]
+    run: Run | None = None  # the FINISHED run it skips to, or the interrupted run it resumes
+
+
+def decide(client: MlflowClient, experiment_id: str, fingerprint: str, backup_dir: Path, resume: bool) -> Decision:
+    """Skip when a run of this computation FINISHED; resume an interrupted one whose backup is here; else start.
+
+    `resume=false` always starts a fresh run.
+    """
+    from mixup_sweeps import tracking
+
+    if not resume:
+        return Decision("start")
+    attempts = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED", "RUNNING", "KILLED"])
+    finished = [r for r in attempts if r.info.status == "FINISHED"]
+    if finished:
+        return Decision("skip", finished[0])
+    interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
+    if interrupted and (backup_dir / "training_metadata.json").exists():
+        return Decision("resume", interrupted[0])
+    return Decision("start")
+
+
+def _open_run(
+    decision: Decision,
+    client: MlflowClient,
+    experiment_id: str,
+    cfg: DictConfig,
+    dataset: Dataset,
+    name: str,
+    parent: Run | None,
+    backup_dir: Path,
+) -> str:
+    """The MLflow run this job records into: the interrupted run taken over, or a new one (params, data tags)."""
+    from mixup_sweeps import liveness, tracking
+
+    if decision.action == "resume":  # continue the same run from its last saved epoch
+        assert decision.run is not None
+        run_id = decision.run.info.run_id
+        liveness.claim_run(client, run_id)
         log.info("resume %s: run %s from its backup in %s", name, run_id, backup_dir)
-    else:
-        shutil.rmtree(backup_dir, ignore_errors=True)  # a stale backup of a failed or forced-fresh run
-        data_tags = {"dataset.dir": str(dataset.source_dir)}
-        data_tags.update({f"dataset.sha256.{file}": digest for file, digest in dataset.sha256.items()})
-        run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
-        log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
+        return run_id
+    shutil.rmtree(backup_dir, ignore_errors=True)  # a stale backup of a failed or forced-fresh run
+    data_tags = {"dataset.dir": str(dataset.source_dir)}
+    data_tags.update({f"dataset.sha256.{file}": digest for file, digest in dataset.sha256.items()})
+    run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
+    log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
+    return run_id
+
+
+def _execute(job: Job) -> float:
+    """Train and record inside the run; any exception (a signal included) ends the run FAILED or KILLED."""
+    from mixup_sweeps import tracking
+    from mixup_sweeps.train import INTERRUPTS
+
     started = time.perf_counter()
     restore_signals = INTERRUPTS.install()
     try:
-        parent_run_id = parent.info.run_id if parent is not None else None
-        job = Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir)
         test_accuracy = _train_and_log(job)
     except BaseException as exc:
-        tracking.end_failed_run(client, run_id, exc, job_dir)
-        log.error("FAILED %s after %.1f s: %s: %s", name, time.perf_counter() - started, type(exc).__name__, exc)
+        tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
+        log.error("FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started, type(exc).__name__, exc)
         raise
     finally:
         restore_signals()
-    log.info(
-        "done %s: test_accuracy=%.4f in %.1f s (run %s)", name, test_accuracy, time.perf_counter() - started, run_id
-    )
+    seconds = time.perf_counter() - started
+    log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)", job.name, test_accuracy, seconds, job.run_id)
     return test_accuracy
-
-
-def sweep_progress(hydra_cfg: DictConfig) -> str:
-    """`[5/12] ... ETA 4 min `: where this job stands in its sweep (the variants sweeper tells it the count)."""
-    env = hydra_cfg.job.env_set
-    total, started = env.get(SWEEP_JOBS_ENV), env.get(SWEEP_STARTED_ENV)
-    if total is None or started is None:
-        return ""
-    done = int(hydra_cfg.job.num)  # jobs launched before this one
-    elapsed = time.time() - float(started)
-    eta = f", ETA {format_duration(elapsed / done * (int(total) - done))}" if done else ""
-    return f"[{done + 1}/{total}{eta}] "
-
-
-def format_duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 @dataclass
@@ -141,7 +163,7 @@ class Job:
     """One job's context once its MLflow run exists: what it computes, where it records and writes."""
 
     cfg: DictConfig
-    dataset: FashionMnist
+    dataset: Dataset
     client: MlflowClient
     run_id: str
     parent_run_id: str | None  # the sweep's parent run (shared initial weights), None for a single run
@@ -163,7 +185,7 @@ def _train_and_log(job: Job) -> float:
     keras.backend.clear_session()
     for key, value in {**backends.versions(), "accelerator": backends.accelerator()}.items():
         job.client.set_tag(job.run_id, key, value)
-    weights = _shared_initial_weights(job)
+    weights = _job_initial_weights(job)
     train.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)
     _record_inputs(job)
     for epoch, metrics in _epochs_saved_but_not_logged(job):  # killed between its backup and MLflow
@@ -180,18 +202,19 @@ def _train_and_log(job: Job) -> float:
     return result.test_accuracy
 
 
-def _shared_initial_weights(job: Job) -> Path:
-    """The weights every run of this (model, data shape, seed) starts from, recorded with the run."""
+def _job_initial_weights(job: Job) -> Path:
+    """The weights every run of this (model, data shape, seed) starts from (created here or fetched from the
+    sweep's parent run), recorded with the run."""
     from mixup_sweeps import models, tracking
 
     cfg = job.cfg
     input_shape, num_classes = tuple(cfg.dataset.image_shape), cfg.dataset.num_classes
     cache = job.output_dir / "initial_weights"
-    weights = tracking.shared_initial_weights(
+    weights = tracking.exchange_initial_weights(
         job.client,
         job.parent_run_id,
         models.initial_weights_path(cache, cfg.model, input_shape, num_classes, cfg.seed),
-        lambda: models.shared_initial_weights(cache, cfg.model, input_shape, num_classes, cfg.seed),
+        lambda: models.create_initial_weights(cache, cfg.model, input_shape, num_classes, cfg.seed),
     )
     job.client.set_tag(job.run_id, "init_weights_sha256", models.sha256_file(weights))
     job.log_artifact(weights, tracking.INITIAL_WEIGHTS)
@@ -251,7 +274,7 @@ def _record_results(job: Job, result: TrainResult) -> None:
 def main(cfg: DictConfig) -> float:
     try:
         return run_job(cfg)
-    except ConfigError as exc:
+    except CompactHydraException as exc:  # a bad config value, missing data, a lock held too long: one line
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records this job as failed and the sweep goes on
         print(f"Error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mixup_sweeps import augment, backends, calibration, models
-from mixup_sweeps.data import FashionMnist
+from mixup_sweeps.data import Dataset
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -192,7 +192,7 @@ def make_optimizer(learning_rate: float, precision: str) -> keras.optimizers.Opt
 
 
 def train(
-    cfg: DictConfig, data: FashionMnist, initial_weights: Path, on_epoch: EpochHook, backup_dir: Path | None = None
+    cfg: DictConfig, dataset: Dataset, initial_weights: Path, on_epoch: EpochHook, backup_dir: Path | None = None
 ) -> TrainResult:
     """Fit cfg.model on the cfg.aug stream for cfg.trainer.epochs, then evaluate on the test split.
 
@@ -210,7 +210,7 @@ def train(
         metrics=["accuracy"],
         steps_per_execution=trainer.steps_per_execution,
     )
-    stream = augment.TrainingStream(data.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
+    stream = augment.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
     history = completed_epochs(backup_dir) if backup_dir is not None else []
     epoch_metrics = EpochMetrics(history, backup_dir / JOURNAL if backup_dir is not None else None)
     callbacks: list[keras.callbacks.Callback] = [
@@ -226,7 +226,7 @@ def train(
     callbacks.append(AfterBackup(epoch_metrics, on_epoch))
     model.fit(
         stream,
-        validation_data=augment.unmixed_inputs(data.val, cfg.aug, num_classes),
+        validation_data=augment.unmixed_inputs(dataset.val, cfg.aug, num_classes),
         validation_batch_size=trainer.batch_size,
         epochs=trainer.epochs,
         shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
@@ -241,9 +241,9 @@ def train(
             f"loss became NaN/inf in epoch {epoch} of {trainer.epochs} (trainer.learning_rate={trainer.learning_rate})"
         )
     # one pass over the test set: loss, accuracy and calibration all come from the predicted probabilities
-    probabilities = network.predict(augment.scaled(data.test), batch_size=trainer.batch_size, verbose=0)
-    test_labels = data.test.labels.astype(int)
-    images = len(data.train) * epoch_metrics.epochs_run
+    probabilities = network.predict(augment.scaled(dataset.test), batch_size=trainer.batch_size, verbose=0)
+    test_labels = dataset.test.labels.astype(int)
+    images = len(dataset.train) * epoch_metrics.epochs_run
     return TrainResult(
         model=network,
         history=epoch_metrics.history,

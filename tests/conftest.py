@@ -1,51 +1,12 @@
-"""Shared helpers: Hydra compose on the real conf/, small IDX files, the real data, and the CLI."""
+"""Fixtures shared by the test files; plain helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import gzip
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.config import CONF_DIR, load_config
-from mixup_sweeps.data import FILES, DataError, find_data_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = CONF_DIR
-EXPERIMENT = "mixup-fashion-mnist"
-
-
-def compose_config(
-    overrides: list[str] | None = None, output_dir: str = "/tmp/mixup-sweeps-test", return_hydra_config: bool = False
-):
-    """The config a job would get (without Hydra's runtime section), composed from the real conf/."""
-    return load_config(output_dir, overrides or [], return_hydra_config)
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:
-    """Write a gzipped IDX file of unsigned bytes (magic 0x0801 for labels, 0x0803 for images)."""
-    array = np.asarray(array, dtype=np.uint8)
-    magic = magic if magic is not None else 0x0800 | array.ndim
-    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
-    return path
-
-
-def write_fake_dataset(directory: Path, n_train: int = 120, n_test: int = 30, seed: int = 0) -> Path:
-    """Small Fashion-MNIST-shaped IDX files: images whose pixels encode the label, so splits are checkable."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for part, n in (("train", n_train), ("test", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = (np.arange(n)[:, None, None] % 256 * np.ones((1, 28, 28))).astype(np.uint8)
-        write_idx(directory / FILES[f"{part}_images"], images)
-        write_idx(directory / FILES[f"{part}_labels"], labels)
-    return directory
+from mixup_sweeps.data import DataError, find_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -55,26 +16,3 @@ def real_data_dir() -> Path:
         return find_data_dir()
     except DataError as exc:
         pytest.fail(f"real Fashion-MNIST is needed: {exc}")
-
-
-def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR")
-    return subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.run", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
-
-
-def mlflow_runs(output_dir: Path) -> tuple[MlflowClient | None, list]:
-    """All runs of the default experiment in the SQLite store under output_dir ([] when there is none)."""
-    if not (output_dir / "mlflow.db").exists():  # check first: a client would create the store (1-2 s)
-        return None, []
-    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    return client, ([] if experiment is None else client.search_runs([experiment.experiment_id]))

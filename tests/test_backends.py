@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, mlflow_runs, run_cli
-from tests.test_reliability import EPOCH_METRICS
+from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
 
 TINY = ["dataset.train_size=512", "trainer.epochs=2"]
 ARTIFACTS = {

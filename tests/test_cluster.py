@@ -14,11 +14,9 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import EXPERIMENT, ROOT, run_cli
+from tests.helpers import EXPERIMENT, ROOT, free_port, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 TINY = ["dataset.train_size=256", "trainer.epochs=1"]
@@ -36,21 +34,6 @@ TINY = ["dataset.train_size=256", "trainer.epochs=1"]
 LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 NO_LOG_DEDUP = {"RAY_DEDUP_LOGS": "0"}  # Ray folds similar log lines of different workers into one; count them all
 RAY_SWEEP = ["hydra/launcher=ray_cluster", "tracking=server"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(ready, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
 
 
 def postgres_bin(name: str) -> str:

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from mixup_sweeps.config import PLUMBING_PREFIXES, ConfigError, config_fingerprint, flatten, validate
-from tests.conftest import CONF, compose_config, mlflow_runs, run_cli
+from tests.helpers import CONF, compose_config, mlflow_runs, run_cli
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from mixup_sweeps import data
 from mixup_sweeps.data import FILES, DataError
-from tests.conftest import write_fake_dataset, write_idx
+from tests.helpers import dataset_config, write_fake_dataset, write_idx
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def no_ambient_data(monkeypatch, tmp_path):
 
 def test_round_trip_and_seed_split(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120, n_test=30)
-    ds = data.load(str(directory), val_size=20, image_shape=(28, 28, 1))
+    ds = data.load(dataset_config(directory, val_size=20))
     assert ds.source_dir == directory
     assert (len(ds.train), len(ds.val), len(ds.test)) == (100, 20, 30)
     assert ds.train.images.shape == (100, 28, 28, 1) and ds.train.images.dtype == np.uint8
@@ -34,16 +34,16 @@ def test_round_trip_and_seed_split(tmp_path):
 
 def test_train_size_limits_the_training_split(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120)
-    ds = data.load(str(directory), val_size=20, train_size=50)
+    ds = data.load(dataset_config(directory, val_size=20, train_size=50))
     assert len(ds.train) == 50 and len(ds.val) == 20 and int(ds.train.images[0, 0, 0, 0]) == 20
     with pytest.raises(DataError, match="dataset.train_size=101"):
-        data.load(str(directory), val_size=20, train_size=101)
+        data.load(dataset_config(directory, val_size=20, train_size=101))
 
 
 def test_val_size_must_be_smaller_than_training_set(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120)
     with pytest.raises(DataError, match="dataset.val_size=120"):
-        data.load(str(directory), val_size=120)
+        data.load(dataset_config(directory, val_size=120))
 
 
 def test_truncated_file_is_an_error_naming_the_file(tmp_path):
@@ -51,7 +51,7 @@ def test_truncated_file_is_an_error_naming_the_file(tmp_path):
     path = directory / FILES["train_images"]
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
 
 
 def test_short_payload_in_valid_gzip_is_an_error(tmp_path):
@@ -59,7 +59,7 @@ def test_short_payload_in_valid_gzip_is_an_error(tmp_path):
     path = directory / FILES["test_images"]
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-28]))
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: header says \(30, 28, 28\)"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
 
 
 def test_corrupt_gzip_is_an_error(tmp_path):
@@ -69,24 +69,24 @@ def test_corrupt_gzip_is_an_error(tmp_path):
     blob[20:40] = b"\xff" * 20
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
 
 
 def test_wrong_magic_number_is_an_error(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm")
     write_idx(directory / FILES["train_labels"], np.zeros(120), magic=0x0803)  # images magic on labels
     with pytest.raises(DataError, match="magic"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
 
 
 def test_count_mismatch_and_bad_labels_are_errors(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm")
     write_idx(directory / FILES["train_labels"], np.zeros(119))
     with pytest.raises(DataError, match="120 images but"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
     write_idx(directory / FILES["train_labels"], np.full(120, 12))
     with pytest.raises(DataError, match="label 12"):
-        data.load(str(directory), val_size=20)
+        data.load(dataset_config(directory, val_size=20))
 
 
 def test_missing_everywhere_lists_where_it_looked_and_how_to_get_it(tmp_path):
@@ -118,14 +118,14 @@ def test_search_order_env_then_keras_cache_then_debian(tmp_path, monkeypatch):
 
 
 def test_real_fashion_mnist_loads_with_the_seed_split(real_data_dir):
-    ds = data.load(str(real_data_dir))
+    ds = data.load(dataset_config(real_data_dir))
     assert (len(ds.train), len(ds.val), len(ds.test)) == (58000, 2000, 10000)
     assert sorted(np.unique(ds.train.labels)) == list(range(10))
 
 
 def _noisy(tmp_path, fraction, seed, n_train=1020):
     directory = write_fake_dataset(tmp_path / "fm", n_train=n_train, n_test=30)
-    clean = data.load(str(directory), val_size=20)
+    clean = data.load(dataset_config(directory, val_size=20))
     return clean, data.with_label_noise(clean, fraction, 10, seed)
 
 

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mixup_sweeps import models
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 
 def test_seed_cnn_is_exactly_the_keras_example():
@@ -28,7 +28,7 @@ def test_seed_cnn_is_exactly_the_keras_example():
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_computes_in_16_bits_with_float32_weights_softmax_and_initial_weights(precision, tmp_path):
     cfg = compose_config().model
-    path = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    path = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
     float32 = models.build_model(cfg, (28, 28, 1), 10)
     mixed = models.build_model(cfg, (28, 28, 1), 10, precision=precision)
     for model in (float32, mixed):
@@ -52,19 +52,19 @@ def test_wide_cnn_has_batch_norm():
 
 def test_same_key_same_bytes_other_seed_other_bytes(tmp_path):
     cfg = compose_config().model
-    first = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    first = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
     digest = models.sha256_file(first)
-    again = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    again = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
     assert again == first and models.sha256_file(again) == digest
-    other_seed = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=1)
+    other_seed = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=1)
     assert other_seed != first and models.sha256_file(other_seed) != digest
     wider = OmegaConf.merge(cfg, {"dense_units": 256})
-    assert models.shared_initial_weights(tmp_path, wider, (28, 28, 1), 10, seed=0) != first
+    assert models.create_initial_weights(tmp_path, wider, (28, 28, 1), 10, seed=0) != first
 
 
 def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
     cfg = compose_config().model
-    path = models.shared_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=3)
+    path = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=3)
     a = models.build_model(cfg, (28, 28, 1), 10)
     b = models.build_model(cfg, (28, 28, 1), 10)
     a.load_weights(path)
@@ -76,8 +76,8 @@ def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
 CREATE = """
 import sys
 from mixup_sweeps import models
-from tests.conftest import compose_config
-path = models.shared_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
+from tests.helpers import compose_config
+path = models.create_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
 print(models.sha256_file(path))
 """
 

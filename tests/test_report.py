@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from mixup_sweeps import report
-from tests.conftest import EXPERIMENT, ROOT
+from mixup_sweeps.report import store
+from tests.helpers import EXPERIMENT, ROOT
 
 
 def add_run(client, exp_id, params, test_accuracy, status="FINISHED", parent=None, sweep_id=None, curve=(0.5, 0.6)):
@@ -166,10 +167,10 @@ def test_no_runs_is_a_message_and_exit_code_2(tmp_path):
 
 def test_sql_fast_path_reads_the_same_as_the_client(known_store):
     uri, client, exp_id, _ = known_store
-    engine = report._sql_engine(client)
+    engine = store._sql_engine(client)
     assert engine is not None
-    fast = report._sql_runs_frame(engine, exp_id).set_index("run_id").sort_index()
-    slow = report._client_runs_frame(client, exp_id).set_index("run_id").sort_index()
+    fast = store._sql_runs_frame(engine, exp_id).set_index("run_id").sort_index()
+    slow = store._client_runs_frame(client, exp_id).set_index("run_id").sort_index()
     assert len(fast) == len(slow) == 11  # 9 finished + 1 failed + the parent
     assert sorted(fast.columns) == sorted(slow.columns)
     for column in slow.columns:

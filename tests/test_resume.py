@@ -14,8 +14,7 @@ import h5py
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import EXPERIMENT, ROOT, mlflow_runs, run_cli
-from tests.test_reliability import EPOCH_METRICS, TINY, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, mlflow_runs, run_cli
+from tests.helpers import ROOT, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = ["dataset.train_size=512", "trainer.epochs=2"]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mixup_sweeps import report, tracking
-from tests.conftest import compose_config
+from mixup_sweeps import liveness, report, tracking
+from tests.helpers import compose_config
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def dead_pid() -> int:
 
 
 def start_run(client, experiment_id: str, name: str, host: str, pid: int, started: str) -> str:
-    tags = {tracking.HOST_TAG: host, tracking.PID_TAG: str(pid), tracking.PROCESS_TAG: started}
+    tags = {liveness.HOST_TAG: host, liveness.PID_TAG: str(pid), liveness.PROCESS_TAG: started}
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
 
@@ -38,7 +38,7 @@ def test_next_job_ends_ghost_runs_of_this_host_and_leaves_the_rest(tmp_path, liv
     cfg = compose_config(output_dir=str(tmp_path))
     client, experiment_id = tracking.connect(cfg.tracking)
     here = socket.gethostname()
-    live_start = tracking._process_start(live_process.pid)
+    live_start = liveness.process_start(live_process.pid)
     assert live_start is not None
     runs = {
         "ghost": start_run(client, experiment_id, "ghost", here, dead_pid(), "boot:1"),
@@ -54,10 +54,10 @@ def test_next_job_ends_ghost_runs_of_this_host_and_leaves_the_rest(tmp_path, liv
     ghost = client.get_run(runs["ghost"])
     assert ghost.data.tags["failure_reason"] == "process_gone" and "ended without closing" in ghost.data.tags["error"]
 
-    tracking.claim_run(client, runs["ghost"])  # a resumed job takes the run over with its own process tags
+    liveness.claim_run(client, runs["ghost"])  # a resumed job takes the run over with its own process tags
     claimed = client.get_run(runs["ghost"])
-    assert claimed.info.status == "RUNNING" and claimed.data.tags[tracking.PID_TAG] == str(_own_process()[0])
-    assert tracking.end_ghost_runs(client, experiment_id) == []
+    assert claimed.info.status == "RUNNING" and claimed.data.tags[liveness.PID_TAG] == str(_own_process()[0])
+    assert liveness.end_ghost_runs(client, experiment_id) == []
 
 
 def test_the_report_ends_ghost_runs_too(tmp_path):
@@ -69,5 +69,5 @@ def test_the_report_ends_ghost_runs_too(tmp_path):
 
 
 def _own_process() -> tuple[int, str]:
-    tags = tracking.process_tags()
-    return int(tags[tracking.PID_TAG]), tags[tracking.PROCESS_TAG]
+    tags = liveness.process_tags()
+    return int(tags[liveness.PID_TAG]), tags[liveness.PROCESS_TAG]

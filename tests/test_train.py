@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 
 from mixup_sweeps import data, models, train
-from tests.conftest import compose_config
+from tests.helpers import compose_config, dataset_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def subset(real_data_dir):
-    return data.load(str(real_data_dir), val_size=500, train_size=4096)
+    return data.load(dataset_config(real_data_dir, val_size=500, train_size=4096))
 
 
 @pytest.mark.parametrize("aug", ["aug=none", "aug=mixup", "aug=cutmix"])
 def test_trains_to_a_sane_accuracy_on_a_small_subset(subset, aug, tmp_path):
     cfg = compose_config([aug, "trainer.epochs=3", "trainer.steps_per_execution=16"])
-    weights = models.shared_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
+    weights = models.create_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
     epochs = []
     result = train.train(cfg, subset, weights, on_epoch=lambda epoch, metrics: epochs.append(epoch))
     assert epochs == [1, 2, 3] and len(result.history) == 3
@@ -32,7 +32,7 @@ def test_steps_per_execution_gives_the_same_training(subset, tmp_path):
     for spe in (1, 32):
         cfg = compose_config(["aug=none", "trainer.epochs=1", "trainer.deterministic=true",
                               f"trainer.steps_per_execution={spe}"])  # fmt: skip
-        weights = models.shared_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
+        weights = models.create_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
         train.seed_everything(cfg.seed, deterministic=True)
         results.append(train.train(cfg, subset, weights, on_epoch=lambda epoch, metrics: None))
     train.seed_everything(0, deterministic=False)
@@ -42,7 +42,7 @@ def test_steps_per_execution_gives_the_same_training(subset, tmp_path):
 
 def test_mixed_bfloat16_trains_from_the_same_initial_weights(subset, tmp_path):
     cfg = compose_config(["aug=mixup", "trainer.epochs=2", "trainer.precision=mixed_bfloat16"])
-    weights = models.shared_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
+    weights = models.create_initial_weights(tmp_path, cfg.model, (28, 28, 1), 10, cfg.seed)
     result = train.train(cfg, subset, weights, on_epoch=lambda epoch, metrics: None)
     assert result.model.layers[1].compute_dtype == "bfloat16"
     assert result.test_accuracy > 0.4 and 0 <= result.test_reliability.ece < 0.3  # chance: 0.1

@@ -5,8 +5,9 @@ are crossed with whatever the basic sweeper expands from the command line, so `s
 variant for every seed, and all of it is one Hydra multirun (one sweep directory, one sweep_id).
 
 `hydra.sweeper.until.half_width=H` replaces the seed axis by Stein's two-stage procedure
-(`mixup_sweeps.seeds`): every group runs seeds 0..min_seeds-1; each group's paired differences in test
-accuracy to its baseline (`aug=none` with the same other overrides) then fix how many seeds it needs for a
+(`mixup_sweeps.statistics`): every group runs seeds 0..min_seeds-1; each group's paired differences in test
+accuracy to its baseline (`until.baseline`, `aug=none` by default, with the same other overrides: the rule
+of `mixup_sweeps.sweep.baselines_of`, which the report uses too) then fix how many seeds it needs for a
 95 % interval of ±H (at most max_seeds), and a second launch runs the missing seeds of those groups and of
 their baselines. Both stages are launches of the same multirun: one sweep, one parent run; a job finished by
 an earlier attempt is skipped (its result still counts), so running the command again continues.
@@ -30,14 +31,13 @@ from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV, ConfigError
 
 log = logging.getLogger(__name__)
 
-SEED = "seed"
-
 
 @dataclass
 class UntilConf:
     half_width: float | None = None  # None: off; else the target half width of each paired 95 % interval
     min_seeds: int = 5  # Stein's first stage
     max_seeds: int = 30
+    baseline: str = "aug=none"  # KEY=VALUE of the groups the others are paired with (as the report's --baseline)
 
 
 @dataclass
@@ -50,14 +50,6 @@ class VariantsSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps")
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _value(overrides: list[str], key: str) -> str | None:
-    return next((o.split("=", 1)[1] for o in overrides if _key(o) == key), None)
 
 
 class VariantsSweeper(BasicSweeper):
@@ -80,7 +72,9 @@ class VariantsSweeper(BasicSweeper):
         # a key in both hydra.sweeper.params and on the command line: the command line (it comes later) wins
         overrides = list({o.get_key_element(): o for o in overrides}.values())
         grid = BasicSweeper.split_arguments(overrides, None)[0]
-        variant_keys = {_key(o) for variant in self.variants for o in variant}
+        from mixup_sweeps.sweep import override_key  # the harness (and MLflow) only once a sweep runs
+
+        variant_keys = {override_key(o) for variant in self.variants for o in variant}
         clash = sorted(variant_keys & {o.get_key_element() for o in overrides})
         if clash:
             raise HydraException(
@@ -107,9 +101,11 @@ class VariantsSweeper(BasicSweeper):
 
     # --- seeds until precise ---------------------------------------------------------------------------
     def _sweep_until_precise(self, arguments: list[str]) -> Any:
-        from mixup_sweeps import seeds
+        from mixup_sweeps import statistics
+        from mixup_sweeps.sweep import SEED
 
         until = self.until
+        assert until.half_width is not None
         if not (until.half_width > 0 and 2 <= until.min_seeds <= until.max_seeds):
             raise ConfigError(  # one line, no traceback (a compact Hydra exception)
                 f"hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
@@ -133,7 +129,7 @@ class VariantsSweeper(BasicSweeper):
             if baseline is None:
                 continue
             diffs = [results[(group, s)] - results[(baseline, s)] for s in range(until.min_seeds)]
-            needed[group] = seeds.stein_total(diffs, until.half_width, until.max_seeds)
+            needed[group] = statistics.stein_total(diffs, until.half_width, until.max_seeds)
             needed[baseline] = max(needed[baseline], needed[group])  # paired: the baseline runs those seeds too
         second = {group: range(until.min_seeds, n) for group, n in needed.items() if n > until.min_seeds}
         if second:
@@ -146,7 +142,7 @@ class VariantsSweeper(BasicSweeper):
             entry: dict[str, Any] = {"group": name, "seeds": needed[group]}
             if baseline is not None:
                 diffs = [results[(group, s)] - results[(baseline, s)] for s in range(needed[group])]
-                interval = seeds.stein_interval(diffs, until.min_seeds)
+                interval = statistics.stein_interval(diffs, until.min_seeds)
                 entry.update(delta=interval.mean, half_width=interval.half_width,
                              reached=interval.half_width <= until.half_width + 1e-12)  # fmt: skip
             outcome.append(entry)
@@ -155,30 +151,37 @@ class VariantsSweeper(BasicSweeper):
 
     def _record(self, outcome: list[dict[str, Any]]) -> None:
         """Put the outcome on the sweep's parent run; the sweep's last log line reads it from there."""
-        from mixup_sweeps import tracking
+        from mixup_sweeps import sweep, tracking
 
+        assert self.config is not None and self.until.half_width is not None
         client, experiment_id = tracking.connect(self.config.tracking)
-        parent = tracking.find_sweep_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
+        parent = sweep.find_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
         if parent is not None:
-            client.set_tag(parent.info.run_id, tracking.SEEDS_UNTIL_RESULT_TAG, json.dumps(outcome))
-        log.info("Seeds until precise: %s", tracking.describe_seeds_until(outcome, self.until.half_width))
+            client.set_tag(parent.info.run_id, sweep.SEEDS_UNTIL_RESULT_TAG, json.dumps(outcome))
+        log.info("Seeds until precise: %s", sweep.describe_seeds_until(outcome, self.until.half_width))
 
     def _baseline(self, group: tuple[str, ...], groups: list[tuple[str, ...]]) -> tuple[str, ...] | None:
-        """The `aug=none` group with the same non-aug overrides; None for a baseline itself."""
-        if _value(list(group), "aug") == "none":
+        """The group `group` is paired with (`sweep.baselines_of` on the overrides); None for a baseline itself."""
+        from mixup_sweeps.sweep import baselines_of, override_values, parse_baseline
+
+        try:
+            baseline = parse_baseline(self.until.baseline)
+        except ValueError as exc:
+            raise ConfigError(f"hydra.sweeper.until.{exc}") from None
+        values = [override_values(g) for g in groups]
+        if baseline.includes(override_values(group)):
             return None
-
-        def rest(overrides: tuple[str, ...]) -> list[str]:
-            return sorted(o for o in overrides if not _key(o).startswith("aug"))
-
-        for other in groups:
-            if _value(list(other), "aug") == "none" and rest(other) == rest(group):
-                return other
-        raise ConfigError(
-            "hydra.sweeper.until compares each group with its baseline: add aug=none (a variant) for " + " ".join(group)
-        )
+        found = baselines_of(override_values(group), values, baseline)
+        if not found:
+            raise ConfigError(
+                f"hydra.sweeper.until compares each group with its baseline: add {baseline.override} (a variant) "
+                "for " + " ".join(group)
+            )
+        return groups[found[0]]
 
     def _launch_seeds(self, plan: dict[tuple[str, ...], range], results: dict, stage: int) -> None:
+        from mixup_sweeps.sweep import SEED
+
         pairs = [(group, seed) for group, seeds_ in plan.items() for seed in seeds_]
         first_index = self.total_jobs
         jobs = self._with_progress([[*group, f"{SEED}={seed}"] for group, seed in pairs], first_index)

@@ -9,15 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import ROOT, mlflow_runs, run_cli
+from tests.helpers import EPOCH_METRICS, ROOT, TINY, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
-TINY = ["dataset.train_size=256", "trainer.epochs=2"]
-
-
-def steps(client, run_id, key):
-    return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
 def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, real_data_dir):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mixup_sweeps import seeds
+from mixup_sweeps import statistics
 
 EXPERIMENTS = 10_000  # simulated comparisons per setting; the standard error of a 0.95 coverage is 0.002
 
@@ -27,15 +27,15 @@ def simulate(procedure, first_stage: int, sigma: float, half_width: float, max_s
 
 
 def stein(draws, first_stage, half_width, max_seeds):
-    total = seeds.stein_total(draws[:first_stage], half_width, max_seeds)
-    interval = seeds.stein_interval(draws[:total], first_stage)
+    total = statistics.stein_total(draws[:first_stage], half_width, max_seeds)
+    interval = statistics.stein_interval(draws[:total], first_stage)
     return interval.low, interval.high, total
 
 
 def naive(draws, first_stage, half_width, max_seeds):
     """Chow–Robbins: add a seed until the ordinary t-interval is ±half_width (or max_seeds)."""
     for n in range(first_stage, max_seeds + 1):
-        half = seeds.t_quantile(n - 1) * np.std(draws[:n], ddof=1) / math.sqrt(n)
+        half = statistics.t_quantile(n - 1) * np.std(draws[:n], ddof=1) / math.sqrt(n)
         if half <= half_width:
             break
     mean = float(np.mean(draws[:n]))
@@ -47,7 +47,7 @@ def test_stein_covers_at_the_nominal_level_and_reaches_the_width(first_stage):
     coverage, used, widths = simulate(stein, first_stage, sigma=0.006, half_width=0.005, max_seeds=1000)
     assert coverage >= 0.94
     assert used.min() >= first_stage and np.all(widths <= 0.005 + 1e-12)  # never capped here: always reached
-    expected = (seeds.t_quantile(first_stage - 1) * 0.006 / 0.005) ** 2  # E[N] ≈ (t·σ/h)², plus rounding up
+    expected = (statistics.t_quantile(first_stage - 1) * 0.006 / 0.005) ** 2  # E[N] ≈ (t·σ/h)², plus rounding up
     assert expected < used.mean() < expected + 2.5
 
 
@@ -64,6 +64,6 @@ def test_the_naive_rule_under_covers_which_is_why_stein_is_used():
 
 def test_seeds_for_half_width_formula():
     # n = ceil((t(df) * s / h)^2): t(4) = 2.776, s = 0.01, h = 0.005 -> (5.553)^2 = 30.8 -> 31
-    assert seeds.seeds_for_half_width(0.01, 0.005, df=4) == 31
-    assert seeds.seeds_for_half_width(0.0, 0.005, df=4) == 5  # no spread: the seeds already seen
-    assert seeds.stein_total([0.01, 0.01, 0.01], 0.005, max_seeds=30) == 3
+    assert statistics.seeds_for_half_width(0.01, 0.005, df=4) == 31
+    assert statistics.seeds_for_half_width(0.0, 0.005, df=4) == 5  # no spread: the seeds already seen
+    assert statistics.stein_total([0.01, 0.01, 0.01], 0.005, max_seeds=30) == 3

@@ -1,0 +1,113 @@
+"""Which process owns a run, whether it still lives, and locks that say who holds them.
+
+A run that is RUNNING in the store may belong to a process that died by `kill -9`: nobody will end it.
+Every run (and sweep parent) carries `host`, `pid` and `process_start` (boot time + the process's start
+time, so a reused pid is not taken for the owner); the next job or report on that host ends such ghosts
+KILLED. The file locks beside the SQLite store and the initial weights wait a stated time, then name the
+holder instead of hanging behind it for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import filelock
+import psutil
+from hydra.errors import CompactHydraException
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+HOST_TAG, PID_TAG, PROCESS_TAG = "host", "pid", "process_start"  # which process on which machine owns a run
+
+
+def process_start(pid: int) -> str | None:
+    """Boot time + start time of process `pid`, None if there is no such living process (gone or a zombie).
+
+    A pid alone can be reused by another process after a kill or a reboot; pid + boot + start time cannot.
+    """
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None  # dead, only not yet waited for by its parent
+        return f"{psutil.boot_time():.0f}:{process.create_time():.2f}"
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        return "alive"  # it exists; its start time is not ours to read
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PROCESS_TAG: process_start(os.getpid()) or ""}
+
+
+def claim_run(client: MlflowClient, run_id: str) -> None:
+    """This process takes over a run (a resumed job, a continued sweep): RUNNING, with this process's tags."""
+    client.update_run(run_id, status="RUNNING")
+    for key, value in process_tags().items():
+        client.set_tag(run_id, key, value)
+
+
+def end_ghost_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End KILLED the RUNNING runs started on this host by a process that no longer exists (kill -9, a crash).
+
+    Runs of other hosts are left alone: from here nobody can tell whether their process lives.
+    A ghost run keeps its backup, so running its command again still resumes it in the same run.
+    """
+    host = socket.gethostname()
+    ghosts = []
+    for run in client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
+    ):
+        pid, started = run.data.tags.get(PID_TAG, ""), run.data.tags.get(PROCESS_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        now = process_start(int(pid))
+        pid_reused = bool(started) and now not in (None, "alive", started)
+        if now is None or pid_reused:
+            message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
+            client.set_tag(run.info.run_id, "error", message)
+            client.set_tag(run.info.run_id, "failure_reason", "process_gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("run %s (%s) marked KILLED: %s", run.info.run_id, run.info.run_name, message)
+            ghosts.append(run.info.run_id)
+    return ghosts
+
+
+class LockTimeout(CompactHydraException):
+    """A file lock was held longer than its stated wait: one line naming the file and the holder."""
+
+
+@contextmanager
+def file_lock(path: Path, timeout_s: float, guards: str) -> Iterator[None]:
+    """Hold the exclusive lock `path` (across processes) for the block; wait at most `timeout_s` seconds.
+
+    The holder writes who it is beside the lock (`<path>.owner`, removed on release), so a waiter that gives
+    up can say which process on which host holds it. A holder that dies releases the lock with it (flock).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), timeout=timeout_s)
+    owner = path.with_name(path.name + ".owner")
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = owner.read_text().strip()
+        except OSError:
+            holder = "an unknown process"
+        raise LockTimeout(
+            f"{path}: waited {timeout_s:g} s for the lock on {guards}, held by {holder}; "
+            "end that process if it hangs, then run the command again"
+        ) from None
+    try:
+        owner.write_text(f"process {os.getpid()} on {socket.gethostname()}")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)  # before the release: the next holder writes its own
+        lock.release()

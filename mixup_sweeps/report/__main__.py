@@ -1,0 +1,5 @@
+import sys
+
+from mixup_sweeps.report.cli import main
+
+sys.exit(main())

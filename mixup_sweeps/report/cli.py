@@ -1,0 +1,65 @@
+"""`python -m mixup_sweeps.report`: the command line of the report (store -> numbers -> documents)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from mixup_sweeps.config import load_config
+from mixup_sweeps.report.documents import write_report
+from mixup_sweeps.report.store import ReportError, fetch_runs, parse_where, select_runs
+from mixup_sweeps.sweep import DEFAULT_BASELINE, parse_baseline
+from mixup_sweeps.tracking import UI_URL, ui_url_for
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mixup_sweeps.report", description="A sweep's MLflow runs as comparison tables and plots."
+    )
+    parser.add_argument("--sweep", default="latest", help="a sweep_id, 'latest' (default) or 'all'")
+    parser.add_argument("--output-dir", default="outputs", help="the harness's paths.output_dir (default: outputs)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of the config)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: tracking.uri of the config)")
+    parser.add_argument("--out", help="report directory (default: <output-dir>/reports/<sweep_id or all>)")
+    parser.add_argument(
+        "--baseline",
+        help="KEY=VALUE of the runs each group is compared with, paired by seed (default: the seeds-until "
+        f"sweeper's baseline for such a sweep, else {DEFAULT_BASELINE.key}={DEFAULT_BASELINE.value}; "
+        "e.g. trainer.precision=float32)",
+    )
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs with this config value or tag (repeatable), e.g. accelerator=cpu, backend=jax",
+    )
+    parser.add_argument("--ui-url", help=f"MLflow UI for the links (default: the tracking server, else {UI_URL})")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.output_dir)
+    tracking_uri = args.tracking_uri or cfg.tracking.uri
+    experiment = args.experiment or cfg.tracking.experiment
+    try:
+        if args.baseline is not None:
+            parse_baseline(args.baseline)  # a typo stops here, before the store is read
+        run_set = select_runs(fetch_runs(tracking_uri, experiment, args.sweep), parse_where(args.where))
+        until_baseline = (run_set.until or {}).get("baseline")
+        baseline = parse_baseline(args.baseline or until_baseline or DEFAULT_BASELINE.override)
+    except ValueError as exc:
+        print(f"Error: --{exc}", file=sys.stderr)
+        return 2
+    except ReportError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
+    files = write_report(run_set, tracking_uri, experiment, out, baseline, args.ui_url or ui_url_for(tracking_uri))
+    if run_set.parent_run_id:
+        MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_set.parent_run_id, str(out), "report")
+    print(files["report.md"].read_text().split("\n![", 1)[0])
+    print(f"Report of {run_set.label!r} written to {out}/ ({', '.join(sorted(p.name for p in files.values()))})")
+    return 0

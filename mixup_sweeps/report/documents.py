@@ -1,0 +1,169 @@
+"""The report's documents: summary.csv and runs.csv, report.md, and report.html (a Jinja2 template, autoescaped)
+with links into the MLflow UI; `write_report` writes them all, with the figures, for one set of runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from mixup_sweeps.report.figures import PLOTS, plot_accuracy_vs_alpha, plot_learning_curves
+from mixup_sweeps.report.store import RunSet, metric_histories
+from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
+from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, missing
+from mixup_sweeps.tracking import UI_URL, ui_runs_link
+
+NO_INTERVAL = "1 seed: no interval"
+RUN_METRICS = ("test_accuracy", "test_loss", "test_ece", "test_nll", "val_accuracy", "train_images_per_second")
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("mixup_sweeps.report", "templates"),
+    autoescape=True,  # every value is text: a label or a run name cannot inject markup
+    keep_trailing_newline=True,
+)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if missing(value):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as people read it: mean ± std, [CI], delta vs baseline and whether its CI excludes 0."""
+    out = pd.DataFrame({"group": summary["label"], "n": summary["n"]})
+    one = summary["n"] < 2
+
+    def spread(metric: str) -> list[str]:
+        return [
+            _fmt(m) if single else f"{_fmt(m)} ± {_fmt(s)}"
+            for m, s, single in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], one)
+        ]
+
+    out["test acc"] = spread("test_accuracy")
+    out["95% CI"] = [
+        NO_INTERVAL if single else ("n/a" if missing(lo) else f"[{lo:.4f}, {hi:.4f}]")
+        for lo, hi, single in zip(summary["test_accuracy_ci_low"], summary["test_accuracy_ci_high"], one)
+    ]
+    out["test ECE"] = spread("test_ece")
+    out["test NLL"] = [_fmt(v) for v in summary["test_nll_mean"]]
+    out["best val acc (epoch)"] = [
+        f"{_fmt(v)} ({e})" for v, e in zip(summary["best_val_accuracy"], summary["best_val_epoch"])
+    ]
+    out["s/epoch"] = [_fmt(v, 2) for v in summary["mean_epoch_seconds"]]
+    out["Δ acc vs baseline (pairs)"] = [
+        "" if missing(d) else f"{d:+.4f} ({n})" for d, n in zip(summary["delta_vs_baseline"], summary["delta_pairs"])
+    ]
+    out["Δ 95% CI"] = [
+        "" if missing(d) else (NO_INTERVAL if n < 2 else f"[{lo:+.4f}, {hi:+.4f}]")
+        for d, lo, hi, n in zip(
+            summary["delta_vs_baseline"], summary["delta_ci_low"], summary["delta_ci_high"], summary["delta_pairs"]
+        )
+    ]
+    out["CI excludes 0"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant"]]
+    ece = zip(*(summary[f"ece_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
+    out["Δ ECE [95% CI]"] = [
+        "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in ece
+    ]
+    out["seeds for ±0.005 / ±0.01"] = [
+        "" if missing(a) else f"{a:.0f} / {b:.0f}"
+        for a, b in zip(summary[f"seeds_for_{SEEDS_FOR[0]}"], summary[f"seeds_for_{SEEDS_FOR[1]}"])
+    ]
+    return out
+
+
+def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
+    """The answer, one line per compared group: better / worse / no detectable difference (Δ, interval, seeds)."""
+    against = baseline.name
+    lines = []
+    for _, row in summary.iterrows():
+        d, n = row["delta_vs_baseline"], int(row["delta_pairs"])
+        if missing(d):
+            continue
+        if n < 2:
+            lines.append(f"{row['label']}: {NO_INTERVAL} vs {against} (Δ test accuracy {d:+.4f}, 1 seed)")
+            continue
+        lo, hi = row["delta_ci_low"], row["delta_ci_high"]
+        word = "better than" if lo > 0 else "worse than" if hi < 0 else "no detectable difference vs"
+        lines.append(f"{row['label']}: {word} {against} (Δ test accuracy {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
+                     f"{n} seeds)")  # fmt: skip
+    return lines
+
+
+def _run_links(ui_url: str, experiment_id: str, runs: pd.DataFrame) -> dict[str, Any]:
+    """A group's runs in the MLflow UI: the compare page of all of them, and each run by its seed."""
+    base = ui_url.rstrip("/")
+    if SEED in runs:
+        runs = runs.sort_values(SEED)
+    ids = list(runs["run_id"])
+    compare = f"{base}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([experiment_id])}"
+    texts = [f"seed {s}" for s in runs[SEED]] if SEED in runs else ["run"] * len(ids)
+    links = [{"href": f"{base}/#/experiments/{experiment_id}/runs/{r}", "text": t} for r, t in zip(ids, texts)]
+    return {"compare": compare, "runs": links}
+
+
+def write_report(
+    run_set: RunSet,
+    tracking_uri: str,
+    experiment: str,
+    out: Path,
+    baseline: Baseline = DEFAULT_BASELINE,
+    ui_url: str = UI_URL,
+) -> dict[str, Path]:
+    """Statistics, tables, figures and documents of `run_set`, written under `out`; returns the files by name."""
+    baseline = Baseline(*baseline)
+    runs = run_set.runs
+    keys = group_keys(runs, run_set.params)
+    curves = metric_histories(tracking_uri, list(runs["run_id"]), "val_accuracy")
+    seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
+    summary = summarize(runs, keys, curves, seconds, baseline, run_set.until)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
+    summary.to_csv(files["summary.csv"], index=False)
+    seed_column = [SEED] if SEED in runs else []
+    table = runs[["run_id", "run_name", *keys, *seed_column, *(c for c in RUN_METRICS if c in runs)]].copy()
+    table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
+    table.sort_values([*keys, *seed_column]).to_csv(files["runs.csv"], index=False)
+    labelled = runs.merge(summary[[*keys, "label"]], on=keys, how="left") if keys else runs.assign(label="all runs")
+    plot_accuracy_vs_alpha(summary, keys, files["accuracy_vs_alpha.png"])
+    plot_learning_curves(labelled, curves, files["learning_curves.png"])
+
+    answer = verdicts(summary, baseline)
+    link = ui_runs_link(run_set.experiment_id, ui_url)
+    left = ", ".join(f"{n} {s}" for s, n in sorted(run_set.left_out.items())) or "none"
+    until = run_set.until
+    stein = f" (Stein's two-stage interval for Δ: first {until['min_seeds']} seeds' spread)" if until else ""
+    details = [
+        f"Experiment {experiment}, sweep {run_set.label}, store {tracking_uri}.",
+        f"{len(runs)} FINISHED runs; left out (not FINISHED): {left}. "
+        f"Grouped by: {', '.join(keys) or 'nothing varies'}; replicates: {SEED}.",
+        "CI: Student t, 95 %" + stein
+        + f"; Δ: paired over the seeds present in both, against the baseline {baseline.key}={baseline.value}. "
+        "Seeds for ±h: n = ceil((t(pairs − 1) · s / h)²) from the observed paired spread s.",
+    ]  # fmt: skip
+    md = [f"# Report: {run_set.label}", "", "## Answer", "", *(f"- {line}" for line in answer or ["no comparison"])]
+    md += ["", *details, f"Runs in the MLflow UI: {link}", ""]
+    html_tables = []
+    for table_key, rows in tables(summary):
+        title = " / ".join(f"{k}={v}" for k, v in zip(TABLE_KEYS, table_key)) or "all runs"
+        shown = display_table(rows)
+        md += [f"## {title}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
+        html_rows = [
+            {
+                "cells": [str(v) for v in cells],
+                **_run_links(ui_url, run_set.experiment_id, runs[matches(runs, row, keys)]),
+            }
+            for cells, (_, row) in zip(shown.itertuples(index=False), rows.iterrows())
+        ]
+        html_tables.append({"title": title, "columns": list(shown.columns), "rows": html_rows})
+    images = [{"name": name, "data": base64.b64encode(files[name].read_bytes()).decode()} for name in PLOTS]
+    md += [line for name in PLOTS for line in (f"![{name}]({name})", "")]
+    files["report.md"].write_text("\n".join(md))
+    page = _TEMPLATES.get_template("report.html.j2").render(
+        label=run_set.label, answer=answer, details=details, ui_link=link, tables=html_tables, images=images
+    )
+    files["report.html"].write_text(page)
+    return files
