@@ -19,7 +19,7 @@ apt_install = if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
 	else echo "Please install the Debian package $(1): apt-get install $(1)"; fi
 
-.PHONY: setup data browser postgres run report test lint clean
+.PHONY: setup data browser postgres run report test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,9 +64,19 @@ test: data browser postgres
 	echo "HOME=$$home (throw-away) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)"; \
 	env $(FRESH_ENV) HOME="$$home" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# The edit loop: everything but the slow end-to-end tests (about a minute). `make test` stays everything.
+test-fast:
+	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
+
+# ruff (lint and format) and mypy over the package (settings in pyproject.toml); CI runs it before the tests.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf .venv .venv-gpu outputs/*/ outputs/mlflow.db

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mixup_sweeps.config import flatten, load_config
 
 TARGET_SECONDS = 10.0
-EXPERIMENT = "mixup-fashion-mnist"
+EXPERIMENT = load_config("outputs").tracking.experiment
 VARIANTS = [("none", None), ("mixup", 0.1), ("mixup", 0.2), ("mixup", 0.4), ("mixup", 1.0)]
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     # Reference: reading the same runs the plain way, with mlflow.search_runs, vs the report's reader.
     import mlflow
 
-    from mixup_sweeps import report
+    from mixup_sweeps.report import store
 
     mlflow.set_tracking_uri(uri)
     experiment_id = MlflowClient(uri).get_experiment_by_name(EXPERIMENT).experiment_id
@@ -96,9 +96,9 @@ def main() -> None:
     reference = mlflow.search_runs([experiment_id], max_results=1_000_000)
     search_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    ours = report.runs_frame(MlflowClient(uri), experiment_id)
+    ours = store.runs_frame(MlflowClient(uri), experiment_id)
     ours_seconds = time.perf_counter() - started
-    print(f"reading {len(reference)} runs: mlflow.search_runs {search_seconds:.2f} s | report.runs_frame "
+    print(f"reading {len(reference)} runs: mlflow.search_runs {search_seconds:.2f} s | report.store.runs_frame "
           f"{ours_seconds:.2f} s ({len(ours)} runs)")  # fmt: skip
 
 

@@ -53,6 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
+    from mixup_sweeps.config import load_config
+
     print(f"{os.cpu_count()} CPUs")
     for flag in ("--help", "--cfg job"):
         times = [cli(*flag.split()) for _ in range(3)]
@@ -64,7 +66,8 @@ def main() -> None:
         quick = [f"dataset.train_size={args.train_size}", f"trainer.epochs={args.epochs}"]
         wall = cli(*quick, f"paths.output_dir={tmp}/single")
         client = MlflowClient(f"sqlite:///{tmp}/single/mlflow.db")
-        (run,) = client.search_runs([client.get_experiment_by_name("mixup-fashion-mnist").experiment_id])
+        experiment = load_config(f"{tmp}/single").tracking.experiment
+        (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
         epochs = sum(m.value for m in client.get_metric_history(run.info.run_id, "epoch_seconds"))
         in_job = (run.info.end_time - run.info.start_time) / 1000 - epochs
         print(f"single run ({args.train_size} images, {args.epochs} epochs): process {wall:.1f} s, "

@@ -77,8 +77,9 @@ def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: P
     from omegaconf import OmegaConf
 
     from mixup_sweeps import augment, data, models, train
+    from mixup_sweeps.config import load_config
 
-    ds = data.load()
+    ds = data.load(load_config(cache).dataset)  # the default dataset config: all 58,000 images
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
     weights = models.create_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
     keras.utils.set_random_seed(seed)

@@ -147,7 +147,7 @@ class TrainingStream(keras.utils.PyDataset):
         plan = self.plan(epoch)
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         images = self.split.images[plan.order[rows]]
-        if plan.partner is None:
+        if plan.partner is None or plan.mix is None:
             return (images,), plan.labels[rows]
         return (images, self.split.images[plan.partner[rows]], plan.mix[rows]), plan.labels[rows]
 
@@ -224,5 +224,5 @@ def preview(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` training examples of epoch 0 as the model sees them (samples.png), mixed by `MixImages`."""
     inputs, labels = TrainingStream(split, aug, batch_size, num_classes, seed).batch(0, 0)
-    inputs = [x[:count] for x in inputs]
-    return ops.convert_to_numpy(MixImages(aug.name)(inputs)), labels[:count]
+    first = [x[:count] for x in inputs]
+    return ops.convert_to_numpy(MixImages(aug.name)(first)), labels[:count]

@@ -236,7 +236,7 @@ def _reject_unknown_keys(cfg: DictConfig, aug_schema: type) -> None:
         allowed = {f.name for f in fields(schema)}
         for key in node.keys():
             if key not in allowed and key != "hydra":
-                full = f"{prefix}.{key}" if prefix else str(key)
+                full = f"{prefix}.{key!s}" if prefix else str(key)
                 raise ConfigError(f"Unknown key {full}: allowed {prefix or 'top-level'} keys are {sorted(allowed)}")
 
 

@@ -45,7 +45,7 @@ def run_job(cfg: DictConfig) -> float:
     from mixup_sweeps import data, tracking
 
     dataset = data.load(cfg.dataset, cfg.seed)
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg: DictConfig = HydraConfig.get()  # type: ignore[assignment]  # a DictConfig at run time
     client, experiment_id = tracking.connect(cfg.tracking)
     parent, name = _place_in_sweep(hydra_cfg, client, experiment_id)
     output_dir = Path(cfg.paths.output_dir).resolve()

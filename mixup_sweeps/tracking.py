@@ -144,7 +144,7 @@ REUSED_IN_SWEEP = "reused_in_sweep."  # + sweep_id: a FINISHED run of another sw
 def mark_reused(client: MlflowClient, run: Run, parent: Run | None) -> None:
     """A sweep that skips a job because an earlier sweep finished it counts that run as its own (report)."""
     sweep_id = parent.data.tags.get("sweep_id") if parent is not None else None
-    if sweep_id and run.data.tags.get("sweep_id") != sweep_id:
+    if parent is not None and sweep_id and run.data.tags.get("sweep_id") != sweep_id:
         client.set_tag(run.info.run_id, REUSED_IN_SWEEP + sweep_id, parent.info.run_id)
 
 

@@ -145,6 +145,24 @@ def test_variants_sweeper_command_line_replaces_preset_params_and_until_needs_a_
     assert sweeper._baseline(("x=1", "aug=mixup"), [("x=1", "aug=mixup"), ("x=1", "aug=none")]) == ("x=1", "aug=none")
 
 
+def test_seeds_until_pairs_with_any_baseline_the_report_accepts():
+    """`hydra.sweeper.until.baseline` uses the report's rule (sweep.baselines_of): here float32 vs bfloat16."""
+    from hydra_plugins.mixup_sweeps_variants.variants_sweeper import VariantsSweeper
+
+    until = {"half_width": 0.01, "baseline": "trainer.precision=float32"}
+    sweeper = VariantsSweeper(max_batch_size=None, variants=[["aug=none"], ["aug=mixup"]], until=until)
+    groups = [(f"trainer.precision={p}", a) for p in ("float32", "mixed_bfloat16") for a in ("aug=none", "aug=mixup")]
+    assert sweeper._baseline(groups[3], groups) == groups[1]  # bf16 mixup <- float32 mixup, not <- none
+    assert sweeper._baseline(groups[2], groups) == groups[0]
+    assert sweeper._baseline(groups[0], groups) is None
+    with pytest.raises(ConfigError, match="add trainer.precision=float32"):
+        sweeper._baseline(groups[3], groups[2:])
+    with pytest.raises(ConfigError, match="hydra.sweeper.until.baseline 'precision': expected KEY=VALUE"):
+        VariantsSweeper(max_batch_size=None, until={"half_width": 0.01, "baseline": "precision"})._baseline(
+            groups[3], groups
+        )
+
+
 def test_server_tracking_without_uri_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):

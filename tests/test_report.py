@@ -184,6 +184,26 @@ def test_sql_fast_path_reads_the_same_as_the_client(known_store):
     assert [tuple(row) for row in fast_curves.itertuples(index=False)] == sorted(expected)
 
 
+def test_a_changed_mlflow_schema_falls_back_to_the_client_with_one_warning(known_store, monkeypatch, caplog):
+    """A new MLflow that renames a table the fast path reads: the report still reads everything, and says why."""
+    uri, client, exp_id, tmp_path = known_store
+    expected = store.runs_frame(client, exp_id).set_index("run_id").sort_index()
+    curves = store.metric_histories(uri, list(expected.index), "val_accuracy").sort_values(["run_id", "step"])
+    monkeypatch.setitem(store.SQL_TABLES, "latest_metrics", "latest_metrics_v2")
+    monkeypatch.setitem(store.SQL_TABLES, "metrics", "metrics_v2")
+    with caplog.at_level("WARNING", logger=store.__name__):
+        read = store.runs_frame(client, exp_id).set_index("run_id").sort_index()
+        read_curves = store.metric_histories(uri, list(expected.index), "val_accuracy").sort_values(["run_id", "step"])
+    assert sorted(read.columns) == sorted(expected.columns) and list(read.index) == list(expected.index)
+    assert read["metrics.test_accuracy"].astype(float).equals(expected["metrics.test_accuracy"].astype(float))
+    assert read_curves.reset_index(drop=True).equals(curves.reset_index(drop=True).astype(read_curves.dtypes))
+    warnings = [r.getMessage() for r in caplog.records if r.name == store.__name__]
+    assert len(warnings) == 2 and all("search_runs" in w and "no such table" in w for w in warnings)
+    assert "latest_metrics_v2" in warnings[0] and "metrics_v2" in warnings[1]
+    files = report.write_report(report.fetch_runs(uri, EXPERIMENT, "latest"), uri, EXPERIMENT, tmp_path / "fallback")
+    assert pd.read_csv(files["summary.csv"])["n"].sum() == 9
+
+
 def test_baseline_option_pairs_precisions_on_accuracy_and_ece(tmp_path):
     """--baseline trainer.precision=float32: each other precision against float32 with the same aug, by seed."""
     uri, client, exp_id = new_store(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -71,3 +72,32 @@ def test_the_report_ends_ghost_runs_too(tmp_path):
 def _own_process() -> tuple[int, str]:
     tags = liveness.process_tags()
     return int(tags[liveness.PID_TAG]), tags[liveness.PROCESS_TAG]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mixup_sweeps import liveness
+with liveness.file_lock(Path(sys.argv[1]), 5, "a test"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_lock_held_too_long_names_the_file_and_its_holder(tmp_path):
+    lock = tmp_path / "store.db.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(liveness.LockTimeout) as caught:
+            with liveness.file_lock(lock, 0.5, "the MLflow store"):
+                pass
+        message = str(caught.value)
+        assert str(lock) in message and f"process {holder.pid} on {socket.gethostname()}" in message
+        assert "0.5 s" in message and "\n" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+    with liveness.file_lock(lock, 0.5, "the MLflow store"):  # a dead holder's lock is free at once
+        assert (tmp_path / "store.db.lock.owner").read_text() == f"process {os.getpid()} on {socket.gethostname()}"
+    assert not (tmp_path / "store.db.lock.owner").exists()

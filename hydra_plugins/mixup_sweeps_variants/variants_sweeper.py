@@ -105,7 +105,7 @@ class VariantsSweeper(BasicSweeper):
         from mixup_sweeps.sweep import SEED
 
         until = self.until
-        assert until.half_width is not None
+        assert until.half_width is not None and self.hydra_context is not None and self.config is not None
         if not (until.half_width > 0 and 2 <= until.min_seeds <= until.max_seeds):
             raise ConfigError(  # one line, no traceback (a compact Hydra exception)
                 f"hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
@@ -187,6 +187,7 @@ class VariantsSweeper(BasicSweeper):
         jobs = self._with_progress([[*group, f"{SEED}={seed}"] for group, seed in pairs], first_index)
         log.info("Seeds until precise, stage %d: %d jobs", stage, len(jobs))
         self.validate_batch_is_legal(jobs)
+        assert self.launcher is not None
         returns = self.launcher.launch(jobs, initial_job_idx=first_index)
         for pair, ret in zip(pairs, returns):
             results[pair] = float(ret.return_value)  # a failed job raises here

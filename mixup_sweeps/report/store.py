@@ -78,22 +78,33 @@ def runs_frame(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
 
 
 def _schema_errors() -> tuple[type[BaseException], ...]:
+    """What a query on tables or columns that are not there raises (pandas wraps SQLAlchemy's errors)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    return SQLAlchemyError, KeyError
+    return SQLAlchemyError, pd.errors.DatabaseError, KeyError
+
+
+_WARNED: set[str] = set()
 
 
 def _schema_changed(exc: BaseException) -> None:
     """One warning line when MLflow's tables are not what the SQL fast path reads: the slow path still works."""
     import mlflow
 
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    root = exc
+    while root.__cause__ is not None:  # pandas wraps SQLAlchemy's error, which wraps the database's own
+        root = root.__cause__
+    lines = str(getattr(root, "orig", None) or root).strip().splitlines()
+    cause = lines[0][:200] if lines else type(root).__name__
+    if cause in _WARNED:
+        return  # once per cause and process: a report reads several metrics
+    _WARNED.add(cause)
     log.warning(
         "the report's SQL fast path does not match this MLflow's store schema (MLflow %s: %s); reading through "
         "MlflowClient.search_runs instead (slower on large sweeps: the fast path in mixup_sweeps/report/store.py "
         "needs updating)",
         mlflow.__version__,
-        first[:200],
+        cause,
     )
 
 
