@@ -97,7 +97,7 @@ def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: P
         model, steps_per_execution = network, spe
         stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
     else:
-        model, steps_per_execution = augment.training_model(network, aug_cfg), spe
+        model, steps_per_execution = augment.training_model(network, aug_cfg.name), spe
         stream = augment.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
         callbacks.append(stream.epoch_callback())
     model.compile(optimizer=train.make_optimizer(0.001, precision), loss="categorical_crossentropy",

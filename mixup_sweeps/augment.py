@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -169,6 +170,25 @@ class EpochCallback(keras.callbacks.Callback):
         self.stream.epoch = epoch
 
 
+PACKED = "packed"  # MixImages for any aug: (images, partners, lambda, box), so members of a pack share a program
+
+
+def packed_arrays(plan: EpochPlan) -> tuple[np.ndarray, ...]:
+    """An epoch plan in the one input form every aug shares (`PACKED`): order, partner, lambda, box, labels.
+
+    none: its own image as partner with lambda 1 and no box; mixup: lambda, no box; cutmix: lambda 1 and its
+    box. With lambda 1 and an empty box, `MixImages(PACKED)` gives back the image exactly (x·1 + y·0 = x).
+    """
+    n = len(plan.order)
+    lam, box = np.ones(n, np.float32), np.zeros((n, 4), np.float32)
+    partner = plan.order if plan.partner is None else plan.partner
+    if plan.mix is not None and plan.mix.ndim == 2:
+        box = plan.mix
+    elif plan.mix is not None:
+        lam = plan.mix
+    return plan.order, partner, lam, box, plan.labels
+
+
 class MixImages(keras.layers.Layer):
     """In the train step: uint8 images -> [0, 1] floats, mixed with their partners by lambda or CutMix box."""
 
@@ -179,29 +199,42 @@ class MixImages(keras.layers.Layer):
     def call(self, inputs: list) -> object:
         if self.aug_name == "none":
             return ops.cast(inputs[0], "float32") / 255.0
+        if self.aug_name == PACKED:
+            images, partners, lam, box = (ops.cast(x, "float32") for x in inputs)
+            images, partners, lam = images / 255.0, partners / 255.0, ops.reshape(lam, (-1, 1, 1, 1))
+            return ops.where(self._pasted(images, box), partners, images * lam + partners * (1.0 - lam))
         images, partners, mix = (ops.cast(x, "float32") for x in inputs)
         images, partners = images / 255.0, partners / 255.0
         if self.aug_name == "mixup":
             lam = ops.reshape(mix, (-1, 1, 1, 1))
             return images * lam + partners * (1.0 - lam)
+        return ops.where(self._pasted(images, mix), partners, images)
+
+    @staticmethod
+    def _pasted(images: Any, box: Any) -> Any:
+        """Where each image takes its partner's pixel: inside its box (y0 <= row < y1, x0 <= col < x1)."""
         rows = ops.reshape(ops.arange(ops.shape(images)[1], dtype="float32"), (1, -1, 1, 1))
         cols = ops.reshape(ops.arange(ops.shape(images)[2], dtype="float32"), (1, 1, -1, 1))
-        y0, y1, x0, x1 = (ops.reshape(mix[:, i], (-1, 1, 1, 1)) for i in range(4))
-        pasted = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
-        return ops.where(pasted, partners, images)
+        y0, y1, x0, x1 = (ops.reshape(box[:, i], (-1, 1, 1, 1)) for i in range(4))
+        return (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "aug_name": self.aug_name}
 
 
-def training_model(network: keras.Model, aug: DictConfig) -> keras.Model:
-    """`network` behind the mixing step: what `fit` trains (it shares the network's weights)."""
+def training_model(network: keras.Model, aug_name: str) -> keras.Model:
+    """`network` behind the mixing step: what `fit` trains (it shares the network's weights). `aug_name` is
+    cfg.aug.name, or `PACKED` for the input form every aug shares (`packed_arrays`)."""
     image_shape = tuple(network.input_shape[1:])
     inputs = [keras.Input(image_shape, dtype="uint8", name="images")]
-    if aug.name != "none":
+    if aug_name == PACKED:
         inputs.append(keras.Input(image_shape, dtype="uint8", name="partners"))
-        inputs.append(keras.Input((4,) if aug.name == "cutmix" else (), dtype="float32", name="mix"))
-    return keras.Model(inputs, network(MixImages(aug.name)(inputs)), name=f"{network.name}_{aug.name}")
+        inputs.append(keras.Input((), dtype="float32", name="lam"))
+        inputs.append(keras.Input((4,), dtype="float32", name="box"))
+    elif aug_name != "none":
+        inputs.append(keras.Input(image_shape, dtype="uint8", name="partners"))
+        inputs.append(keras.Input((4,) if aug_name == "cutmix" else (), dtype="float32", name="mix"))
+    return keras.Model(inputs, network(MixImages(aug_name)(inputs)), name=f"{network.name}_{aug_name}")
 
 
 def unmixed_inputs(split: Split, aug: DictConfig, num_classes: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:

@@ -20,7 +20,7 @@ import sys
 GPU_SHARING_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a CPU is deterministic anyway)
 # The harness's modules that hold Keras objects at import time: imported anew after a backend switch.
-KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train")
+KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train", "mixup_sweeps.packed")
 
 log = logging.getLogger(__name__)
 # TensorFlow's op determinism is process-wide and has no public switch back; kept here, in the module a

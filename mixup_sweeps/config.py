@@ -196,6 +196,23 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What jobs of one packed program may differ in: data, not program shape (hydra/launcher=packed).
+PACK_MEMBER_KEYS = ("seed", "aug.", "dataset.label_noise", "trainer.learning_rate")
+
+
+def program_key(cfg: DictConfig) -> str:
+    """Jobs with the same key compile to the same packed program (model, shapes, epochs, batch, precision,
+    steps per call, data, backend) and may share a pack: they differ at most in `PACK_MEMBER_KEYS`."""
+    task = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"]) if "hydra" in cfg else cfg
+    program = ("trainer.steps_per_execution",)  # plumbing for the fingerprint, but the length of a compiled call
+    shape = {
+        key: value
+        for key, value in flatten(task).items()
+        if not key.startswith(PACK_MEMBER_KEYS) and (key in program or not key.startswith(PLUMBING_PREFIXES))
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class OutputDirCheck(Callback):
     """Hydra callback: stop with one line, before Hydra creates its directories, if paths.output_dir is unusable.
 

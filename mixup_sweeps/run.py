@@ -36,11 +36,26 @@ if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend,
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
 log = logging.getLogger("mixup_sweeps")
+PACK_TAG = "pack_members"  # on a JAX run: how many jobs its packed program trained (1: alone)
 register_configs()
 
 
 def run_job(cfg: DictConfig) -> float:
     """One job, in order: check -> data -> skip / resume / start -> train -> artifacts; returns test accuracy."""
+    job = open_job(cfg)
+    if not isinstance(job, Job):
+        return job  # skipped: the test accuracy its FINISHED run recorded
+    (outcome,) = execute([job])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def open_job(cfg: DictConfig) -> Job | float:
+    """check -> data -> skip / resume / start: the job with its open MLflow run, or a skipped job's test accuracy.
+
+    Bad input stops here with one line, before anything is recorded. Runs inside the job's Hydra context.
+    """
     validate(cfg)
     from mixup_sweeps import data, tracking
 
@@ -66,7 +81,7 @@ def run_job(cfg: DictConfig) -> float:
     run_id = _open_run(decision, client, experiment_id, cfg, dataset, name, parent, backup_dir)
     parent_run_id = parent.info.run_id if parent is not None else None
     job_dir = Path(hydra_cfg.runtime.output_dir)
-    return _execute(Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir))
+    return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir)
 
 
 def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: str) -> tuple[Run | None, str]:
@@ -138,24 +153,74 @@ def _open_run(
     return run_id
 
 
-def _execute(job: Job) -> float:
-    """Train and record inside the run; any exception (a signal included) ends the run FAILED or KILLED."""
-    from mixup_sweeps import tracking
+def execute(jobs: list[Job]) -> list[float | BaseException]:
+    """Train the jobs and record each: a TensorFlow job with Keras's `fit`, JAX jobs as one packed program
+    (`packed`; a lone JAX job is a pack of one). A job that fails ends its run FAILED (KILLED on a signal)
+    with its traceback and comes back as its exception; the others go on. A signal or a crash of the
+    program itself ends every open run and is raised."""
     from mixup_sweeps.train import INTERRUPTS
 
     started = time.perf_counter()
+    outcomes: dict[int, float | BaseException] = {}
     restore_signals = INTERRUPTS.install()
     try:
-        test_accuracy = _train_and_log(job)
-    except BaseException as exc:
-        tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
-        log.error("FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started, type(exc).__name__, exc)
+        ready: list[tuple[int, Path]] = []
+        for i, job in enumerate(jobs):
+            try:
+                ready.append((i, _before_training(job)))
+            except Exception as exc:
+                outcomes[i] = _failed(job, exc, started)
+        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready]) if ready else []
+        for (i, _), result in zip(ready, results):
+            job = jobs[i]
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                _record_results(job, result)
+                job.client.set_terminated(job.run_id, "FINISHED")
+                outcomes[i] = result.test_accuracy
+                log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)",
+                         job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
+            except Exception as exc:
+                outcomes[i] = _failed(job, exc, started)
+    except BaseException as exc:  # an interrupt, or the program failed: no run may stay RUNNING
+        for i, job in enumerate(jobs):
+            if i not in outcomes:
+                outcomes[i] = _failed(job, exc, started)
         raise
     finally:
         restore_signals()
-    seconds = time.perf_counter() - started
-    log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)", job.name, test_accuracy, seconds, job.run_id)
-    return test_accuracy
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def _failed(job: Job, exc: BaseException, started: float) -> BaseException:
+    from mixup_sweeps import tracking
+
+    tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
+    log.error("FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started, type(exc).__name__, exc)
+    return exc
+
+
+def _train(jobs: list[Job], initial_weights: list[Path]) -> list[TrainResult | BaseException]:
+    """Each job's training result, or the exception that ended it alone (a diverged loss in a pack)."""
+    from mixup_sweeps import tracking, train
+
+    def on_epoch(job: Job) -> train.EpochHook:
+        return lambda epoch, metrics: tracking.log_metrics(job.client, job.run_id, metrics, epoch)
+
+    if jobs[0].cfg.backend != "jax":
+        (job,), (weights,) = jobs, initial_weights
+        return [train.train(job.cfg, job.dataset, weights, on_epoch(job), backup_dir=job.backup_dir)]
+    from mixup_sweeps import packed
+
+    members = [
+        packed.Member(job.cfg, job.dataset, weights, on_epoch(job), job.backup_dir)
+        for job, weights in zip(jobs, initial_weights)
+    ]
+    for job in jobs:
+        job.client.set_tag(job.run_id, PACK_TAG, str(len(jobs)))
+    packed.train_pack(members)
+    return [member.result or member.error or RuntimeError("pack ended without a result") for member in members]
 
 
 @dataclass
@@ -176,8 +241,8 @@ class Job:
         self.client.log_artifact(self.run_id, str(path), folder)
 
 
-def _train_and_log(job: Job) -> float:
-    """shared initial weights -> inputs on record -> training -> test results and artifacts -> FINISHED."""
+def _before_training(job: Job) -> Path:
+    """Tags, shared initial weights, the inputs on record, epochs saved but not yet logged; the weights file."""
     import keras
 
     from mixup_sweeps import backends, tracking, train
@@ -190,16 +255,7 @@ def _train_and_log(job: Job) -> float:
     _record_inputs(job)
     for epoch, metrics in _epochs_saved_but_not_logged(job):  # killed between its backup and MLflow
         tracking.log_metrics(job.client, job.run_id, metrics, epoch)
-    result = train.train(
-        job.cfg,
-        job.dataset,
-        weights,
-        on_epoch=lambda epoch, m: tracking.log_metrics(job.client, job.run_id, m, epoch),
-        backup_dir=job.backup_dir,
-    )
-    _record_results(job, result)
-    job.client.set_terminated(job.run_id, "FINISHED")
-    return result.test_accuracy
+    return weights
 
 
 def _job_initial_weights(job: Job) -> Path:
@@ -266,7 +322,7 @@ def _record_results(job: Job, result: TrainResult) -> None:
     job.log_artifact(plots.save_curves(result.history, job.job_dir / "curves.png", title=job.name))
     job.log_artifact(plots.save_reliability(result.test_reliability, job.job_dir / "reliability.png", title=job.name))
     model_path = job.job_dir / "model.weights.h5"
-    result.model.save_weights(model_path)
+    result.save_weights(model_path)
     job.log_artifact(model_path)
 
 

@@ -170,7 +170,7 @@ def completed_epochs(backup_dir: Path) -> list[dict[str, float]]:
 
 @dataclass
 class TrainResult:
-    model: keras.Model
+    save_weights: Callable[[Path], None]  # writes the trained network's weights (.weights.h5)
     history: list[dict[str, float]]
     test_loss: float  # categorical cross-entropy on the test set, i.e. the negative log-likelihood
     test_accuracy: float
@@ -203,7 +203,7 @@ def train(
     input_shape = tuple(cfg.dataset.image_shape)
     network = models.build_model(cfg.model, input_shape, num_classes, precision=trainer.precision)
     network.load_weights(initial_weights)
-    model = augment.training_model(network, cfg.aug)  # uint8 batches -> mixing -> network
+    model = augment.training_model(network, cfg.aug.name)  # uint8 batches -> mixing -> network
     model.compile(
         optimizer=make_optimizer(trainer.learning_rate, trainer.precision),
         loss="categorical_crossentropy",
@@ -245,7 +245,7 @@ def train(
     test_labels = dataset.test.labels.astype(int)
     images = len(dataset.train) * epoch_metrics.epochs_run
     return TrainResult(
-        model=network,
+        save_weights=network.save_weights,
         history=epoch_metrics.history,
         test_loss=calibration.negative_log_likelihood(probabilities, test_labels),
         test_accuracy=float(np.mean(probabilities.argmax(axis=1) == test_labels)),

@@ -1,0 +1,115 @@
+"""`hydra/launcher=packed`: the jobs of a launch that share a program shape, trained as one vmapped program.
+
+Hydra composes every job of the launch as the basic launcher does (its own job directory, `.hydra/` files,
+callbacks). Jobs whose compiled program is the same (`mixup_sweeps.config.program_key`: everything but seed,
+aug, dataset.label_noise and trainer.learning_rate) are grouped, at most `pack_size` per pack; each job is
+checked and opened as usual (skip / resume / start, its own MLflow child run), then the pack trains its
+members at once (`mixup_sweeps.run.execute`) and each member is recorded as an ordinary run. A job that fits
+no pack runs as it would with the basic launcher. Packing needs backend=jax.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from mixup_sweeps.config import ConfigError, program_key
+
+log = logging.getLogger(__name__)
+
+# Members per program. The vmapped CNN's throughput on an H100 levels off at 64 members (12.4 model-epochs/s,
+# 13.0 at 256; shared/probes/vmap_pack_probe.py), while memory grows with each member; 64 leaves most of a GPU
+# free. On a CPU a pack is as fast per model-epoch as its members one by one (docs/benchmarks.md).
+DEFAULT_PACK_SIZE = 64
+
+
+@dataclass
+class PackedLauncherConf:
+    _target_: str = "hydra_plugins.mixup_sweeps_packed.packed_launcher.PackedLauncher"
+    pack_size: int = DEFAULT_PACK_SIZE
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
+
+
+class PackedLauncher(Launcher):
+    def __init__(self, pack_size: int = DEFAULT_PACK_SIZE) -> None:
+        super().__init__()
+        self.pack_size = pack_size
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        if not (isinstance(self.pack_size, int) and self.pack_size >= 1):
+            raise ConfigError(f"Invalid value hydra.launcher.pack_size={self.pack_size!r}: must be an integer >= 1")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            if sweep_config.get("backend") != "jax":
+                raise ConfigError(
+                    f"hydra/launcher=packed trains Keras-JAX programs: set backend=jax (job #{idx} has "
+                    f"backend={sweep_config.get('backend')})"
+                )
+            configs.append((idx, sweep_config))
+        packs: dict[str, list[tuple[int, DictConfig]]] = {}
+        for idx, sweep_config in configs:
+            packs.setdefault(program_key(sweep_config), []).append((idx, sweep_config))
+        size = self.pack_size
+        chunks = [members[i : i + size] for members in packs.values() for i in range(0, len(members), size)]
+        log.info("Launching %d jobs as %d packed programs (pack_size %d)", len(configs), len(chunks), self.pack_size)
+        returns: dict[int, JobReturn] = {}
+        for chunk in chunks:
+            for idx, sweep_config in chunk:
+                log.info("\t#%d : %s", idx, " ".join(filter_overrides(sweep_config.hydra.overrides.task)))
+            returns.update(self._run_single(chunk[0]) if len(chunk) == 1 else self._run_pack(chunk))
+        return [returns[idx] for idx, _ in configs]
+
+    def _run_job(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
+        assert self.hydra_context is not None and self.config is not None
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def _run_single(self, job: tuple[int, DictConfig]) -> dict[int, JobReturn]:
+        """A job that fits no pack: the task function, as the basic launcher runs it."""
+        assert self.task_function is not None
+        return {job[0]: self._run_job(self.task_function, job[1])}
+
+    def _run_pack(self, chunk: list[tuple[int, DictConfig]]) -> dict[int, JobReturn]:
+        """Open every member in its own Hydra job context, train the open ones as one program, record each."""
+        from mixup_sweeps import run
+
+        opened = {idx: self._run_job(run.open_job, config) for idx, config in chunk}
+        jobs = {idx: ret.return_value for idx, ret in opened.items() if ret.status == JobStatus.COMPLETED}
+        training = {idx: job for idx, job in jobs.items() if isinstance(job, run.Job)}  # the rest were skipped
+        if training:
+            log.info("Training %d jobs as one packed program", len(training))
+            for idx, outcome in zip(training, run.execute(list(training.values()))):
+                if isinstance(outcome, BaseException):
+                    opened[idx].status, opened[idx].return_value = JobStatus.FAILED, outcome
+                else:
+                    opened[idx].return_value = outcome
+        return opened

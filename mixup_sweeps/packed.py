@@ -1,0 +1,308 @@
+"""Packed training: jobs that share a program shape trained as one vmapped Keras-JAX program.
+
+Jobs of a sweep that differ only in data (seed, aug, label noise, learning rate) run the same network on the
+same images, so one compiled program can train all of them: Keras's own stateless `model.train_step`
+(`stateless_call`, the loss, the optimizer's `stateless_apply`, the metrics) under `jax.vmap` over the members
+and `jax.lax.scan` over the `trainer.steps_per_execution` steps of one compiled call. The training images are
+on the device once; per call the host sends each member's image indices, partners, λs / CutMix boxes and soft
+labels from its own `augment.EpochPlan` (a pure function of (seed, epoch)), and the device gathers and mixes.
+Dropout draws per member from (seed, epoch, step). Validation and the test pass are vmapped too.
+
+Which jobs may share a pack is `config.program_key`. Every JAX job trains here, a single job as a pack of
+one (`hydra/launcher=packed` packs many): one training step for both. Each member is checkpointed on its own
+every epoch (`backup_dir`: its slice of the stacked weights and optimizer state, the epoch, the journal of
+epoch metrics), so a killed pack resumes member by member, and a member whose loss turns NaN fails alone while
+the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from mixup_sweeps import augment, calibration, models, train
+from mixup_sweeps.data import Dataset
+
+STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs
+METADATA = "training_metadata.json"  # {"epoch": k, "state": file}: what `train.completed_epochs` and `run` read
+EVAL_CHUNK = 1000  # validation and test images per compiled evaluation call
+
+
+@dataclass
+class Member:
+    """One job inside a pack: what it trains on and where it reports; `result` or `error` when done."""
+
+    cfg: DictConfig
+    dataset: Dataset
+    initial_weights: Path
+    on_epoch: train.EpochHook
+    backup_dir: Path
+    result: train.TrainResult | None = None
+    error: BaseException | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_pack(members: Sequence[Member]) -> None:
+    """Train every member for cfg.trainer.epochs; each ends with `.result`, or `.error` (its loss diverged).
+
+    Members resumed from different epochs train as separate packs (a pack steps all its members at once).
+    Interrupts and errors of the program itself propagate: the caller ends every open run.
+    """
+    starts: dict[int, list[Member]] = {}
+    for member in members:
+        starts.setdefault(_restore_point(member)[0], []).append(member)
+    for _, group in sorted(starts.items()):
+        PackedProgram(group).run()
+
+
+def _restore_point(member: Member) -> tuple[int, Path | None]:
+    """(epochs done, state file) of a member's checkpoint; (0, None) without one."""
+    try:
+        metadata = json.loads((member.backup_dir / METADATA).read_text())
+        state = member.backup_dir / metadata["state"]
+        return (int(metadata["epoch"]), state) if state.exists() else (0, None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, None
+
+
+class PackedProgram:
+    """The compiled train, validation and test calls of one pack, and its members' stacked state."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = list(members)
+        first = self.members[0].cfg
+        self.trainer, self.batch, self.classes = first.trainer, first.trainer.batch_size, first.dataset.num_classes
+        keras.backend.clear_session()
+        self.network = models.build_model(
+            first.model, tuple(first.dataset.image_shape), self.classes, precision=first.trainer.precision
+        )
+        self.model = augment.training_model(self.network, augment.PACKED)
+        self.model.compile(
+            optimizer=train.make_optimizer(first.trainer.learning_rate, first.trainer.precision),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        val = self.members[0].dataset.val  # one evaluation builds the loss and metric variables
+        self.model.evaluate(_unmixed(val.images[:1]), _onehot(val.labels[:1], self.classes), verbose=0)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self.seed_slots = [
+            i for i, v in enumerate(self.model.non_trainable_variables) if v.name == "seed_generator_state"
+        ]
+        self.state = self._initial_state()
+        self.train_images = jax.device_put(self.members[0].dataset.train.images)  # the same images for all
+        self._train_call = jax.jit(self._train_steps, donate_argnums=0)
+        self._test_call = jax.jit(jax.vmap(self.model.test_step, in_axes=(0, None)))
+        self._predict_call = jax.jit(jax.vmap(self._predict, in_axes=(0, 0, None)))
+
+    # --- state --------------------------------------------------------------------------------------------
+    def _initial_state(self) -> tuple[list[np.ndarray], ...]:
+        """Stacked (trainable, non-trainable, optimizer) state: each member from its initial weights or backup."""
+        optimizer_template = [np.asarray(v.value) for v in self.model.optimizer.variables]
+        rate = next(i for i, v in enumerate(self.model.optimizer.variables) if v.name == "learning_rate")
+        per_member = []
+        for member in self.members:
+            epoch, state_file = _restore_point(member)
+            if state_file is not None:
+                with np.load(state_file) as saved:
+                    parts = tuple([saved[f"{part}{i}"] for i in range(count)] for part, count in self._layout())
+                member.history = train.completed_epochs(member.backup_dir)[:epoch]
+            else:
+                self.network.load_weights(member.initial_weights)
+                optimizer = [a.copy() for a in optimizer_template]
+                optimizer[rate] = np.asarray(member.cfg.trainer.learning_rate, optimizer[rate].dtype)
+                parts = (
+                    [np.asarray(v.value) for v in self.model.trainable_variables],
+                    [np.asarray(v.value) for v in self.model.non_trainable_variables],
+                    optimizer,
+                )
+            per_member.append(parts)
+        self.start_epoch = _restore_point(self.members[0])[0]
+        return tuple(
+            [jax.device_put(np.stack(arrays)) for arrays in zip(*(p[k] for p in per_member))] for k in range(3)
+        )
+
+    def _layout(self) -> list[tuple[str, int]]:
+        model = self.model
+        return [
+            ("t", len(model.trainable_variables)),
+            ("n", len(model.non_trainable_variables)),
+            ("o", len(model.optimizer.variables)),
+        ]
+
+    def _save(self, index: int, member: Member, epoch: int) -> None:
+        """A member's checkpoint after `epoch` epochs: state file, then the metadata that points to it."""
+        member.backup_dir.mkdir(parents=True, exist_ok=True)
+        journal = member.backup_dir / train.JOURNAL
+        _write_atomic(journal, json.dumps(member.history).encode())
+        arrays = {
+            f"{part}{i}": np.asarray(values[i][index])
+            for (part, count), values in zip(self._layout(), self.state)
+            for i in range(count)
+        }
+        name = STATE_FILE.format(epoch=epoch)
+        tmp = member.backup_dir / f".tmp-{name}"
+        with open(tmp, "wb") as file:
+            np.savez(file, allow_pickle=False, **arrays)
+        os.replace(tmp, member.backup_dir / name)
+        _write_atomic(member.backup_dir / METADATA, json.dumps({"epoch": epoch, "state": name}).encode())
+        old = member.backup_dir / STATE_FILE.format(epoch=epoch - 1)
+        old.unlink(missing_ok=True)
+
+    # --- the compiled calls -------------------------------------------------------------------------------
+    def _train_steps(self, state: tuple, images: jax.Array, plan: tuple) -> tuple[tuple, dict]:
+        """`len(plan[0])` steps of every member: scan over steps, vmap over members, Keras's train_step."""
+
+        def member_step(member_state: tuple, order: Any, partner: Any, lam: Any, box: Any, labels: Any) -> Any:
+            inputs = (images[order], images[partner], lam, box)
+            return self.model.train_step(member_state, (inputs, labels))
+
+        def step(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
+            logs, carry = jax.vmap(member_step)(carry, *xs)
+            return carry, logs
+
+        state, logs = jax.lax.scan(step, state, plan)
+        return state, jax.tree.map(lambda values: values[-1], logs)
+
+    def _predict(self, trainable: list, non_trainable: list, inputs: tuple) -> Any:
+        return self.model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
+
+    def _zero_metrics(self) -> list[np.ndarray]:
+        """The loss tracker's and accuracy's totals and counts at the start of an epoch (or evaluation)."""
+        return [np.zeros((len(self.members), *np.shape(v.value)), v.dtype) for v in self.model.metrics_variables]
+
+    # --- one epoch ----------------------------------------------------------------------------------------
+    def _epoch_plans(self, epoch: int) -> list[np.ndarray]:
+        """Every member's plan of `epoch` in the shared input form, stacked: (members, n, ...) arrays."""
+        plans = []
+        for member in self.members:
+            plan = augment.epoch_plan(
+                member.dataset.train, member.cfg.aug, self.batch, self.classes, member.cfg.seed, epoch
+            )
+            plans.append(augment.packed_arrays(plan))
+        return [np.stack(arrays) for arrays in zip(*plans)]
+
+    def _train_epoch(self, epoch: int) -> dict[str, np.ndarray]:
+        trainable, non_trainable, optimizer = self.state
+        for slot in self.seed_slots:  # dropout's draws start at (seed, epoch) for each member
+            seeds = [[m.cfg.seed, epoch * train.EpochSeeds.STRIDE] for m in self.members]
+            non_trainable[slot] = np.asarray(seeds, dtype=np.asarray(non_trainable[slot]).dtype)
+        state = jax.device_put((trainable, non_trainable, optimizer, self._zero_metrics()))
+        plans = self._epoch_plans(epoch)
+        n = plans[0].shape[1]
+        full, rest = divmod(n, self.batch)
+        logs: dict = {}
+        calls = [(start, min(self.trainer.steps_per_execution, full - start), self.batch)
+                 for start in range(0, full, self.trainer.steps_per_execution)]  # fmt: skip
+        if rest:
+            calls.append((full, 1, rest))  # the last, smaller batch: a call of its own shape
+        for start, steps, size in calls:
+            first = start * self.batch
+            chunk = [a[:, first : first + steps * size] for a in plans]
+            chunk = [np.swapaxes(a.reshape(a.shape[0], steps, size, *a.shape[2:]), 0, 1) for a in chunk]
+            state, logs = self._train_call(state, self.train_images, tuple(chunk))
+            train.INTERRUPTS.raise_pending()
+        self.state = state[:3]
+        return {key: np.asarray(value) for key, value in logs.items()}
+
+    def _evaluate(self, split_images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Loss and accuracy of every member on a clean split (vmapped Keras test_step, in chunks)."""
+        trainable, non_trainable, _ = self.state
+        state, logs = (trainable, non_trainable, self._zero_metrics()), {}
+        for first in range(0, len(labels), EVAL_CHUNK):
+            chunk = slice(first, first + EVAL_CHUNK)
+            logs, state = self._test_call(state, (_unmixed(split_images[chunk]), _onehot(labels[chunk], self.classes)))
+        return {key: np.asarray(value) for key, value in logs.items()}
+
+    def _test_probabilities(self) -> np.ndarray:
+        trainable, non_trainable, _ = self.state
+        test = self.members[0].dataset.test
+        chunks = [
+            np.asarray(self._predict_call(trainable, non_trainable, _unmixed(test.images[first : first + EVAL_CHUNK])))
+            for first in range(0, len(test), EVAL_CHUNK)
+        ]
+        return np.concatenate(chunks, axis=1)
+
+    # --- the run ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        epochs = self.trainer.epochs
+        live = [m.error is None for m in self.members]
+        train_seconds = 0.0
+        for epoch in range(self.start_epoch, epochs):
+            started = time.perf_counter()
+            logs = self._train_epoch(epoch)
+            train_seconds += time.perf_counter() - started
+            val = self._evaluate(self.members[0].dataset.val.images, self.members[0].dataset.val.labels)
+            seconds = time.perf_counter() - started
+            for i, member in enumerate(self.members):
+                if not live[i]:
+                    continue
+                metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
+                           "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
+                           "epoch_seconds": seconds}  # fmt: skip
+                if not math.isfinite(metrics["loss"]):
+                    live[i] = False
+                    member.error = train.TrainingDiverged(
+                        f"loss became NaN/inf in epoch {epoch + 1} of {epochs} "
+                        f"(trainer.learning_rate={member.cfg.trainer.learning_rate})"
+                    )
+                    continue
+                member.history.append(metrics)
+                self._save(i, member, epoch + 1)
+                member.on_epoch(epoch + 1, metrics)
+            train.INTERRUPTS.raise_pending()
+        probabilities = self._test_probabilities()
+        images_per_second = len(self.members[0].dataset.train) * (epochs - self.start_epoch) / max(train_seconds, 1e-9)
+        test_labels = self.members[0].dataset.test.labels.astype(int)
+        for i, member in enumerate(self.members):
+            if not live[i]:
+                continue
+            trained = tuple([np.asarray(values[i]) for values in part] for part in self.state[:2])
+            member.result = train.TrainResult(
+                save_weights=self._weights_saver(*trained),
+                history=member.history,
+                test_loss=calibration.negative_log_likelihood(probabilities[i], test_labels),
+                test_accuracy=float(np.mean(probabilities[i].argmax(axis=1) == test_labels)),
+                test_reliability=calibration.reliability(probabilities[i], test_labels),
+                train_images_per_second=images_per_second,
+            )
+            shutil.rmtree(member.backup_dir, ignore_errors=True)  # done: nothing to resume
+
+    def _weights_saver(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> Callable[[Path], None]:
+        """Writes this member's trained weights as the network's .weights.h5 (the same file a fit run writes)."""
+
+        def save(path: Path) -> None:
+            for variable, value in zip(self.model.trainable_variables, trainable):
+                variable.assign(value)
+            for variable, value in zip(self.model.non_trainable_variables, non_trainable):
+                variable.assign(value)
+            self.network.save_weights(path)
+
+        return save
+
+
+def _unmixed(images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Images in the packed input form, mixed with nothing: partner itself, λ 1, empty box."""
+    n = len(images)
+    return images, images, np.ones(n, np.float32), np.zeros((n, 4), np.float32)
+
+
+def _onehot(labels: np.ndarray, classes: int) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[labels]
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
