@@ -42,20 +42,21 @@ EVAL_CHUNK = 1000  # validation and test images per compiled evaluation call
 
 @dataclass
 class Member:
-    """One job inside a pack: what it trains on and where it reports; `result` or `error` when done."""
+    """One job inside a pack: what it trains on and where it reports; `result` when done, or `failed`."""
 
     cfg: DictConfig
     dataset: Dataset
     initial_weights: Path
     on_epoch: train.EpochHook
     backup_dir: Path
+    on_error: Callable[[BaseException], None]  # it failed alone (its loss diverged): end its run now
     result: train.TrainResult | None = None
-    error: BaseException | None = None
+    failed: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
 
 def train_pack(members: Sequence[Member]) -> None:
-    """Train every member for cfg.trainer.epochs; each ends with `.result`, or `.error` (its loss diverged).
+    """Train every member for cfg.trainer.epochs; each ends with `.result`, or `failed` (its loss diverged).
 
     Members resumed from different epochs train as separate packs (a pack steps all its members at once).
     Interrupts and errors of the program itself propagate: the caller ends every open run.
@@ -237,7 +238,7 @@ class PackedProgram:
     # --- the run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         epochs = self.trainer.epochs
-        live = [m.error is None for m in self.members]
+        live = [not m.failed for m in self.members]
         train_seconds = 0.0
         for epoch in range(self.start_epoch, epochs):
             started = time.perf_counter()
@@ -251,11 +252,13 @@ class PackedProgram:
                 metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
                            "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
                            "epoch_seconds": seconds}  # fmt: skip
-                if not math.isfinite(metrics["loss"]):
-                    live[i] = False
-                    member.error = train.TrainingDiverged(
-                        f"loss became NaN/inf in epoch {epoch + 1} of {epochs} "
-                        f"(trainer.learning_rate={member.cfg.trainer.learning_rate})"
+                if not math.isfinite(metrics["loss"]):  # as TerminateOnNaN + train.train would say; the rest go on
+                    live[i], member.failed = False, True
+                    member.on_error(
+                        train.TrainingDiverged(
+                            f"loss became NaN/inf in epoch {epoch + 1} of {epochs} "
+                            f"(trainer.learning_rate={member.cfg.trainer.learning_rate})"
+                        )
                     )
                     continue
                 member.history.append(metrics)

@@ -14,7 +14,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -170,12 +172,18 @@ def execute(jobs: list[Job]) -> list[float | BaseException]:
                 ready.append((i, _before_training(job)))
             except Exception as exc:
                 outcomes[i] = _failed(job, exc, started)
-        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready]) if ready else []
+
+        def fail_alone(index: int, exc: BaseException) -> None:  # a pack member whose loss diverged
+            outcomes[ready[index][0]] = _failed(jobs[ready[index][0]], exc, started)
+
+        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready], fail_alone) if ready else []
         for (i, _), result in zip(ready, results):
             job = jobs[i]
+            if i in outcomes:
+                continue  # ended already
             try:
-                if isinstance(result, BaseException):
-                    raise result
+                if result is None:
+                    raise RuntimeError("the packed program ended without a result for this job")
                 _record_results(job, result)
                 job.client.set_terminated(job.run_id, "FINISHED")
                 outcomes[i] = result.test_accuracy
@@ -201,8 +209,10 @@ def _failed(job: Job, exc: BaseException, started: float) -> BaseException:
     return exc
 
 
-def _train(jobs: list[Job], initial_weights: list[Path]) -> list[TrainResult | BaseException]:
-    """Each job's training result, or the exception that ended it alone (a diverged loss in a pack)."""
+def _train(
+    jobs: list[Job], initial_weights: list[Path], fail_alone: Callable[[int, BaseException], None]
+) -> list[TrainResult | None]:
+    """Each job's training result; None for a pack member that `fail_alone` was told about as it failed."""
     from mixup_sweeps import tracking, train
 
     def on_epoch(job: Job) -> train.EpochHook:
@@ -214,13 +224,13 @@ def _train(jobs: list[Job], initial_weights: list[Path]) -> list[TrainResult | B
     from mixup_sweeps import packed
 
     members = [
-        packed.Member(job.cfg, job.dataset, weights, on_epoch(job), job.backup_dir)
-        for job, weights in zip(jobs, initial_weights)
+        packed.Member(job.cfg, job.dataset, weights, on_epoch(job), job.backup_dir, partial(fail_alone, i))
+        for i, (job, weights) in enumerate(zip(jobs, initial_weights))
     ]
     for job in jobs:
         job.client.set_tag(job.run_id, PACK_TAG, str(len(jobs)))
     packed.train_pack(members)
-    return [member.result or member.error or RuntimeError("pack ended without a result") for member in members]
+    return [member.result for member in members]
 
 
 @dataclass

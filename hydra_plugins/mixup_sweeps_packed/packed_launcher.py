@@ -107,7 +107,11 @@ class PackedLauncher(Launcher):
         training = {idx: job for idx, job in jobs.items() if isinstance(job, run.Job)}  # the rest were skipped
         if training:
             log.info("Training %d jobs as one packed program", len(training))
-            for idx, outcome in zip(training, run.execute(list(training.values()))):
+            try:
+                outcomes: list[float | BaseException] = run.execute(list(training.values()))
+            except Exception as exc:  # the program failed: every member's run has ended FAILED with it
+                outcomes = [exc] * len(training)
+            for idx, outcome in zip(training, outcomes):
                 if isinstance(outcome, BaseException):
                     opened[idx].status, opened[idx].return_value = JobStatus.FAILED, outcome
                 else:

@@ -1,0 +1,184 @@
+"""`hydra/launcher=packed`: several JAX jobs trained as one vmapped program, each an ordinary run.
+
+Tolerance: the training step is the same function in a pack of any size (Keras's train_step under vmap, the
+same batches, dropout masks and initial weights), but XLA batches a vmapped convolution differently for
+another pack width, so results agree to float32 rounding (which Adam's early steps amplify), not bit for bit.
+Measured (512 images, 2 epochs, 16 steps): training loss and accuracy and test accuracy equal, validation loss
+2e-6 apart, weights at most 3e-5 apart (of ~0.05). Checked: losses within a relative 1e-4, accuracies within
+one image, weights within 1e-4. Resuming a member is exact: the same pack before and after a kill gives the
+same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, mlflow_runs, run_cli, steps
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
+PACKED = ["-m", "hydra/launcher=packed"]
+LOSSES = ("loss", "val_loss")  # per epoch, within a relative 1e-4
+ACCURACIES = {"accuracy": 512, "val_accuracy": 2000, "test_accuracy": 10000}  # within one image of these
+
+
+def children(output_dir) -> list:
+    _, runs = mlflow_runs(output_dir)
+    return [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+
+
+def member(runs: list, **params: str):
+    (found,) = [r for r in runs if all(r.data.params.get(k) == v for k, v in params.items())]
+    return found
+
+
+def history(client: MlflowClient, run) -> dict[str, list[float]]:
+    keys = (*LOSSES, "accuracy", "val_accuracy")
+    return {k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)]
+            for k in keys} | {"test_accuracy": [run.data.metrics["test_accuracy"]]}  # fmt: skip
+
+
+def weights(client: MlflowClient, run, tmp_path) -> list[np.ndarray]:
+    path = client.download_artifacts(run.info.run_id, "model.weights.h5", str(tmp_path / run.info.run_id))
+    arrays: list[np.ndarray] = []
+    with h5py.File(path) as file:
+        file.visititems(lambda name, node: arrays.append(node[()]) if isinstance(node, h5py.Dataset) else None)
+    return arrays
+
+
+def assert_same_training(one: tuple, two: tuple, exact: bool = False) -> None:
+    (h1, w1), (h2, w2) = one, two
+    assert len(w1) == len(w2) >= 8 and h1.keys() == h2.keys()
+    if exact:
+        assert h1 == h2 and all(a.tobytes() == b.tobytes() for a, b in zip(w1, w2))
+        return
+    for key in LOSSES:
+        assert np.allclose(h1[key], h2[key], rtol=1e-4, atol=0), key
+    for key, images in ACCURACIES.items():
+        assert np.allclose(h1[key], h2[key], rtol=0, atol=1.01 / images), key
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(w1, w2)) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def packed_sweep(tmp_path_factory, real_data_dir):
+    out = tmp_path_factory.mktemp("packed")
+    result = run_cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL, f"paths.output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout + result.stderr
+
+
+def test_a_packed_sweep_lands_ordinary_runs_that_an_unpacked_sweep_skips(packed_sweep):
+    out, log = packed_sweep
+    assert "Training 4 jobs as one packed program" in log
+    client, _ = mlflow_runs(out)
+    runs = children(out)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert run.data.tags["pack_members"] == "4" and run.data.tags["keras_backend"] == "jax"
+        assert {"test_accuracy", "test_loss", "test_ece", "test_nll", *EPOCH_METRICS} <= set(run.data.metrics)
+        for key in EPOCH_METRICS:
+            assert steps(client, run.info.run_id, key) == [1, 2], key
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model.weights.h5", "reliability.png", "curves.png", "samples.png", "config.yaml", "hydra"} <= artifacts
+    assert len({r.data.tags["init_weights_sha256"] for r in runs}) == 2  # one per seed: none and mixup start equal
+    assert not list(out.glob("backups/*/*"))  # finished members keep no checkpoint
+
+    again = run_cli("-m", "aug=none,mixup", "seed=0,1", *SMALL, f"paths.output_dir={out}")  # the basic launcher
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("FINISHED already") == 4
+    assert len(children(out)) == 4
+
+
+def test_a_member_trains_as_it_would_alone_and_whatever_its_pack(packed_sweep, tmp_path, real_data_dir):
+    out, _ = packed_sweep
+    client, _ = mlflow_runs(out)
+    in_pack_of_4 = member(children(out), **{"aug.name": "mixup", "seed": "1"})
+
+    alone = run_cli("aug=mixup", "seed=1", *SMALL, f"paths.output_dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    other = run_cli(*PACKED, "aug=cutmix,mixup", "seed=1,7", *SMALL, "dataset.label_noise=0.0",
+                    f"paths.output_dir={tmp_path / 'other'}")  # fmt: skip
+    assert other.returncode == 0, other.stderr[-3000:]
+
+    outcomes = []
+    for directory, run in (
+        (out, in_pack_of_4),
+        (tmp_path / "alone", children(tmp_path / "alone")[0]),
+        (tmp_path / "other", member(children(tmp_path / "other"), **{"aug.name": "mixup", "seed": "1"})),
+    ):
+        run_client, _ = mlflow_runs(directory)
+        outcomes.append((history(run_client, run), weights(run_client, run, tmp_path)))
+        assert run.data.tags["config_fingerprint"] == in_pack_of_4.data.tags["config_fingerprint"]
+    assert children(tmp_path / "alone")[0].data.tags["pack_members"] == "1"
+    assert_same_training(outcomes[0], outcomes[1])  # pack of 4 vs alone
+    assert_same_training(outcomes[0], outcomes[2])  # other companions (cutmix, another seed)
+
+
+RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]
+
+
+def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_fails_alone(tmp_path, real_data_dir):
+    sweep = [*PACKED, "aug=none,mixup", "trainer.learning_rate=0.001,1e30", "seed=0", *RESUMABLE]
+    straight = run_cli(*sweep, f"paths.output_dir={tmp_path / 'straight'}")
+    assert straight.returncode != 0  # the NaN members failed the sweep
+    done = children(tmp_path / "straight")
+    assert sorted(r.info.status for r in done) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "mixup_sweeps.run", *sweep, f"paths.output_dir={out}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in job.stdout:
+        if "Training 4 jobs as one packed program" in line:
+            break
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    deadline = time.monotonic() + 300
+    while True:  # epoch 1 of the finite members is saved and logged: epoch 2 is running
+        runs = [r for r in client.search_runs([experiment_id]) if r.data.params.get("trainer.learning_rate") == "0.001"]
+        if len(runs) == 2 and all(client.get_metric_history(r.info.run_id, "loss") for r in runs):
+            break
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.communicate(timeout=60)
+    assert all(len(client.get_metric_history(r.info.run_id, "loss")) < 3 for r in runs)  # killed mid-training
+
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    log = again.stdout + again.stderr
+    assert again.returncode != 0 and log.count("resume ") == 2, log[-3000:]
+    final = children(out)
+    finished = [r for r in final if r.info.status == "FINISHED"]
+    assert sorted(r.info.run_id for r in finished) == sorted(r.info.run_id for r in runs)  # the same runs, once
+    nan = [r for r in final if r.data.params["trainer.learning_rate"] != "0.001"]
+    assert nan and all(r.info.status in ("FAILED", "KILLED") for r in nan)
+    assert any(r.data.tags.get("failure_reason") == "nan_loss" for r in nan if r.info.status == "FAILED")
+    straight_client, _ = mlflow_runs(tmp_path / "straight")
+    for run in finished:
+        for key in EPOCH_METRICS:
+            assert steps(client, run.info.run_id, key) == [1, 2, 3], key  # none missing, none twice
+        reference = member(done, **{"aug.name": run.data.params["aug.name"], "trainer.learning_rate": "0.001"})
+        assert_same_training(
+            (history(client, run), weights(client, run, tmp_path)),
+            (history(straight_client, reference), weights(straight_client, reference, tmp_path)),
+            exact=True,  # the same pack of 4 before and after the kill
+        )
+        assert not (out / "backups" / run.data.tags["config_fingerprint"]).exists()
+
+
+def test_the_packed_launcher_needs_jax(tmp_path):
+    result = run_cli(*PACKED, "aug=none,mixup", "backend=tensorflow", f"paths.output_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "hydra/launcher=packed trains Keras-JAX programs: set backend=jax" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not children(tmp_path)
