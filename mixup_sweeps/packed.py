@@ -103,9 +103,11 @@ class PackedProgram:
         ]
         self.state = self._initial_state()
         self.train_images = jax.device_put(self.members[0].dataset.train.images)  # the same images for all
-        self._train_call = jax.jit(self._train_steps, donate_argnums=0)
-        self._test_call = jax.jit(jax.vmap(self.model.test_step, in_axes=(0, None)))
-        self._predict_call = jax.jit(jax.vmap(self._predict, in_axes=(0, 0, None)))
+        self.batched = batched_members() if BATCHED is None else BATCHED
+        self._train_call = jax.jit(self._train_steps, donate_argnums=0)  # batched: steps x members per call
+        self._member_step = jax.jit(self._one_step, donate_argnums=0)  # one by one: one member, one step
+        self._test_call = over_members(self.model.test_step, (1,), self.batched)
+        self._predict_call = over_members(self._predict, (2,), self.batched)
 
     # --- state --------------------------------------------------------------------------------------------
     def _initial_state(self) -> tuple[list[np.ndarray], ...]:
@@ -162,15 +164,17 @@ class PackedProgram:
         old.unlink(missing_ok=True)
 
     # --- the compiled calls -------------------------------------------------------------------------------
+    def _one_step(self, state: tuple, images: jax.Array, *batch: Any) -> tuple[dict, tuple]:
+        """One training step of one member: its batch gathered from the images on the device, mixed, trained
+        by Keras's `train_step` (stateless_call, loss, the optimizer's stateless_apply, metrics)."""
+        order, partner, lam, box, labels = batch
+        return self.model.train_step(state, ((images[order], images[partner], lam, box), labels))
+
     def _train_steps(self, state: tuple, images: jax.Array, plan: tuple) -> tuple[tuple, dict]:
-        """`len(plan[0])` steps of every member: scan over steps, vmap over members, Keras's train_step."""
+        """`len(plan[0])` steps of every member: scan over the steps, vmap over the members."""
 
-        def member_step(member_state: tuple, order: Any, partner: Any, lam: Any, box: Any, labels: Any) -> Any:
-            inputs = (images[order], images[partner], lam, box)
-            return self.model.train_step(member_state, (inputs, labels))
-
-        def step(carry: tuple, xs: tuple) -> tuple[tuple, dict]:
-            logs, carry = jax.vmap(member_step)(carry, *xs)
+        def step(carry: tuple, batch: tuple) -> tuple[tuple, dict]:
+            logs, carry = jax.vmap(self._one_step, in_axes=(0, None, 0, 0, 0, 0, 0))(carry, images, *batch)
             return carry, logs
 
         state, logs = jax.lax.scan(step, state, plan)
@@ -208,6 +212,8 @@ class PackedProgram:
                  for start in range(0, full, self.trainer.steps_per_execution)]  # fmt: skip
         if rest:
             calls.append((full, 1, rest))  # the last, smaller batch: a call of its own shape
+        if not self.batched:
+            return self._train_epoch_one_by_one(state, plans, full, rest)
         for start, steps, size in calls:
             first = start * self.batch
             chunk = [a[:, first : first + steps * size] for a in plans]
@@ -216,6 +222,19 @@ class PackedProgram:
             train.INTERRUPTS.raise_pending()
         self.state = state[:3]
         return {key: np.asarray(value) for key, value in logs.items()}
+
+    def _train_epoch_one_by_one(self, state: tuple, plans: list[np.ndarray], full: int, rest: int) -> dict:
+        """A CPU's epoch: the one-member step called for each step and member (see `batched_members`)."""
+        members = [jax.tree.map(lambda a, m=m: a[m], state) for m in range(len(self.members))]
+        member_logs: list[dict] = [{} for _ in members]
+        for index in range(full + (1 if rest else 0)):
+            rows = slice(index * self.batch, (index + 1) * self.batch)
+            for m in range(len(members)):
+                batch = [a[m, rows] for a in plans]
+                member_logs[m], members[m] = self._member_step(members[m], self.train_images, *batch)
+            train.INTERRUPTS.raise_pending()
+        self.state = jax.tree.map(lambda *a: jax.numpy.stack(a), *members)[:3]
+        return {key: np.stack([np.asarray(logs[key]) for logs in member_logs]) for key in member_logs[0]}
 
     def _evaluate(self, split_images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Loss and accuracy of every member on a clean split (vmapped Keras test_step, in chunks)."""
@@ -293,6 +312,43 @@ class PackedProgram:
             self.network.save_weights(path)
 
         return save
+
+
+# None: by platform (`batched_members`); True or False forces one strategy (tests run the GPU's on a CPU).
+BATCHED: bool | None = None
+
+
+def batched_members() -> bool:
+    """Whether a pack runs as one batched program (`jax.vmap` over members, `jax.lax.scan` over the steps of a
+    call): on a GPU or TPU, the point of packing. On a CPU, XLA's loops ran a step 13x slower than a call per
+    step and its convolutions batched over members 2x slower than member by member (measured here, see
+    docs/benchmarks.md), so there each member's step is its own call of one compiled function, as Keras's fit
+    does on JAX: the same step, the same results, and the pack no slower per model-epoch than jobs alone."""
+    return jax.default_backend() != "cpu"
+
+
+def over_members(function: Callable[..., Any], shared: tuple[int, ...], batched: bool) -> Callable[..., Any]:
+    """`function` of one member, compiled, applied to every member: to the leading axis of each argument but
+    the `shared` ones; results stacked. Batched: `jax.vmap`; else one call per member."""
+    if batched:
+        return jax.jit(jax.vmap(function, in_axes=tuple(None if i in shared else 0 for i in range(_arity(function)))))
+    single = jax.jit(function)
+
+    def one_by_one(*args: Any) -> Any:
+        count = len(jax.tree.leaves(args[next(i for i in range(len(args)) if i not in shared)])[0])
+        outputs = [
+            single(*(a if i in shared else jax.tree.map(lambda x, m=m: x[m], a) for i, a in enumerate(args)))
+            for m in range(count)
+        ]
+        return jax.tree.map(lambda *values: jax.numpy.stack(values), *outputs)
+
+    return one_by_one
+
+
+def _arity(function: Callable[..., Any]) -> int:
+    import inspect
+
+    return len(inspect.signature(function).parameters)
 
 
 def _unmixed(images: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -11,6 +11,7 @@ same numbers bit for bit.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -174,6 +175,39 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
             exact=True,  # the same pack of 4 before and after the kill
         )
         assert not (out / "backups" / run.data.tags["config_fingerprint"]).exists()
+
+
+def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_data_dir):
+    """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, in-process."""
+    code = f"""
+import json, sys
+from pathlib import Path
+from mixup_sweeps import backends
+backends.prepare("jax")
+from mixup_sweeps import data, models, packed
+from mixup_sweeps.config import load_config
+packed.BATCHED = sys.argv[1] == "batched"
+members = []
+for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
+    cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
+                                     "trainer.epochs=2", "trainer.steps_per_execution=2"])
+    weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
+    members.append(packed.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None,
+                                 Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
+packed.train_pack(members)
+print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))
+"""
+    results = []
+    for mode in ("batched", "one_by_one"):
+        job = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert job.returncode == 0, job.stderr[-3000:]
+        results.append(json.loads(job.stdout.strip().splitlines()[-1]))
+    for (batched_history, batched_test), (history_, test) in zip(*results):
+        assert abs(batched_test - test) <= 1.01 / 10000 * 20  # 20 of 10,000 test images at most
+        for one, two in zip(batched_history, history_):
+            assert np.allclose(one["loss"], two["loss"], rtol=1e-4) and np.allclose(
+                one["val_loss"], two["val_loss"], rtol=1e-4
+            )
 
 
 def test_the_packed_launcher_needs_jax(tmp_path):
