@@ -12,11 +12,15 @@ Arms (every run trains the seed CNN from the same initial weights on the real da
 Each run is a fresh process (a process has one Keras backend); the arms alternate (seed 0: every arm, then
 seed 1, ...) so machine noise hits all alike. The first epoch (tracing, compiling) is left out of min/median.
 `--jobs-at-once 1 2 4 8` instead starts that many runs of one arm together (a sweep's jobs sharing one GPU
-or CPU) and prints the images per second of all of them together.
+or CPU) and prints the images per second of all of them together. `--packed 1 4 16 64` instead trains N
+jobs (seeds 0..N-1) as one packed program (`mixup_sweeps.packed`, what `hydra/launcher=packed` and every JAX
+job run) beside the `stream-jax` arm (Keras's fit on JAX, one job), in one run: seconds per epoch (training
+only, as the fit arms) and model-epochs per second. `--train-size` trains on fewer images (CPU runs).
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 5 --seeds 0 1
     .venv/bin/python benchmarks/train_throughput.py --arms stream-tensorflow --precision float32 mixed_bfloat16
     python benchmarks/train_throughput.py --arms stream-jax --epochs 4 --jobs-at-once 1 2 4 8
+    .venv/bin/python benchmarks/train_throughput.py --packed 1 4 16 64 --epochs 3 --train-size 4096
 """
 
 from __future__ import annotations
@@ -67,7 +71,38 @@ def seed_recipe_stream(x_train, y_train, aug: str):
     return train_ds.map(lambda one, two: mix_up(one, two, alpha=0.2), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32) -> dict:
+def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path, spe: int, train_size: int) -> dict:
+    """`members` jobs (seeds 0..members-1) as one packed program; seconds of each epoch's training."""
+    from mixup_sweeps import backends
+
+    backends.prepare("jax")
+    import jax
+
+    from mixup_sweeps import data, models, packed
+    from mixup_sweeps.config import load_config
+
+    pack = []
+    for seed in range(members):
+        overrides = [f"seed={seed}", f"aug={aug}", f"trainer.epochs={epochs}", f"trainer.precision={precision}",
+                     f"trainer.steps_per_execution={spe}", f"dataset.train_size={train_size or 'null'}"]  # fmt: skip
+        cfg = load_config(cache, overrides)
+        weights = models.create_initial_weights(cache, cfg.model, (28, 28, 1), 10, seed)
+        backup = cache / f"packed-{members}-{seed}"
+        pack.append(packed.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None, backup, print))
+    program = packed.PackedProgram(pack)
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        program._train_epoch(epoch)
+        jax.block_until_ready(program.state)
+        seconds.append(time.perf_counter() - started)
+    return {"seconds": seconds, "images": len(pack[0].dataset.train), "members": members,
+            "batched": program.batched, "device": backends.accelerator()}  # fmt: skip
+
+
+def run_arm(
+    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32, train_size: int = 0
+) -> dict:
     """One training run in this process; returns per-epoch seconds, epoch end times and test accuracy."""
     from mixup_sweeps import backends
 
@@ -79,7 +114,7 @@ def run_arm(arm: str, aug: str, seed: int, epochs: int, precision: str, cache: P
     from mixup_sweeps import augment, data, models, train
     from mixup_sweeps.config import load_config
 
-    ds = data.load(load_config(cache).dataset)  # the default dataset config: all 58,000 images
+    ds = data.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
     weights = models.create_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
     keras.utils.set_random_seed(seed)
@@ -134,9 +169,11 @@ def EpochTimer():  # noqa: N802 - a class made once Keras is imported on the arm
 
 
 def start_worker(
-    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32
+    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32, train_size: int = 0
 ) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache), str(spe)]
+    """`arm` is an arm's name, or `packed-N` (N jobs as one packed program; `seed` unused)."""
+    command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache),
+               str(spe), str(train_size)]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -215,6 +252,25 @@ def jobs_at_once(args: argparse.Namespace, cache: Path) -> None:
               f"   on {results[0]['device']}", flush=True)  # fmt: skip
 
 
+def packed_side_by_side(args: argparse.Namespace, cache: Path) -> None:
+    """N jobs as one packed program against one job with Keras's fit on JAX, in one run."""
+    aug, precision, spe, size = args.aug[-1], args.precision[0], args.steps_per_execution, args.train_size
+    fit = result_of(start_worker("stream-jax", aug, 0, args.epochs, precision, cache, spe, size))
+    fit_median = statistics.median(steady(fit["seconds"]))
+    images = fit["images"]
+    print(f"aug={aug}, {precision}, batch {BATCH_SIZE}, {images} training images, {args.epochs} epochs, training "
+          f"time per epoch (first epoch left out), on {fit['device']}")  # fmt: skip
+    print("program                     members  median s/epoch  model-epochs/s  s per model-epoch  vs fit")
+    name = "Keras fit, backend=jax"
+    print(f"{name:27s} {1:7d} {fit_median:15.2f} {1 / fit_median:15.2f} {fit_median:18.2f}    1.00x")
+    for members in args.packed:
+        result = result_of(start_worker(f"packed-{members}", aug, 0, args.epochs, precision, cache, spe, size))
+        median = statistics.median(steady(result["seconds"]))
+        kind = "packed (vmap + scan)" if result["batched"] else "packed (one by one)"
+        print(f"{kind:27s} {members:7d} {median:15.2f} {members / median:15.2f} {median / members:18.2f}"
+              f"    {fit_median / (median / members):.2f}x", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
@@ -224,17 +280,24 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS)
     parser.add_argument("--jobs-at-once", type=int, nargs="+", metavar="K")
     parser.add_argument("--steps-per-execution", type=int, default=32, help="harness arms (trainer's default: 32)")
-    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--packed", type=int, nargs="+", metavar="N", help="packs of N jobs vs one fit job")
+    parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
+    parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        arm, aug, seed, epochs, precision, cache, spe = args.worker
-        result = run_arm(arm, aug, int(seed), int(epochs), precision, Path(cache), int(spe))
+        arm, aug, seed, epochs, precision, cache, spe, size = args.worker
+        if arm.startswith("packed-"):
+            result = run_packed(int(arm.split("-")[1]), aug, int(epochs), precision, Path(cache), int(spe), int(size))
+        else:
+            result = run_arm(arm, aug, int(seed), int(epochs), precision, Path(cache), int(spe), int(size))
         print("RESULT " + json.dumps(result), flush=True)
         return
     print(f"{os.cpu_count()} CPUs ({cpu_flags()}); batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}; "
-          "Fashion-MNIST training images: all (58,000)")  # fmt: skip
+          f"Fashion-MNIST training images: {args.train_size or 'all (58,000)'}")  # fmt: skip
     with tempfile.TemporaryDirectory() as cache:
-        if args.jobs_at_once:
+        if args.packed:
+            packed_side_by_side(args, Path(cache))
+        elif args.jobs_at_once:
             jobs_at_once(args, Path(cache))
         else:
             side_by_side(args, Path(cache))

@@ -105,7 +105,7 @@ class PackedProgram:
         self.train_images = jax.device_put(self.members[0].dataset.train.images)  # the same images for all
         self.batched = batched_members() if BATCHED is None else BATCHED
         self._train_call = jax.jit(self._train_steps, donate_argnums=0)  # batched: steps x members per call
-        self._member_step = jax.jit(self._one_step, donate_argnums=0)  # one by one: one member, one step
+        self._member_step = jax.jit(self._indexed_step, donate_argnums=0)  # one by one: one member, one step
         self._test_call = over_members(self.model.test_step, (1,), self.batched)
         self._predict_call = over_members(self._predict, (2,), self.batched)
 
@@ -170,6 +170,10 @@ class PackedProgram:
         order, partner, lam, box, labels = batch
         return self.model.train_step(state, ((images[order], images[partner], lam, box), labels))
 
+    def _indexed_step(self, state: tuple, images: jax.Array, plan: tuple, step: jax.Array) -> tuple[dict, tuple]:
+        """`_one_step` on batch `step` of a member's epoch plan held on the device ((steps, batch, ...) arrays)."""
+        return self._one_step(state, images, *(jax.lax.dynamic_index_in_dim(a, step, keepdims=False) for a in plan))
+
     def _train_steps(self, state: tuple, images: jax.Array, plan: tuple) -> tuple[tuple, dict]:
         """`len(plan[0])` steps of every member: scan over the steps, vmap over the members."""
 
@@ -227,11 +231,16 @@ class PackedProgram:
         """A CPU's epoch: the one-member step called for each step and member (see `batched_members`)."""
         members = [jax.tree.map(lambda a, m=m: a[m], state) for m in range(len(self.members))]
         member_logs: list[dict] = [{} for _ in members]
+        cut = full * self.batch  # full batches as (steps, batch, ...) on the device; the last, smaller one apart
+        epoch = [
+            [jax.device_put(a[m, :cut].reshape(full, self.batch, *a.shape[2:])) for a in plans]
+            for m in range(len(members))
+        ]
+        last = [[jax.device_put(a[m, cut:][None]) for a in plans] for m in range(len(members))] if rest else []
         for index in range(full + (1 if rest else 0)):
-            rows = slice(index * self.batch, (index + 1) * self.batch)
             for m in range(len(members)):
-                batch = [a[m, rows] for a in plans]
-                member_logs[m], members[m] = self._member_step(members[m], self.train_images, *batch)
+                plan, step = (epoch[m], index) if index < full else (last[m], 0)
+                member_logs[m], members[m] = self._member_step(members[m], self.train_images, plan, step)
             train.INTERRUPTS.raise_pending()
         self.state = jax.tree.map(lambda *a: jax.numpy.stack(a), *members)[:3]
         return {key: np.stack([np.asarray(logs[key]) for logs in member_logs]) for key in member_logs[0]}

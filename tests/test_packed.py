@@ -125,7 +125,7 @@ def test_a_member_trains_as_it_would_alone_and_whatever_its_pack(packed_sweep, t
     assert_same_training(outcomes[0], outcomes[2])  # other companions (cutmix, another seed)
 
 
-RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]
+RESUMABLE = ["backend=jax", "dataset.train_size=4096", "trainer.epochs=3"]
 
 
 def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_fails_alone(tmp_path, real_data_dir):
