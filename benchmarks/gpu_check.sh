@@ -3,35 +3,45 @@
 #
 # Here, first:  bash benchmarks/gpu_check.sh --prepare
 #   puts what the GPU machine lacks into benchmarks/gpu_carry/ (ignored by git, < 64 MiB): the real
-#   Fashion-MNIST files and the wheels of Keras, Hydra/OmegaConf and their small dependencies, for
-#   CPython 3.10-3.13 (the machine's version is not known in advance).
-# There:        bash benchmarks/gpu_check.sh        (the device tool: carry benchmarks/gpu_carry, <= 8 min)
+#   Fashion-MNIST files and the wheels of Keras, Hydra/OmegaConf, Hydra's joblib launcher, MLflow (skinny,
+#   with SQLAlchemy and Alembic) and their dependencies for CPython 3.12 (the machine's Python, KINDS.md),
+#   less the packages that machine has already.
+# There:        bash benchmarks/gpu_check.sh        (the device tool: carry benchmarks/gpu_carry, <= 9 min)
 #   1. the seed CNN at batch 64 on the full training set, backend=jax, aug=mixup and aug=none: s/epoch;
 #   2. 1, 2, 4 and 8 jobs at once on the one GPU: images per second of them all;
-#   3. the harness end to end (Hydra multirun, MLflow store, 4 jobs through joblib) when Hydra's launcher,
-#      MLflow and the rest can be imported there; otherwise it says so (the training path ran in 1-2).
+#   3. the harness end to end (Hydra multirun, MLflow SQLite store, report): the default sweep (6 jobs x 10
+#      epochs, backend=jax) one job at a time, six at once (hydra/launcher=joblib), and packed
+#      (hydra/launcher=packed): wall seconds of each, in one call (target for packed: <= 30 s);
+#   4. packed programs of 1, 4, 16, 64 jobs in float32 and mixed_bfloat16 (model-epochs/s; targets >= 10 and
+#      >= 15 at 64), beside the plain JAX ceiling of ../shared/probes/vmap_pack_probe.py in the same call;
+#   5. (alone: PARTS=5) `-m experiment=label_noise trainer.epochs=100` packed, 27 jobs (target <= 10 min).
 # Figures go to stdout and, when $OUT is set (the device tool sets it), to $OUT/gpu_check.txt.
-# PARTS="1 2 3" (default) picks the parts; SPE="32 128" repeats part 2 for each steps_per_execution (default 32).
+# PARTS="3 4" (default) picks the parts; SPE="32 128" repeats part 2 for each steps_per_execution (default 32).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CARRY=benchmarks/gpu_carry
-PYTHONS=(3.10 3.11 3.12 3.13)
-PURE=(keras==3.15.1 hydra-core==1.3.2 omegaconf==2.3.0 absl-py rich namex
-      markdown-it-py mdurl pygments packaging typing-extensions)
-BINARY=(h5py optree pyyaml)
+# What the harness needs there (pinned to what this venv runs); pip adds their dependencies.
+NEEDS=(keras==3.15.1 hydra-core==1.3.2 omegaconf==2.3.0 hydra-joblib-launcher mlflow-skinny==3.17.2 sqlalchemy alembic)
+# The GPU machine's own packages (device/KINDS.md, "Python packages already there"): not carried.
+HAVE=" absl-py anyio attrs certifi charset-normalizer click cloudpickle filelock fsspec h11 h5py httpcore httpx idna
+jinja2 joblib markdown-it-py markupsafe matplotlib mdurl ml-dtypes numpy packaging pandas pillow protobuf psutil
+pyarrow pygments pyparsing python-dateutil pyyaml requests rich scipy six tabulate typing-extensions urllib3 werkzeug
+zipp scikit-learn threadpoolctl "
 
 if [ "${1:-}" = --prepare ]; then
   set -e
   rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" "$CARRY/fashion-mnist"
-  pip=(.venv/bin/python -m pip download --quiet --no-deps --only-binary=:all: -d "$CARRY/wheels")
-  "${pip[@]}" "${PURE[@]}"
   # omegaconf's parser runtime is published as a source archive only: built here into a pure-Python wheel
   .venv/bin/python -m pip wheel --quiet --no-deps -w "$CARRY/wheels" antlr4-python3-runtime==4.9.3
-  for version in "${PYTHONS[@]}"; do
-    "${pip[@]}" --python-version "$version" --implementation cp --abi "cp${version/./}" \
-      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-      "${BINARY[@]}"
+  .venv/bin/python -m pip download --quiet --only-binary=:all: --find-links "$CARRY/wheels" -d "$CARRY/wheels" \
+    --python-version 3.12 --implementation cp --abi cp312 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+    "${NEEDS[@]}"
+  for wheel in "$CARRY"/wheels/*.whl; do  # keep what the GPU machine lacks
+    name=$(basename "$wheel" | cut -d- -f1 | tr '[:upper:]_.' '[:lower:]--')
+    [[ "$HAVE" == *" $name "* ]] && rm "$wheel"
   done
+  ls "$CARRY/wheels"
   cp "$(.venv/bin/python -m mixup_sweeps.data | tail -1)"/*.gz "$CARRY/fashion-mnist/" 2>/dev/null ||
     cp /usr/share/datasets/fashion-mnist/*.gz "$CARRY/fashion-mnist/"
   du -sh "$CARRY"
@@ -49,18 +59,18 @@ PY=$(command -v python3 || command -v python)
 # What the machine lacks is installed from the carried wheels into a folder of its own (on PYTHONPATH);
 # what it has (JAX with CUDA, NumPy, h5py, ...) stays its own.
 SITE=/tmp/gpu-site missing=()
-for pkg in keras hydra-core omegaconf antlr4-python3-runtime absl-py rich namex markdown-it-py mdurl pygments \
-           optree pyyaml typing-extensions packaging h5py; do
-  "$PY" -m pip show "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+for wheel in "$CARRY"/wheels/*.whl; do
+  name=$(basename "$wheel" | cut -d- -f1)
+  "$PY" -m pip show "$name" >/dev/null 2>&1 || missing+=("$wheel")
 done
-echo "installing from $CARRY/wheels: ${missing[*]:-nothing}"
-[ ${#missing[@]} -eq 0 ] || "$PY" -m pip install --quiet --no-index --no-deps --find-links "$CARRY/wheels" \
-  --target "$SITE" "${missing[@]}" || echo "!! could not install ${missing[*]} from $CARRY/wheels"
+echo "installing from $CARRY/wheels: ${#missing[@]} wheels"
+[ ${#missing[@]} -eq 0 ] || "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "${missing[@]}" ||
+  echo "!! could not install some of ${missing[*]}"
 export PYTHONPATH=$SITE:$PWD
 KERAS_BACKEND=jax "$PY" -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
 export FASHION_MNIST_DIR=$PWD/$CARRY/fashion-mnist TF_CPP_MIN_LOG_LEVEL=2
 
-PARTS=${PARTS:-1 2 3}
+PARTS=${PARTS:-3 4}
 if [[ " $PARTS " == *" 1 "* ]]; then
   echo; echo "== 1. one job: seed CNN, batch 64, 58,000 images, backend=jax (epoch 1 compiles: left out)"
   timeout 150 "$PY" benchmarks/train_throughput.py --arms stream-jax --aug none mixup --epochs 5 --seeds 0
@@ -72,19 +82,39 @@ if [[ " $PARTS " == *" 2 "* ]]; then
       --steps-per-execution "$spe" --jobs-at-once 1 2 4 8
   done
 fi
-[[ " $PARTS " == *" 3 "* ]] || { echo "== done $(date -u +%FT%TZ)"; exit 0; }
-
-echo; echo "== 3. the harness end to end: 4 jobs through hydra/launcher=joblib on one GPU"
 missing=()
-for module in mlflow hydra_plugins.hydra_joblib_launcher pandas matplotlib scipy sqlalchemy; do
+for module in mlflow hydra_plugins.hydra_joblib_launcher pandas matplotlib scipy sqlalchemy psutil filelock; do
   "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  timeout 150 "$PY" -m mixup_sweeps.run -m backend=jax hydra/launcher=joblib hydra.launcher.n_jobs=4 \
-    seed=0,1,2,3 trainer.epochs=3 paths.output_dir=/tmp/gpu-harness
-  "$PY" -m mixup_sweeps.report --output-dir /tmp/gpu-harness | head -30
-else
-  echo "not run: ${missing[*]} not on this machine (MLflow and its stack are too large to carry);"
-  echo "parts 1-2 ran the harness's training path (augment, models, train.make_optimizer, fit)."
+[ ${#missing[@]} -eq 0 ] || echo "!! missing there: ${missing[*]} (parts 3 and 5 need them)"
+sweep() {  # NAME ARGS...: the default sweep, backend=jax, in its own output dir; wall seconds
+  local name=$1; shift
+  local started=$SECONDS
+  timeout 200 "$PY" -m mixup_sweeps.run -m experiment=default_sweep backend=jax "$@" \
+    paths.output_dir=/tmp/gpu-$name > "/tmp/gpu-$name.log" 2>&1
+  echo "$name: exit $?, $((SECONDS - started)) s wall (6 jobs x 10 epochs, start-up included)"
+  grep -E "sweep parent run .* ended" "/tmp/gpu-$name.log" | tail -1
+}
+if [[ " $PARTS " == *" 3 "* ]]; then
+  echo; echo "== 3. the default sweep end to end (Hydra multirun, MLflow SQLite store), backend=jax"
+  sweep one-at-a-time
+  sweep six-at-once hydra/launcher=joblib hydra.launcher.n_jobs=6
+  sweep packed hydra/launcher=packed
+  "$PY" -m mixup_sweeps.report --output-dir /tmp/gpu-packed | head -12
+fi
+if [[ " $PARTS " == *" 4 "* ]]; then
+  echo; echo "== 4. packed programs of N jobs (seed CNN, 58,000 images, aug=mixup) and the plain-JAX ceiling"
+  for precision in float32 mixed_bfloat16; do
+    timeout 170 "$PY" benchmarks/train_throughput.py --packed 1 4 16 64 --aug mixup --epochs 3 --precision "$precision"
+  done
+  probe=../shared/probes/vmap_pack_probe.py
+  [ -f "$probe" ] && timeout 120 "$PY" "$probe" 1,16,64 64 float32,bf16 || echo "probe not found at $probe"
+fi
+if [[ " $PARTS " == *" 5 "* ]]; then
+  echo; echo "== 5. -m experiment=label_noise trainer.epochs=100 (27 jobs), packed"
+  started=$SECONDS
+  timeout 590 "$PY" -m mixup_sweeps.run -m experiment=label_noise trainer.epochs=100 backend=jax \
+    hydra/launcher=packed paths.output_dir=/tmp/gpu-noise > /tmp/gpu-noise.log 2>&1
+  echo "label_noise x 100 epochs: exit $?, $((SECONDS - started)) s wall"; tail -3 /tmp/gpu-noise.log
 fi
 echo "== done $(date -u +%FT%TZ)"
