@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 import uuid
 from collections import Counter
@@ -241,7 +242,11 @@ class SweepParentCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
+        try:
+            self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
+        except tracking.StoreUnreachable as exc:  # once for the sweep, before any job; Hydra would only warn
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(2)
         fingerprint = sweep_fingerprint(config)
         parent = find_parent(client, experiment_id, sweep_dir)
         if parent is None and config.get("resume", False):

@@ -12,10 +12,12 @@ import subprocess
 import tempfile
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.errors import CompactHydraException
 from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -43,12 +45,48 @@ def ui_runs_link(experiment_id: str, ui_url: str = UI_URL) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+STORE_CHECK_TIMEOUT_S = 10  # a tracking server answers /health in milliseconds; MLflow's own retries take minutes
+
+
+class StoreUnreachable(CompactHydraException):
+    """The tracking store cannot be reached or opened: one line naming tracking.uri and what to do."""
+
+
+def check_store(uri: str) -> None:
+    """Reach the store once, quickly, before anything waits on it: a tracking server must answer its /health
+    within STORE_CHECK_TIMEOUT_S (MLflow would retry for minutes, then print chained tracebacks), and any
+    other URI must name a store MLflow can open."""
+    if not uri:
+        raise StoreUnreachable("tracking.uri is not set (tracking=server reads MLFLOW_TRACKING_URI): set it, or use "
+                               "tracking=local")  # fmt: skip
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_CHECK_TIMEOUT_S):
+                return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StoreUnreachable(
+                f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}); start it (README: "
+                "Running on a cluster) or point MLFLOW_TRACKING_URI at a running one"
+            ) from None
+    try:
+        MlflowClient(tracking_uri=uri)._tracking_client.store  # noqa: B018 - opening the store is the check
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnreachable(
+            f"tracking.uri={uri}: MLflow cannot open this store ({first[:200]}); use tracking=local (SQLite "
+            "under paths.output_dir), sqlite:///PATH, or http(s)://HOST:PORT of a tracking server"
+        ) from None
+
+
 def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
     """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new.
 
     Several jobs may start at once on a new SQLite store: the store's tables and the experiment are then
-    created by one of them under a file lock while the others wait.
+    created by one of them under a file lock while the others wait. A store that cannot be reached is one
+    line (`StoreUnreachable`), not minutes of retries.
     """
+    check_store(tracking.uri)
     with _store_lock(tracking.uri):
         client = MlflowClient(tracking_uri=tracking.uri)
         experiment = client.get_experiment_by_name(tracking.experiment)

@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from mixup_sweeps import liveness, report, tracking
-from tests.helpers import compose_config
+from tests.helpers import compose_config, free_port, run_cli
 
 
 @pytest.fixture
@@ -101,3 +102,22 @@ def test_a_lock_held_too_long_names_the_file_and_its_holder(tmp_path):
     with liveness.file_lock(lock, 0.5, "the MLflow store"):  # a dead holder's lock is free at once
         assert (tmp_path / "store.db.lock.owner").read_text() == f"process {os.getpid()} on {socket.gethostname()}"
     assert not (tmp_path / "store.db.lock.owner").exists()
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["single", "sweep"])
+def test_a_store_that_cannot_be_reached_is_one_line_at_once(tmp_path, multirun):
+    """No server on the port (MLflow alone retried for 251 s), or a URI MLflow cannot open: one line, exit 2."""
+    sweep = ["-m", "aug=none", "seed=0,1"] if multirun else ["aug=none"]
+    cases = [
+        (["tracking=server"], {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}, "no MLflow tracking server"),
+        (["tracking.uri=bogus://x"], {}, "MLflow cannot open this store"),
+    ]
+    for overrides, env, what in cases:
+        started = time.monotonic()
+        result = run_cli(*sweep, *overrides, f"paths.output_dir={tmp_path}", env=env, timeout=120)
+        assert time.monotonic() - started < 60
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1 and "tracking.uri=" in errors[0] and what in errors[0], result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*"))
