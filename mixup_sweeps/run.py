@@ -26,7 +26,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import config_fingerprint, recordable, register_configs, validate
+from mixup_sweeps.config import SWEEP_STARTED_ENV, config_fingerprint, recordable, register_configs, validate
 
 if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend, MLflow: slow to import)
     from mlflow.entities import Run
@@ -97,7 +97,11 @@ def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: 
             keys = json.loads(parent.data.tags[sweep.SWEEP_KEYS_TAG])
     name = sweep.job_run_name(sweep.task_overrides(hydra_cfg), keys)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        log.info("%s%s", sweep.progress(hydra_cfg), name)
+        started = hydra_cfg.job.env_set.get(SWEEP_STARTED_ENV)
+        durations = (
+            sweep.finished_durations(client, experiment_id, parent, float(started)) if parent and started else []
+        )
+        log.info("%s%s", sweep.progress(hydra_cfg, durations), name)
     return parent, name
 
 

@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -179,16 +179,55 @@ def baselines_of(
 
 
 # --- progress ----------------------------------------------------------------------------------------
-def progress(hydra_cfg: DictConfig) -> str:
-    """`[5/12, ETA 4 min] `: where this job stands in its sweep (the variants sweeper tells it the count)."""
+def progress(hydra_cfg: DictConfig, finished_seconds: Sequence[float] = ()) -> str:
+    """`[5/12, ETA 4 min] `: where this job stands in its sweep (the variants sweeper tells it the count).
+
+    The ETA comes from `finished_seconds`, the durations of this sweep's jobs that trained to the end so far
+    (skipped jobs took no time and count for nothing), and the launcher's parallelism; none before a job
+    finished. Elapsed time over jobs started would count skips as work and ignore jobs running side by side.
+    """
     env = hydra_cfg.job.env_set
     total, started = env.get(SWEEP_JOBS_ENV), env.get(SWEEP_STARTED_ENV)
     if total is None or started is None:
         return ""
     done = int(hydra_cfg.job.num)  # jobs launched before this one
-    elapsed = time.time() - float(started)
-    eta = f", ETA {format_duration(elapsed / done * (int(total) - done))}" if done else ""
+    remaining = estimate_remaining(finished_seconds, int(total) - done, launcher_parallelism(hydra_cfg))
+    eta = "" if remaining is None else f", ETA {format_duration(remaining)}"
     return f"[{done + 1}/{total}{eta}] "
+
+
+def estimate_remaining(finished_seconds: Sequence[float], jobs_left: int, parallel: int) -> float | None:
+    """Seconds until the last of `jobs_left` jobs (this one included) ends, `parallel` at a time, each as long
+    as the mean finished job; None while no job has finished."""
+    if not finished_seconds or jobs_left <= 0:
+        return None
+    return math.ceil(jobs_left / max(parallel, 1)) * sum(finished_seconds) / len(finished_seconds)
+
+
+def launcher_parallelism(hydra_cfg: DictConfig) -> int:
+    """How many jobs the sweep's launcher runs at once: joblib's `n_jobs` (-1: every CPU), Ray's CPUs over
+    the CPUs a job asks for, a packed launcher's `pack_size`; 1 for the basic launcher."""
+    launcher = hydra_cfg.get("launcher") or {}
+    if n_jobs := int(launcher.get("n_jobs") or 0):
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 all, -2 all but one
+    if pack_size := int(launcher.get("pack_size") or 0):
+        return pack_size
+    ray = launcher.get("ray") or {}
+    cpus, per_job = (ray.get("init") or {}).get("num_cpus"), (ray.get("remote") or {}).get("num_cpus")
+    if cpus and per_job:
+        return max(1, int(cpus) // int(per_job))
+    return 1
+
+
+def finished_durations(client: MlflowClient, experiment_id: str, parent: Run, since: float) -> list[float]:
+    """Seconds each job of this sweep took that trained to the end since `since` (epoch seconds): skipped
+    jobs and runs of earlier sessions are not in it."""
+    runs = child_runs(client, experiment_id, parent.info.run_id)
+    return [
+        (run.info.end_time - run.info.start_time) / 1000
+        for run in runs
+        if run.info.status == "FINISHED" and run.info.end_time and run.info.start_time >= since * 1000
+    ]
 
 
 def format_duration(seconds: float) -> str:

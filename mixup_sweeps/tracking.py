@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import traceback
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ def check_store(uri: str) -> None:
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_CHECK_TIMEOUT_S):
                 return
+        except urllib.error.HTTPError:
+            return  # a server answered (a login in front of it, an older MLflow): MLflow's client takes it from here
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise StoreUnreachable(
