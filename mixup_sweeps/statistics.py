@@ -66,6 +66,34 @@ def paired_differences(treated: pd.Series, baseline: pd.Series) -> pd.Series:
     return (treated.groupby(level=0).mean() - baseline.groupby(level=0).mean()).dropna().sort_index()
 
 
+def t_test_p(mean: float, std: float, n: int, df: int | None = None) -> float:
+    """Two-sided p-value of "the mean difference is 0" for a mean of `n` values with spread `std`
+    (`df` = n − 1 unless given: Stein's interval uses the first stage's). 0 for a spread of 0 and a mean that
+    is not; NaN below 2 values."""
+    df = n - 1 if df is None else df
+    if n < 2 or df < 1 or math.isnan(mean) or math.isnan(std):
+        return math.nan
+    if std == 0:
+        return 1.0 if mean == 0 else 0.0
+    return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), df))
+
+
+def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> tuple[list[bool], list[float]]:
+    """Holm's step-down (1979) over a family of tests: which hypotheses to reject so that the chance of any
+    false rejection stays at most `alpha` whatever the tests' dependence, and the adjusted p-values
+    (min(1, max over the steps so far of (m − rank)·p)). NaN p-values are not tests: never rejected, NaN."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(tested)
+    reject, adjusted = [False] * len(p_values), [math.nan] * len(p_values)
+    running, stopped = 0.0, False
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+        stopped = stopped or p > alpha / (m - rank)
+        reject[i] = not stopped
+    return reject, adjusted
+
+
 def seeds_for_half_width(spread: float, half_width: float, df: int, confidence: float = CONFIDENCE) -> int:
     """n = ⌈(t(df) · s / h)²⌉: the seeds whose paired interval is ±h if the paired spread stays s.
 

@@ -263,3 +263,28 @@ def test_runs_on_different_accelerators_are_separate_groups_and_where_selects_th
         report.select_runs(run_set, {"accelerator": "tpu"})
     with pytest.raises(report.ReportError, match="expected KEY=VALUE"):
         report.parse_where(["accelerator"])
+
+
+def test_verdicts_are_corrected_for_the_comparisons_of_a_table(tmp_path):
+    """Three mixup groups against none: one difference that its own interval calls real (p = 0.03) is not
+    one after Holm's correction for 3 comparisons (3 x 0.03 > 0.05); the report says which correction."""
+    uri, client, exp_id = new_store(tmp_path)
+    parent = new_sweep(client, exp_id, "s5")
+    base = [0.80, 0.81, 0.82, 0.83]
+    diffs = {0.1: [0.01, 0.02, 0.005, 0.015], 0.2: [0.01, -0.01, 0.005, -0.005], 0.4: [-0.01, 0.01, 0.0, 0.005]}
+    for seed, accuracy in enumerate(base):
+        add_run(client, exp_id, {"aug.name": "none", "seed": seed}, accuracy, parent=parent, sweep_id="s5")
+        for alpha, d in diffs.items():
+            params = {"aug.name": "mixup", "aug.alpha": alpha, "seed": seed}
+            add_run(client, exp_id, params, accuracy + d[seed], parent=parent, sweep_id="s5")
+    files = report.write_report(report.fetch_runs(uri, EXPERIMENT, "s5"), uri, EXPERIMENT, tmp_path / "out")
+    summary = pd.read_csv(files["summary.csv"]).set_index("label")
+    alone = stats.ttest_1samp(diffs[0.1], 0.0).pvalue
+    first = summary.loc["mixup α=0.1"]
+    assert first["p_value"] == pytest.approx(alone) and 0.0167 < alone < 0.05
+    assert first["significant"] and not first["significant_holm"] and first["p_holm"] == pytest.approx(3 * alone)
+    assert (summary["comparisons"] == 3).all()
+    md = files["report.md"].read_text()
+    assert "- mixup α=0.1: no detectable difference vs none (Δ test accuracy +0.0125" in md
+    assert f"4 seeds; not after Holm's correction for 3 comparisons (p = {3 * alone:.3f}))" in md
+    assert "Holm's step-down correction over the 3 paired comparisons of each table" in md

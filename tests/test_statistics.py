@@ -67,3 +67,31 @@ def test_seeds_for_half_width_formula():
     assert statistics.seeds_for_half_width(0.01, 0.005, df=4) == 31
     assert statistics.seeds_for_half_width(0.0, 0.005, df=4) == 5  # no spread: the seeds already seen
     assert statistics.stein_total([0.01, 0.01, 0.01], 0.005, max_seeds=30) == 3
+
+
+def test_holm_step_down_on_a_known_family():
+    reject, adjusted = statistics.holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert reject == [True, False, False, True, False]
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(adjusted[4])
+    assert statistics.holm([0.04]) == ([True], [0.04])  # one comparison: its own decision
+
+
+@pytest.mark.parametrize("groups", [2, 5])
+def test_holm_keeps_the_family_wise_error_of_a_table_at_5_percent(groups):
+    """Tables of `groups` comparisons with the baseline and no true effect (5 seeds, paired by seed: every
+    comparison shares the baseline's noise): how often does any verdict of a table say better or worse?"""
+    rng = np.random.default_rng(7)
+    tables, seeds = 4000, 5
+    any_holm = any_plain = 0
+    for _ in range(tables):
+        seed_effect = rng.normal(0, 0.01, seeds)  # a seed's luck, shared by all its runs
+        baseline = seed_effect + rng.normal(0, 0.004, seeds)
+        p_values = []
+        for _ in range(groups):
+            diffs = seed_effect + rng.normal(0, 0.004, seeds) - baseline
+            p_values.append(statistics.t_test_p(float(diffs.mean()), float(diffs.std(ddof=1)), seeds))
+        any_holm += any(statistics.holm(p_values)[0])
+        any_plain += any(p < 0.05 for p in p_values)
+    se = math.sqrt(0.05 * 0.95 / tables)
+    assert any_holm / tables <= 0.05 + 3 * se  # the whole table's verdicts hold at 95 %
+    assert any_plain / tables > 0.05 + 3 * se  # uncorrected, they do not (0.09 with 2 groups, 0.19 with 5)

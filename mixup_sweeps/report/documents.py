@@ -64,6 +64,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     out["CI excludes 0"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant"]]
+    out["after Holm"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant_holm"]]
     ece = zip(*(summary[f"ece_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
     out["Δ ECE [95% CI]"] = [
         "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in ece
@@ -76,7 +77,11 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
-    """The answer, one line per compared group: better / worse / no detectable difference (Δ, interval, seeds)."""
+    """The answer, one line per compared group: better / worse / no detectable difference (Δ, interval, seeds).
+
+    The word is the decision after Holm's correction over the group's table (`significant_holm`); the interval
+    shown is the group's own. Where the correction turns a difference its interval shows into no detectable
+    one, the line says so."""
     against = baseline.name
     lines = []
     for _, row in summary.iterrows():
@@ -87,10 +92,29 @@ def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
             lines.append(f"{row['label']}: {NO_INTERVAL} vs {against} (Δ test accuracy {d:+.4f}, 1 seed)")
             continue
         lo, hi = row["delta_ci_low"], row["delta_ci_high"]
-        word = "better than" if lo > 0 else "worse than" if hi < 0 else "no detectable difference vs"
+        detected = row["significant_holm"] if row["significant_holm"] is not None else bool(lo > 0 or hi < 0)
+        word = "no detectable difference vs"
+        if detected:
+            word = "better than" if lo > 0 else "worse than" if hi < 0 else "better than" if d > 0 else "worse than"
+        note = ""
+        if not detected and (lo > 0 or hi < 0):
+            note = f"; not after Holm's correction for {int(row['comparisons'])} comparisons (p = {row['p_holm']:.3f})"
         lines.append(f"{row['label']}: {word} {against} (Δ test accuracy {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
-                     f"{n} seeds)")  # fmt: skip
+                     f"{n} seeds{note})")  # fmt: skip
     return lines
+
+
+def correction_line(summary: pd.DataFrame) -> str:
+    """The one line that says which correction the verdicts carry, over how many comparisons."""
+    counts = sorted({int(c) for c in summary["comparisons"] if c > 1})
+    if not counts:
+        return "Verdicts: one comparison per table, no correction for multiple comparisons needed."
+    many = " and ".join(str(c) for c in counts)
+    return (
+        f"Verdicts: Holm's step-down correction over the {many} paired comparisons of each table (family-wise "
+        "error ≤ 5 %: all verdicts of a table hold together); intervals and 'CI excludes 0' are each "
+        "comparison's own, 'after Holm' the corrected decision, p-values in summary.csv (p_value, p_holm)."
+    )
 
 
 def _run_links(ui_url: str, experiment_id: str, runs: pd.DataFrame) -> dict[str, Any]:
@@ -143,6 +167,7 @@ def write_report(
         "CI: Student t, 95 %" + stein
         + f"; Δ: paired over the seeds present in both, against the baseline {baseline.key}={baseline.value}. "
         "Seeds for ±h: n = ceil((t(pairs − 1) · s / h)²) from the observed paired spread s.",
+        correction_line(summary),
     ]  # fmt: skip
     md = [f"# Report: {run_set.label}", "", "## Answer", "", *(f"- {line}" for line in answer or ["no comparison"])]
     md += ["", *details, f"Runs in the MLflow UI: {link}", ""]

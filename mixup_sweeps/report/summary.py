@@ -107,17 +107,22 @@ def add_paired_deltas(
     For a sweep run with `hydra.sweeper.until` the accuracy interval is Stein's (the first `min_seeds`
     seeds' spread and t quantile): the interval whose coverage that procedure guarantees. Per group also the
     seeds the observed paired spread s implies for ±0.005 and ±0.01: n = ceil((t(n_pairs - 1) · s / h)²).
+
+    The accuracy verdicts hold for each table as a whole (`holm_per_table`): `significant` is the group's own
+    test (its interval excludes 0), `significant_holm` the decision after Holm's step-down over the table's
+    comparisons, `p_value` / `p_holm` the two-sided paired t-test's p-value before and after.
     """
     for prefix in DELTA_METRICS.values():
         for column in ("vs_baseline", "ci_low", "ci_high"):
             summary[f"{prefix}_{column}"] = math.nan
     summary["delta_pairs"] = 0
     summary["significant"] = None
+    summary["p_value"] = math.nan
     summary["interval"] = ""
     for width in SEEDS_FOR:
         summary[f"seeds_for_{width}"] = math.nan
     if baseline.key not in runs or SEED not in runs:
-        return summary
+        return holm_per_table(summary)
     groups = [{k: row[k] for k in keys} for _, row in summary.iterrows()]
     for i, group in zip(summary.index, groups):
         compared_with = baselines_of(group, groups, baseline)
@@ -139,16 +144,35 @@ def add_paired_deltas(
             if metric == "test_accuracy":
                 summary.loc[i, "delta_pairs"] = len(diffs)
                 summary.loc[i, "interval"] = "t" if len(diffs) > 1 else ""
+                p_value = statistics.t_test_p(interval.mean, interval.std, len(diffs))
                 if until and len(diffs) >= until["min_seeds"]:
-                    stein = statistics.stein_interval(diffs.to_numpy(), until["min_seeds"])
+                    first = until["min_seeds"]
+                    stein = statistics.stein_interval(diffs.to_numpy(), first)
                     mean, lo, hi = stein.mean, stein.low, stein.high
-                    summary.loc[i, "interval"] = f"Stein, first {until['min_seeds']} seeds"
+                    summary.loc[i, "interval"] = f"Stein, first {first} seeds"
+                    spread = float(diffs.iloc[:first].std(ddof=1))
+                    p_value = statistics.t_test_p(stein.mean, spread, len(diffs), df=first - 1)
                 summary.loc[i, "significant"] = None if math.isnan(lo) else bool(lo > 0 or hi < 0)
+                summary.loc[i, "p_value"] = p_value
                 if len(diffs) > 1:
                     for width in SEEDS_FOR:
                         needed = statistics.seeds_for_half_width(interval.std, width, len(diffs) - 1)
                         summary.loc[i, f"seeds_for_{width}"] = needed
             summary.loc[i, [f"{prefix}_vs_baseline", f"{prefix}_ci_low", f"{prefix}_ci_high"]] = [mean, lo, hi]
+    return holm_per_table(summary)
+
+
+def holm_per_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """`p_holm`, `significant_holm` and `comparisons` (tests in the group's table): Holm's step-down over the
+    accuracy comparisons of each dataset/model table, so the table's verdicts are wrong with at most 5 %
+    probability together. A table with one comparison keeps its own decision."""
+    summary["p_holm"], summary["significant_holm"], summary["comparisons"] = math.nan, None, 0
+    for _, rows in tables(summary):
+        tested = rows.index[rows["p_value"].notna()]
+        reject, adjusted = statistics.holm(list(rows.loc[tested, "p_value"]))
+        summary.loc[rows.index, "comparisons"] = len(tested)
+        for i, rejected, p in zip(tested, reject, adjusted):
+            summary.loc[i, "p_holm"], summary.loc[i, "significant_holm"] = p, rejected
     return summary
 
 
