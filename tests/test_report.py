@@ -288,3 +288,22 @@ def test_verdicts_are_corrected_for_the_comparisons_of_a_table(tmp_path):
     assert "- mixup α=0.1: no detectable difference vs none (Δ test accuracy +0.0125" in md
     assert f"4 seeds; not after Holm's correction for 3 comparisons (p = {3 * alone:.3f}))" in md
     assert "Holm's step-down correction over the 3 paired comparisons of each table" in md
+
+
+def test_the_sweeps_parent_run_carries_the_answer(known_store):
+    """What `mlflow ui` shows on the parent's row without opening a child: per group the mean test accuracy
+    and its interval, the paired Δ and its bounds (metrics), and the answer (tag `answer`)."""
+    uri, client, exp_id, tmp_path = known_store
+    assert report.main(["--output-dir", str(tmp_path), "--sweep", "s1", "--out", str(tmp_path / "r")]) == 0
+    (parent,) = client.search_runs([exp_id], filter_string="tags.sweep_id = 's1' and tags.sweep_parent = 'true'")
+    metrics, summary = parent.data.metrics, pd.read_csv(tmp_path / "r" / "summary.csv").set_index("label")
+    assert metrics["acc none"] == pytest.approx(summary.loc["none", "test_accuracy_mean"])
+    assert metrics["acc mixup α_0.4 ci_low"] == pytest.approx(summary.loc["mixup α=0.4", "test_accuracy_ci_low"])
+    assert metrics["Δacc mixup α_0.4"] == pytest.approx(0.05)
+    assert metrics["Δacc mixup α_0.2 ci_high"] == pytest.approx(summary.loc["mixup α=0.2", "delta_ci_high"])
+    assert "Δacc none" not in metrics  # the baseline has no Δ
+    answer = parent.data.tags["answer"]
+    assert (
+        answer.startswith("mixup α=0.2: no detectable difference vs none") and "mixup α=0.4: better than none" in answer
+    )
+    assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

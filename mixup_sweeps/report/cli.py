@@ -7,8 +7,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from mixup_sweeps.config import load_config
 from mixup_sweeps.report.documents import write_report
 from mixup_sweeps.report.store import ReportError, fetch_runs, parse_where, select_runs
@@ -57,9 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
-    files = write_report(run_set, tracking_uri, experiment, out, baseline, args.ui_url or ui_url_for(tracking_uri))
-    if run_set.parent_run_id:
-        MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_set.parent_run_id, str(out), "report")
+    ui_url = args.ui_url or ui_url_for(tracking_uri)
+    files = write_report(run_set, tracking_uri, experiment, out, baseline, ui_url, publish=True)
     print(files["report.md"].read_text().split("\n![", 1)[0])
     print(f"Report of {run_set.label!r} written to {out}/ ({', '.join(sorted(p.name for p in files.values()))})")
     return 0

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 
 from mixup_sweeps.report.figures import PLOTS, plot_accuracy_vs_alpha, plot_learning_curves
 from mixup_sweeps.report.store import RunSet, metric_histories
@@ -136,8 +140,13 @@ def write_report(
     out: Path,
     baseline: Baseline = DEFAULT_BASELINE,
     ui_url: str = UI_URL,
+    publish: bool = False,
 ) -> dict[str, Path]:
-    """Statistics, tables, figures and documents of `run_set`, written under `out`; returns the files by name."""
+    """Statistics, tables, figures and documents of `run_set`, written under `out`; returns the files by name.
+
+    With `publish` (the CLI), a sweep's parent run gets the answer where people look in the MLflow UI: per
+    group its mean test accuracy and interval and its paired Δ with bounds as metrics, the answer as a tag,
+    the files as artifacts under `report/`."""
     baseline = Baseline(*baseline)
     runs = run_set.runs
     keys = group_keys(runs, run_set.params)
@@ -191,4 +200,35 @@ def write_report(
         label=run_set.label, answer=answer, details=details, ui_link=link, tables=html_tables, images=images
     )
     files["report.html"].write_text(page)
+    if publish and run_set.parent_run_id:
+        publish_answer(MlflowClient(tracking_uri=tracking_uri), run_set.parent_run_id, summary, answer, out)
     return files
+
+
+ANSWER_TAG = "answer"  # on a sweep's parent run: the report's answer, one verdict after another
+
+
+def answer_metrics(summary: pd.DataFrame) -> dict[str, float]:
+    """`acc <group>` (mean test accuracy), `acc <group> ci_low/ci_high`, `Δacc <group>` and its bounds: names
+    that sort by kind, then group, in the MLflow UI's columns (characters MLflow does not allow become _)."""
+    metrics: dict[str, float] = {}
+    columns = {"acc": ("test_accuracy_mean", "test_accuracy_ci_low", "test_accuracy_ci_high"),
+               "Δacc": ("delta_vs_baseline", "delta_ci_low", "delta_ci_high")}  # fmt: skip
+    for _, row in summary.iterrows():
+        group = re.sub(r"[^\w.\- /:]", "_", str(row["label"]))
+        for kind, (mean, low, high) in columns.items():
+            for name, column in ((f"{kind} {group}", mean), (f"{kind} {group} ci_low", low),
+                                 (f"{kind} {group} ci_high", high)):  # fmt: skip
+                if not missing(row[column]):
+                    metrics[name] = float(row[column])
+    return metrics
+
+
+def publish_answer(client: MlflowClient, run_id: str, summary: pd.DataFrame, answer: list[str], out: Path) -> None:
+    """The answer on the sweep's parent run (metrics, the `answer` tag) and the report's files as artifacts."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, value, now, 0) for name, value in answer_metrics(summary).items()]
+    for i in range(0, len(metrics), 1000):  # MLflow's limit of metrics per log_batch call
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    client.set_tag(run_id, ANSWER_TAG, (" | ".join(answer) or "no comparison: no baseline in these runs")[:5000])
+    client.log_artifacts(run_id, str(out), "report")
