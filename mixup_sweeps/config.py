@@ -90,6 +90,7 @@ class TrackingConfig:
     uri: str | None = MISSING
     experiment: str = MISSING
     artifact_location: str | None = MISSING
+    heartbeat_timeout_s: float = MISSING  # a job of another host silent this long (or 3 epochs) is dead
 
 
 @dataclass
@@ -325,3 +326,5 @@ def validate(cfg: DictConfig) -> None:
     _require(
         bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)"
     )
+    timeout = cfg.tracking.heartbeat_timeout_s
+    _require(timeout > 0, "tracking.heartbeat_timeout_s", timeout, "must be a number of seconds > 0")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,12 @@ from mlflow.tracking import MlflowClient
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, PROCESS_TAG = "host", "pid", "process_start"  # which process on which machine owns a run
+HEARTBEAT_TAG = "heartbeat"  # epoch seconds of the owner's last sign of life: at start and after every epoch
+PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run (`sweep`), which has no epochs to beat with
+# A RUNNING run of another host whose heartbeat is older than max(floor, HEARTBEAT_EPOCHS x its last epoch's
+# seconds) is taken for dead; the floor is `tracking.heartbeat_timeout_s` (it covers start-up and compiling).
+HEARTBEAT_EPOCHS = 3
+DEFAULT_HEARTBEAT_TIMEOUT_S = 900
 
 
 def process_start(pid: int) -> str | None:
@@ -43,8 +50,19 @@ def process_start(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
-    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PROCESS_TAG: process_start(os.getpid()) or ""}
+    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run,
+    and one on any host a run whose heartbeat stopped."""
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PROCESS_TAG: process_start(os.getpid()) or "",
+        HEARTBEAT_TAG: f"{time.time():.0f}",
+    }
+
+
+def heartbeat_limit(last_epoch_seconds: float | None, floor_s: float) -> float:
+    """How long a run may stay silent: HEARTBEAT_EPOCHS of its own last epoch, at least `floor_s`."""
+    return max(floor_s, HEARTBEAT_EPOCHS * (last_epoch_seconds or 0.0))
 
 
 def claim_run(client: MlflowClient, run_id: str) -> None:
@@ -54,29 +72,43 @@ def claim_run(client: MlflowClient, run_id: str) -> None:
         client.set_tag(run_id, key, value)
 
 
-def end_ghost_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """End KILLED the RUNNING runs started on this host by a process that no longer exists (kill -9, a crash).
+def end_ghost_runs(
+    client: MlflowClient, experiment_id: str, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+) -> list[str]:
+    """End KILLED the RUNNING runs whose owner is gone: on this host, a process that no longer exists (kill -9,
+    a crash); on any other host (a Ray or SLURM node), a job whose heartbeat is older than `heartbeat_limit`.
 
-    Runs of other hosts are left alone: from here nobody can tell whether their process lives.
     A ghost run keeps its backup, so running its command again still resumes it in the same run.
     """
     host = socket.gethostname()
     ghosts = []
-    for run in client.search_runs(
-        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
-    ):
-        pid, started = run.data.tags.get(PID_TAG, ""), run.data.tags.get(PROCESS_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        now = process_start(int(pid))
-        pid_reused = bool(started) and now not in (None, "alive", started)
-        if now is None or pid_reused:
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) == host:
+            pid, started = tags.get(PID_TAG, ""), tags.get(PROCESS_TAG, "")
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            now = process_start(int(pid))
+            if now is not None and not (started and now not in ("alive", started)):
+                continue  # alive, and the same process (not a reused pid)
             message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
-            client.set_tag(run.info.run_id, "error", message)
-            client.set_tag(run.info.run_id, "failure_reason", "process_gone")
-            client.set_terminated(run.info.run_id, "KILLED")
-            log.warning("run %s (%s) marked KILLED: %s", run.info.run_id, run.info.run_name, message)
-            ghosts.append(run.info.run_id)
+            reason = "process_gone"
+        else:
+            beat = tags.get(HEARTBEAT_TAG, "")
+            if tags.get(PARENT_TAG) == "true" or not beat.replace(".", "", 1).isdigit():
+                continue  # a sweep parent has no epochs; a run without heartbeats: nobody can tell from here
+            silent = time.time() - float(beat)
+            limit = heartbeat_limit(run.data.metrics.get("epoch_seconds"), heartbeat_timeout_s)
+            if silent <= limit:
+                continue
+            message = (f"no heartbeat from {tags.get(HOST_TAG, 'its host')} for {silent:.0f} s (limit {limit:.0f} s: "
+                       "tracking.heartbeat_timeout_s or 3 of its epochs); its job died there")  # fmt: skip
+            reason = "heartbeat_lost"
+        client.set_tag(run.info.run_id, "error", message)
+        client.set_tag(run.info.run_id, "failure_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("run %s (%s) marked KILLED: %s", run.info.run_id, run.info.run_name, message)
+        ghosts.append(run.info.run_id)
     return ghosts
 
 

@@ -34,7 +34,7 @@ from mixup_sweeps.config import PLUMBING_PREFIXES, SWEEP_JOBS_ENV, SWEEP_STARTED
 log = logging.getLogger(__name__)
 
 SEED = "seed"  # the replicate axis: never a group key, the key comparisons are paired on
-PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run
+PARENT_TAG = liveness.PARENT_TAG  # "true" on a sweep's parent run (defined with the tags liveness reads)
 SWEEP_DIR_TAG = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory
 SWEEP_FINGERPRINT_TAG = "sweep_fingerprint"  # the same sweep command again -> the same parent (resume)
 SWEEP_KEYS_TAG = "sweep_keys"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.errors import CompactHydraException
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
@@ -107,7 +107,7 @@ def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
                     raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
-    liveness.end_ghost_runs(client, experiment.experiment_id)
+    liveness.end_ghost_runs(client, experiment.experiment_id, tracking.heartbeat_timeout_s)
     return client, experiment.experiment_id
 
 
@@ -220,8 +220,13 @@ def exchange_initial_weights(
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    """Metrics of one step (an epoch), with the run's heartbeat in the same request."""
+    now = time.time()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()],
+        tags=[RunTag(liveness.HEARTBEAT_TAG, f"{now:.0f}")],
+    )
 
 
 def end_failed_run(client: MlflowClient, run_id: str, exc: BaseException, job_dir: Path) -> None:

@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.baseline is not None:
             parse_baseline(args.baseline)  # a typo stops here, before the store is read
-        run_set = select_runs(fetch_runs(tracking_uri, experiment, args.sweep), parse_where(args.where))
+        found = fetch_runs(tracking_uri, experiment, args.sweep, cfg.tracking.heartbeat_timeout_s)
+        run_set = select_runs(found, parse_where(args.where))
         until_baseline = (run_set.until or {}).get("baseline")
         baseline = parse_baseline(args.baseline or until_baseline or DEFAULT_BASELINE.override)
     except ValueError as exc:

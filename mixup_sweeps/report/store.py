@@ -159,13 +159,15 @@ def _sql_runs_frame(engine: Any, experiment_id: str) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str) -> RunSet:
+def fetch_runs(
+    tracking_uri: str, experiment: str, sweep_id: str, heartbeat_timeout_s: float = liveness.DEFAULT_HEARTBEAT_TIMEOUT_S
+) -> RunSet:
     """The FINISHED runs of one sweep (`latest`, a sweep id) or of the whole experiment (`all`)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ReportError(f"No experiment {experiment!r} in {tracking_uri}: run a sweep first")
-    liveness.end_ghost_runs(client, exp.experiment_id)  # a run whose process died on this host is not "running"
+    liveness.end_ghost_runs(client, exp.experiment_id, heartbeat_timeout_s)  # a dead job's run is not "running"
     df = runs_frame(client, exp.experiment_id)
     if df.empty:
         raise ReportError(f"No runs in experiment {experiment!r} ({tracking_uri})")
