@@ -63,7 +63,7 @@ def open_job(cfg: DictConfig) -> Job | float:
 
     dataset = data.load(cfg.dataset, cfg.seed)
     hydra_cfg: DictConfig = HydraConfig.get()  # type: ignore[assignment]  # a DictConfig at run time
-    client, experiment_id = tracking.connect(cfg.tracking)
+    client, experiment_id = tracking.connect(cfg.tracking, check=hydra_cfg.mode != RunMode.MULTIRUN)
     parent, name = _place_in_sweep(hydra_cfg, client, experiment_id)
     output_dir = Path(cfg.paths.output_dir).resolve()
     fingerprint = config_fingerprint(cfg)

@@ -82,14 +82,17 @@ def check_store(uri: str) -> None:
         ) from None
 
 
-def connect(tracking: DictConfig) -> tuple[MlflowClient, str]:
+def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str]:
     """Client for tracking.uri and the id of tracking.experiment, created (with its artifact root) if new.
 
     Several jobs may start at once on a new SQLite store: the store's tables and the experiment are then
     created by one of them under a file lock while the others wait. A store that cannot be reached is one
-    line (`StoreUnreachable`), not minutes of retries.
+    line (`StoreUnreachable`), not minutes of retries; a sweep checks once, before its first job, and its jobs
+    connect with `check=False`, so a server that goes away for a moment mid-sweep is ridden out by MLflow's
+    own retries instead of failing the next job.
     """
-    check_store(tracking.uri)
+    if check:
+        check_store(tracking.uri)
     with _store_lock(tracking.uri):
         client = MlflowClient(tracking_uri=tracking.uri)
         experiment = client.get_experiment_by_name(tracking.experiment)

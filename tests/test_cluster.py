@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,34 +69,41 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def start_server(store: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on `store` at 127.0.0.1:`port`, serving artifacts from `artifacts`; returns once healthy."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def healthy() -> bool:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, "mlflow server", timeout=180)
+    return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """`mlflow server` on the PostgreSQL store, serving artifacts from its own directory; yields (URI, that dir)."""
     artifacts = tmp_path_factory.mktemp("server-artifacts")
     port = free_port()
-    log = open(artifacts.parent / "mlflow-server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert server.poll() is None, (artifacts.parent / "mlflow-server.log").read_text()[-3000:]
-        try:
-            return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
+    server = start_server(postgres, artifacts, port, artifacts.parent / "mlflow-server.log")
     try:
-        wait_until(healthy, "mlflow server", timeout=180)
-        yield uri, artifacts
+        yield f"http://127.0.0.1:{port}", artifacts
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, 15)
-            server.wait(30)
-        log.close()
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +245,47 @@ def test_a_crashing_job_under_ray_ends_failed_with_its_traceback(cluster):
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "nan_loss"
     assert "traceback.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert sorted(p.info.status for p in parents) == ["FAILED", "FINISHED"]
+
+
+def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, real_data_dir):
+    """The tracking server stops during a job's second epoch and comes back 20 s later: the sweep rides it out
+    (MLflow's retries) or ends the job resumable; the same command afterwards finds every run FINISHED once,
+    every epoch's metrics there once."""
+    artifacts, port, log = tmp_path / "artifacts", free_port(), tmp_path / "server.log"
+    artifacts.mkdir()
+    uri = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    experiment = "server-outage"
+    command = ["-m", "tracking=server", f"tracking.experiment={experiment}", "aug=none,mixup",
+               "dataset.train_size=2048", "trainer.epochs=3", f"paths.output_dir={tmp_path / 'out'}"]  # fmt: skip
+    server = start_server(postgres, artifacts, port, log)
+    try:
+        sweep = subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT,
+                                 env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)  # fmt: skip
+        client = MlflowClient(uri)
+
+        def first_epoch_logged() -> bool:
+            exp = client.get_experiment_by_name(experiment)
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            jobs = [r for r in runs if "sweep_parent" not in r.data.tags]
+            return any(client.get_metric_history(r.info.run_id, "loss") for r in jobs)
+
+        wait_until(first_epoch_logged, "epoch 1 of the first job", timeout=300)
+        stop_server(server)  # during epoch 2 of the first job
+        time.sleep(20)
+        server = start_server(postgres, artifacts, port, log)
+        output = sweep.communicate(timeout=600)[0]
+        again = run_cli(*command, env=env)
+        assert again.returncode == 0, output[-2000:] + again.stderr[-3000:]
+        exp = client.get_experiment_by_name(experiment)
+        runs = [r for r in client.search_runs([exp.experiment_id]) if "sweep_parent" not in r.data.tags]
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        assert sorted(r.data.params["aug.name"] for r in finished) == ["mixup", "none"], output[-3000:]
+        for run in finished:
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+                assert steps == [1, 2, 3], (key, steps)  # none missing, none twice
+            assert "test_accuracy" in run.data.metrics
+    finally:
+        stop_server(server)

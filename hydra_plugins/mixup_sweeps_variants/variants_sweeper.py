@@ -154,7 +154,7 @@ class VariantsSweeper(BasicSweeper):
         from mixup_sweeps import sweep, tracking
 
         assert self.config is not None and self.until.half_width is not None
-        client, experiment_id = tracking.connect(self.config.tracking)
+        client, experiment_id = tracking.connect(self.config.tracking, check=False)  # checked at the start
         parent = sweep.find_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
         if parent is not None:
             client.set_tag(parent.info.run_id, sweep.SEEDS_UNTIL_RESULT_TAG, json.dumps(outcome))
