@@ -301,6 +301,7 @@ class PackedProgram:
                 continue
             trained = tuple([np.asarray(values[i]) for values in part] for part in self.state[:2])
             member.result = train.TrainResult(
+                model=self.network,
                 save_weights=self._weights_saver(*trained),
                 history=member.history,
                 test_loss=calibration.negative_log_likelihood(probabilities[i], test_labels),

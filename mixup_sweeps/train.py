@@ -170,6 +170,7 @@ def completed_epochs(backup_dir: Path) -> list[dict[str, float]]:
 
 @dataclass
 class TrainResult:
+    model: keras.Model  # the network (a pack's network is shared: `save_weights` writes this member's weights)
     save_weights: Callable[[Path], None]  # writes the trained network's weights (.weights.h5)
     history: list[dict[str, float]]
     test_loss: float  # categorical cross-entropy on the test set, i.e. the negative log-likelihood
@@ -245,6 +246,7 @@ def train(
     test_labels = dataset.test.labels.astype(int)
     images = len(dataset.train) * epoch_metrics.epochs_run
     return TrainResult(
+        model=network,
         save_weights=network.save_weights,
         history=epoch_metrics.history,
         test_loss=calibration.negative_log_likelihood(probabilities, test_labels),
