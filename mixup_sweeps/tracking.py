@@ -72,6 +72,8 @@ def check_store(uri: str) -> None:
                 f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}); start it (README: "
                 "Running on a cluster) or point MLFLOW_TRACKING_URI at a running one"
             ) from None
+    if uri.startswith("sqlite:///"):
+        return  # a local file: `connect` creates it under its lock (opening it here would race other jobs)
     try:
         MlflowClient(tracking_uri=uri)._tracking_client.store  # noqa: B018 - opening the store is the check
     except Exception as exc:
