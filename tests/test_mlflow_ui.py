@@ -116,3 +116,35 @@ def test_report_page_answers_first_and_links_each_group_to_its_runs(ui, tmp_path
         page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_the_parent_row_shows_the_answer_without_opening_a_child(ui, tmp_path):
+    """After the report, the sweep's parent run carries per-group metrics: picked under Columns (as a user
+    does), the parent's row in the runs table shows them, children still folded away."""
+    url, out, output = ui
+    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    client, runs = mlflow_runs(out)
+    parent = next(r for r in runs if r.data.tags.get("sweep_parent") == "true")
+    expected = parent.data.metrics["acc mixup α_0.4"]
+    child = next(r for r in runs if r.info.run_name == "aug.alpha=0.4")
+    assert expected == pytest.approx(child.data.metrics["test_accuracy"])  # one seed: the mean is that run
+    assert parent.data.tags["answer"].startswith("no comparison")  # no baseline in this sweep
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(printed_link(output, url), wait_until="domcontentloaded")
+        page.get_by_text("sweep ").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Columns").click()
+        page.get_by_placeholder("Search columns").fill("acc mixup α_0.4")
+        title = page.locator(".du-bois-light-tree-title", has_text=re.compile(r"^acc mixup α_0\.4$"))
+        page.locator(".du-bois-light-tree-treenode").filter(has=title).locator(".du-bois-light-tree-checkbox").click()
+        page.keyboard.press("Escape")
+        page.get_by_role("columnheader", name="acc mixup α_0.4").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "parent-row.png"))
+        first_row = " ".join(page.locator('[role="row"][row-index="0"]').all_inner_texts())
+        browser.close()
+    assert "sweep " in first_row and "aug.alpha=0.4" not in first_row  # the parent's row, children folded
+    shown = [float(v) for v in re.findall(r"(?<![\w.])-?\d+\.\d+", first_row)]
+    assert any(abs(v - expected) < 1e-3 for v in shown), (first_row, expected)

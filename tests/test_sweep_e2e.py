@@ -240,6 +240,18 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
     assert "test ECE" in text and "| mixup α=0.2 per_batch permute " in text and "| cutmix α=1 " in text
     groups = pd.read_csv(md.with_name("summary.csv"))["group"]
     assert groups.str.contains("aug.pairing=permute").any() and groups.str.contains("aug.name=cutmix").any()
+    assert "Verdicts: no paired test (a comparison needs 2 seeds)" in text  # one seed: nothing to correct
+
+    # a second seed (the first's jobs are skipped): five paired comparisons with none, corrected together
+    more = run_cli("-m", "experiment=variants", *tiny[:-1], "seed=0,1", f"paths.output_dir={out}")
+    assert more.returncode == 0, more.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out",
+                             str(out / "two-seeds")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (out / "two-seeds" / "report.md").read_text()
+    assert "Holm's step-down correction over the 5 paired comparisons of each table" in text
+    summary = pd.read_csv(out / "two-seeds" / "summary.csv")
+    assert (summary["comparisons"] == 5).all() and summary["p_holm"].notna().sum() == 5
 
 
 def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path, real_data_dir):

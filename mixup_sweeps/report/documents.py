@@ -112,6 +112,8 @@ def correction_line(summary: pd.DataFrame) -> str:
     """The one line that says which correction the verdicts carry, over how many comparisons."""
     counts = sorted({int(c) for c in summary["comparisons"] if c > 1})
     if not counts:
+        if not (summary["comparisons"] > 0).any():
+            return "Verdicts: no paired test (a comparison needs 2 seeds), so no correction for multiple comparisons."
         return "Verdicts: one comparison per table, no correction for multiple comparisons needed."
     many = " and ".join(str(c) for c in counts)
     return (
