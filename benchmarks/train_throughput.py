@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from mixup_sweeps.config import PRECISIONS  # noqa: E402 (trainer.precision; config imports no Keras)
 
 BATCH_SIZE = 64
-ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax")
+ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax", "packed")  # packed: `--packed N...` (default 1 4 16 64)
 
 
 def seed_recipe_stream(x_train, y_train, aug: str):
@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--aug", nargs="+", default=["none", "mixup"], choices=["none", "mixup"])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS[:-1]), choices=ARMS)
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS)
     parser.add_argument("--jobs-at-once", type=int, nargs="+", metavar="K")
     parser.add_argument("--steps-per-execution", type=int, default=32, help="harness arms (trainer's default: 32)")
@@ -294,6 +294,8 @@ def main() -> None:
         return
     print(f"{os.cpu_count()} CPUs ({cpu_flags()}); batch {BATCH_SIZE}, {args.epochs} epochs, seeds {args.seeds}; "
           f"Fashion-MNIST training images: {args.train_size or 'all (58,000)'}")  # fmt: skip
+    if "packed" in args.arms:  # the packed arm runs beside stream-jax, as `--packed` does
+        args.packed = args.packed or [1, 4, 16, 64]
     with tempfile.TemporaryDirectory() as cache:
         if args.packed:
             packed_side_by_side(args, Path(cache))
