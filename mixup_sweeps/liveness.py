@@ -30,7 +30,6 @@ PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run (`sweep`), which h
 # A RUNNING run of another host whose heartbeat is older than max(floor, HEARTBEAT_EPOCHS x its last epoch's
 # seconds) is taken for dead; the floor is `tracking.heartbeat_timeout_s` (it covers start-up and compiling).
 HEARTBEAT_EPOCHS = 3
-DEFAULT_HEARTBEAT_TIMEOUT_S = 900
 
 
 def process_start(pid: int) -> str | None:
@@ -72,11 +71,10 @@ def claim_run(client: MlflowClient, run_id: str) -> None:
         client.set_tag(run_id, key, value)
 
 
-def end_ghost_runs(
-    client: MlflowClient, experiment_id: str, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
-) -> list[str]:
+def end_ghost_runs(client: MlflowClient, experiment_id: str, heartbeat_timeout_s: float | None = None) -> list[str]:
     """End KILLED the RUNNING runs whose owner is gone: on this host, a process that no longer exists (kill -9,
-    a crash); on any other host (a Ray or SLURM node), a job whose heartbeat is older than `heartbeat_limit`.
+    a crash); on any other host (a Ray or SLURM node), a job whose heartbeat is older than `heartbeat_limit`
+    with the floor `heartbeat_timeout_s` (`tracking.heartbeat_timeout_s`; None: other hosts are left alone).
 
     A ghost run keeps its backup, so running its command again still resumes it in the same run.
     """
@@ -95,7 +93,7 @@ def end_ghost_runs(
             reason = "process_gone"
         else:
             beat = tags.get(HEARTBEAT_TAG, "")
-            if tags.get(PARENT_TAG) == "true" or not beat.replace(".", "", 1).isdigit():
+            if heartbeat_timeout_s is None or tags.get(PARENT_TAG) == "true" or not beat.replace(".", "", 1).isdigit():
                 continue  # a sweep parent has no epochs; a run without heartbeats: nobody can tell from here
             silent = time.time() - float(beat)
             limit = heartbeat_limit(run.data.metrics.get("epoch_seconds"), heartbeat_timeout_s)

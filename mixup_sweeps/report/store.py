@@ -159,10 +159,9 @@ def _sql_runs_frame(engine: Any, experiment_id: str) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def fetch_runs(
-    tracking_uri: str, experiment: str, sweep_id: str, heartbeat_timeout_s: float = liveness.DEFAULT_HEARTBEAT_TIMEOUT_S
-) -> RunSet:
-    """The FINISHED runs of one sweep (`latest`, a sweep id) or of the whole experiment (`all`)."""
+def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_timeout_s: float | None = None) -> RunSet:
+    """The FINISHED runs of one sweep (`latest`, a sweep id) or of the whole experiment (`all`); dead jobs'
+    runs are ended first (`liveness.end_ghost_runs`, other hosts by heartbeat when `heartbeat_timeout_s` is set)."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
