@@ -114,9 +114,10 @@ class PackedProgram:
         """Stacked (trainable, non-trainable, optimizer) state: each member from its initial weights or backup."""
         optimizer_template = [np.asarray(v.value) for v in self.model.optimizer.variables]
         rate = next(i for i, v in enumerate(self.model.optimizer.variables) if v.name == "learning_rate")
-        per_member = []
+        per_member, starts = [], set()
         for member in self.members:
             epoch, state_file = _restore_point(member)
+            starts.add(epoch)
             if state_file is not None:
                 with np.load(state_file) as saved:
                     parts = tuple([saved[f"{part}{i}"] for i in range(count)] for part, count in self._layout())
@@ -131,7 +132,7 @@ class PackedProgram:
                     optimizer,
                 )
             per_member.append(parts)
-        self.start_epoch = _restore_point(self.members[0])[0]
+        (self.start_epoch,) = starts  # `train_pack` groups members by the epoch they resume from
         return tuple(
             [jax.device_put(np.stack(arrays)) for arrays in zip(*(p[k] for p in per_member))] for k in range(3)
         )
@@ -211,13 +212,13 @@ class PackedProgram:
         plans = self._epoch_plans(epoch)
         n = plans[0].shape[1]
         full, rest = divmod(n, self.batch)
+        if not self.batched:
+            return self._train_epoch_one_by_one(state, plans, full, rest)
         logs: dict = {}
         calls = [(start, min(self.trainer.steps_per_execution, full - start), self.batch)
                  for start in range(0, full, self.trainer.steps_per_execution)]  # fmt: skip
         if rest:
             calls.append((full, 1, rest))  # the last, smaller batch: a call of its own shape
-        if not self.batched:
-            return self._train_epoch_one_by_one(state, plans, full, rest)
         for start, steps, size in calls:
             first = start * self.batch
             chunk = [a[:, first : first + steps * size] for a in plans]
@@ -266,7 +267,6 @@ class PackedProgram:
     # --- the run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         epochs = self.trainer.epochs
-        live = [not m.failed for m in self.members]
         train_seconds = 0.0
         for epoch in range(self.start_epoch, epochs):
             started = time.perf_counter()
@@ -275,13 +275,13 @@ class PackedProgram:
             val = self._evaluate(self.members[0].dataset.val.images, self.members[0].dataset.val.labels)
             seconds = time.perf_counter() - started
             for i, member in enumerate(self.members):
-                if not live[i]:
+                if member.failed:
                     continue
                 metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
                            "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
                            "epoch_seconds": seconds}  # fmt: skip
                 if not math.isfinite(metrics["loss"]):  # as TerminateOnNaN + train.train would say; the rest go on
-                    live[i], member.failed = False, True
+                    member.failed = True
                     member.on_error(
                         train.TrainingDiverged(
                             f"loss became NaN/inf in epoch {epoch + 1} of {epochs} "
@@ -297,7 +297,7 @@ class PackedProgram:
         images_per_second = len(self.members[0].dataset.train) * (epochs - self.start_epoch) / max(train_seconds, 1e-9)
         test_labels = self.members[0].dataset.test.labels.astype(int)
         for i, member in enumerate(self.members):
-            if not live[i]:
+            if member.failed:
                 continue
             trained = tuple([np.asarray(values[i]) for values in part] for part in self.state[:2])
             member.result = train.TrainResult(

@@ -97,9 +97,7 @@ def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
             continue
         lo, hi = row["delta_ci_low"], row["delta_ci_high"]
         detected = row["significant_holm"] if row["significant_holm"] is not None else bool(lo > 0 or hi < 0)
-        word = "no detectable difference vs"
-        if detected:
-            word = "better than" if lo > 0 else "worse than" if hi < 0 else "better than" if d > 0 else "worse than"
+        word = ("better than" if d > 0 else "worse than") if detected else "no detectable difference vs"
         note = ""
         if not detected and (lo > 0 or hi < 0):
             note = f"; not after Holm's correction for {int(row['comparisons'])} comparisons (p = {row['p_holm']:.3f})"
