@@ -44,6 +44,7 @@ class DatasetConfig:
     num_classes: int = MISSING
     download: bool = MISSING
     label_noise: float = MISSING  # fraction of training labels replaced by a random other class (fixed by seed)
+    noisy_validation: bool = MISSING  # corrupt the validation labels at the same rate (a practitioner's view)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ModelConfig:
     dense_units: int = MISSING
     dropout: float = MISSING
     batch_norm: bool = MISSING
+    pooling: str = MISSING  # global_average (the seed's) | flatten (every position its own weights: memorizes)
 
 
 @dataclass
@@ -83,6 +85,8 @@ class TrainerConfig:
     deterministic: bool = MISSING
     steps_per_execution: int = MISSING  # training steps per compiled call: fewer round-trips, same result
     precision: str = MISSING  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
+    test_every_epoch: bool = MISSING  # test accuracy per epoch: the best-validation epoch's test accuracy
+    memorization_probe: int = MISSING  # corrupted (and clean) training examples probed per epoch; 0 = off
 
 
 @dataclass
@@ -111,6 +115,7 @@ AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig
 LAM_MODES = ("per_sample", "per_batch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 PAIRINGS = ("two_streams", "permute")
+POOLINGS = ("global_average", "flatten")
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a job can run on (mixup_sweeps.backends sets them up)
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
@@ -121,7 +126,13 @@ SWEEP_JOBS_ENV, SWEEP_STARTED_ENV = "MIXUP_SWEEP_JOBS", "MIXUP_SWEEP_STARTED"
 
 # Keys added after runs were recorded, left out of the fingerprint while they hold the value that means
 # "what every earlier run did", so those runs are still found (skipped, resumed, reused) by new sweeps.
-FINGERPRINT_DEFAULTS = {"trainer.precision": "float32"}
+FINGERPRINT_DEFAULTS = {
+    "trainer.precision": "float32",
+    "trainer.test_every_epoch": False,
+    "trainer.memorization_probe": 0,
+    "dataset.noisy_validation": False,
+    "model.pooling": "global_average",
+}
 
 
 _ENV_INTERPOLATION = re.compile(r"\$\{\s*(oc\.env|env)\s*:")
@@ -283,6 +294,8 @@ def validate(cfg: DictConfig) -> None:
     spe = trainer.steps_per_execution
     _require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
     _require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
+    probe = trainer.memorization_probe
+    _require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
     dataset = cfg.dataset
     _require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
     _require(
@@ -321,6 +334,7 @@ def validate(cfg: DictConfig) -> None:
             f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(dataset.image_shape[:2])} "
             f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
         )
+    _require(model.pooling in POOLINGS, "model.pooling", model.pooling, f"one of {list(POOLINGS)}")
     _require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
     _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
     _require(

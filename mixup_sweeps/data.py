@@ -62,6 +62,8 @@ class Dataset:
     source_dir: Path
     sha256: dict[str, str]  # file name -> sha256 of the .gz file
     label_noise: float = 0.0  # realised fraction of training labels that were replaced (see with_label_noise)
+    clean_train_labels: np.ndarray | None = None  # the training labels before the noise (None: no noise)
+    noisy_validation: bool = False  # whether the validation labels carry the same noise
 
 
 def search_path(explicit: str | None = None) -> list[Path]:
@@ -127,7 +129,8 @@ def load(dataset_cfg: DictConfig, seed: int = 0) -> Dataset:
     """The `dataset` config's data: found, read and checked, split, and with its training-label noise.
 
     The first `val_size` training images become the validation set; with `label_noise > 0` the run's `seed`
-    picks which training labels are corrupted (`with_label_noise`).
+    picks which training labels are corrupted (`with_label_noise`), and with `noisy_validation` which
+    validation labels too.
     """
     clean = read_splits(
         dataset_cfg.path,
@@ -138,7 +141,9 @@ def load(dataset_cfg: DictConfig, seed: int = 0) -> Dataset:
         download=dataset_cfg.download,
     )
     if dataset_cfg.label_noise > 0:
-        return with_label_noise(clean, dataset_cfg.label_noise, dataset_cfg.num_classes, seed)
+        return with_label_noise(
+            clean, dataset_cfg.label_noise, dataset_cfg.num_classes, seed, dataset_cfg.noisy_validation
+        )
     return clean
 
 
@@ -196,21 +201,38 @@ def read_splits(
 
 
 LABEL_NOISE_STREAM = 0x4E015E  # keeps the noise draws apart from every other use of the seed
+VALIDATION_NOISE_STREAM = 0x4E015F
 
 
-def with_label_noise(dataset: Dataset, fraction: float, num_classes: int, seed: int) -> Dataset:
-    """Replace round(fraction * n) training labels, chosen by `seed`, each with a uniformly random *other* class.
-
-    Only the training split changes: validation and test labels stay clean, so accuracy still measures the
-    true task (the mixup paper's corrupted-label setting). The realised fraction goes in `label_noise`.
-    """
-    labels = dataset.train.labels
-    rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
+def corrupt(labels: np.ndarray, fraction: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """round(fraction * n) of `labels`, chosen by `rng`, each replaced with a uniformly random *other* class."""
     chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
     noisy = labels.copy()
     noisy[chosen] = (labels[chosen].astype(np.int64) + rng.integers(1, num_classes, size=len(chosen))) % num_classes
+    return noisy
+
+
+def with_label_noise(
+    dataset: Dataset, fraction: float, num_classes: int, seed: int, noisy_validation: bool = False
+) -> Dataset:
+    """Corrupt `fraction` of the training labels (`corrupt`, chosen by `seed`); the clean ones are kept aside
+    for the memorization probe, the realised fraction goes in `label_noise`.
+
+    Test labels stay clean, so test accuracy still measures the true task (the mixup paper's corrupted-label
+    setting). Validation labels stay clean too unless `noisy_validation`: then the best epoch is chosen as a
+    practitioner whose labels are all noisy would choose it.
+    """
+    labels = dataset.train.labels
+    noisy = corrupt(labels, fraction, num_classes, np.random.default_rng([seed, LABEL_NOISE_STREAM]))
     realised = float(np.mean(noisy != labels)) if len(labels) else 0.0
-    return replace(dataset, train=Split(dataset.train.images, noisy), label_noise=realised)
+    val = dataset.val
+    if noisy_validation:
+        rng = np.random.default_rng([seed, VALIDATION_NOISE_STREAM])
+        val = Split(val.images, corrupt(val.labels, fraction, num_classes, rng))
+    return replace(
+        dataset, train=Split(dataset.train.images, noisy), val=val, label_noise=realised, clean_train_labels=labels,
+        noisy_validation=noisy_validation,
+    )  # fmt: skip
 
 
 def main() -> int:

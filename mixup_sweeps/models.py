@@ -22,7 +22,10 @@ from mixup_sweeps import liveness
 def build_model(
     model_cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, precision: str = "float32"
 ) -> keras.Model:
-    """conv blocks -> dropout -> global average pooling -> dense -> softmax (seed_cnn is the seed's CNN).
+    """conv blocks -> dropout -> global average pooling (or flatten) -> dense -> softmax (seed_cnn is the seed's).
+
+    `model.pooling: flatten` gives the dense layer a weight per position and channel instead of per channel
+    (flat_cnn: ~270k weights instead of ~20k), the capacity to memorize corrupted labels.
 
     `precision` is a Keras dtype policy (`trainer.precision`): with `mixed_bfloat16` / `mixed_float16` the
     hidden layers compute in 16 bits and keep float32 variables, while the softmax layer stays float32 (so
@@ -42,7 +45,10 @@ def build_model(
             x = layers.Conv2D(filters, (k, k), activation="relu", **hidden)(x)
         x = layers.MaxPooling2D(pool_size=(2, 2), **hidden)(x)
     x = layers.Dropout(model_cfg.dropout, **hidden)(x)
-    x = layers.GlobalAveragePooling2D(**hidden)(x)
+    if model_cfg.pooling == "flatten":
+        x = layers.Flatten(**hidden)(x)
+    else:
+        x = layers.GlobalAveragePooling2D(**hidden)(x)
     x = layers.Dense(model_cfg.dense_units, activation="relu", **hidden)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=model_cfg.name)

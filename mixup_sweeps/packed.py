@@ -32,12 +32,12 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mixup_sweeps import augment, calibration, models, train
+from mixup_sweeps import augment, calibration, models, probes, train
 from mixup_sweeps.data import Dataset
 
 STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs
 METADATA = "training_metadata.json"  # {"epoch": k, "state": file}: what `train.completed_epochs` and `run` read
-EVAL_CHUNK = 1000  # validation and test images per compiled evaluation call
+EVAL_CHUNK = probes.PREDICT_BATCH  # validation, test and probe images per compiled evaluation call
 
 
 @dataclass
@@ -106,8 +106,9 @@ class PackedProgram:
         self.batched = batched_members() if BATCHED is None else BATCHED
         self._train_call = jax.jit(self._train_steps, donate_argnums=0)  # batched: steps x members per call
         self._member_step = jax.jit(self._indexed_step, donate_argnums=0)  # one by one: one member, one step
-        self._test_call = over_members(self.model.test_step, (1,), self.batched)
+        self._test_call = over_members(self._test, (1,), self.batched)
         self._predict_call = over_members(self._predict, (2,), self.batched)
+        self.probes = [probes.EpochProbes.of(member.cfg, member.dataset) for member in self.members]
 
     # --- state --------------------------------------------------------------------------------------------
     def _initial_state(self) -> tuple[list[np.ndarray], ...]:
@@ -246,40 +247,66 @@ class PackedProgram:
         self.state = jax.tree.map(lambda *a: jax.numpy.stack(a), *members)[:3]
         return {key: np.stack([np.asarray(logs[key]) for logs in member_logs]) for key in member_logs[0]}
 
+    def _test(self, state: tuple, inputs: tuple, labels: jax.Array) -> tuple[dict, tuple]:
+        return self.model.test_step(state, (inputs, labels))
+
     def _evaluate(self, split_images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """Loss and accuracy of every member on a clean split (vmapped Keras test_step, in chunks)."""
+        """Loss and accuracy of every member on the same images, each against its own labels ((members, n):
+        validation labels carry each member's noise with dataset.noisy_validation); Keras's test_step, in chunks."""
         trainable, non_trainable, _ = self.state
         state, logs = (trainable, non_trainable, self._zero_metrics()), {}
-        for first in range(0, len(labels), EVAL_CHUNK):
+        for first in range(0, labels.shape[1], EVAL_CHUNK):
             chunk = slice(first, first + EVAL_CHUNK)
-            logs, state = self._test_call(state, (_unmixed(split_images[chunk]), _onehot(labels[chunk], self.classes)))
+            logs, state = self._test_call(state, _unmixed(split_images[chunk]), _onehot(labels[:, chunk], self.classes))
         return {key: np.asarray(value) for key, value in logs.items()}
 
-    def _test_probabilities(self) -> np.ndarray:
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Every member's predicted probabilities on the same images: (members, images, classes)."""
         trainable, non_trainable, _ = self.state
-        test = self.members[0].dataset.test
         chunks = [
-            np.asarray(self._predict_call(trainable, non_trainable, _unmixed(test.images[first : first + EVAL_CHUNK])))
-            for first in range(0, len(test), EVAL_CHUNK)
+            np.asarray(self._predict_call(trainable, non_trainable, _unmixed(images[first : first + EVAL_CHUNK])))
+            for first in range(0, len(images), EVAL_CHUNK)
         ]
         return np.concatenate(chunks, axis=1)
+
+    def _probe_metrics(self) -> list[dict[str, float]]:
+        """Each member's probe metrics after this epoch (`probes.EpochProbes`): one prediction pass over the
+        test set and one over the union of the members' probed training examples, shared by all members."""
+        if not any(self.probes):
+            return [{} for _ in self.members]
+        data = self.members[0].dataset
+        test = None
+        if any(p.test_labels is not None for p in self.probes):
+            test = self._probabilities(data.test.images).argmax(axis=-1)
+        probed = [p.memorization.indices for p in self.probes if p.memorization is not None]
+        union = np.unique(np.concatenate(probed)) if probed else np.zeros(0, np.int64)
+        predicted = self._probabilities(data.train.images[union]).argmax(axis=-1) if len(union) else None
+        metrics = []
+        for i, p in enumerate(self.probes):
+            own = None
+            if p.memorization is not None and predicted is not None:
+                own = predicted[i, np.searchsorted(union, p.memorization.indices)]
+            metrics.append(p.metrics(test[i] if test is not None else None, own))
+        return metrics
 
     # --- the run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         epochs = self.trainer.epochs
         train_seconds = 0.0
+        val_labels = np.stack([member.dataset.val.labels for member in self.members])
         for epoch in range(self.start_epoch, epochs):
             started = time.perf_counter()
             logs = self._train_epoch(epoch)
             train_seconds += time.perf_counter() - started
-            val = self._evaluate(self.members[0].dataset.val.images, self.members[0].dataset.val.labels)
+            val = self._evaluate(self.members[0].dataset.val.images, val_labels)
+            probed = self._probe_metrics()
             seconds = time.perf_counter() - started
             for i, member in enumerate(self.members):
                 if member.failed:
                     continue
                 metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
                            "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
-                           "epoch_seconds": seconds}  # fmt: skip
+                           **probed[i], "epoch_seconds": seconds}  # fmt: skip
                 if not math.isfinite(metrics["loss"]):  # as TerminateOnNaN + train.train would say; the rest go on
                     member.failed = True
                     member.on_error(
@@ -293,7 +320,7 @@ class PackedProgram:
                 self._save(i, member, epoch + 1)
                 member.on_epoch(epoch + 1, metrics)
             train.INTERRUPTS.raise_pending()
-        probabilities = self._test_probabilities()
+        probabilities = self._probabilities(self.members[0].dataset.test.images)
         images_per_second = len(self.members[0].dataset.train) * (epochs - self.start_epoch) / max(train_seconds, 1e-9)
         test_labels = self.members[0].dataset.test.labels.astype(int)
         for i, member in enumerate(self.members):

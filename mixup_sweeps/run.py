@@ -317,8 +317,8 @@ def _epochs_saved_but_not_logged(job: Job) -> list[tuple[int, dict[str, float]]]
 
 
 def _record_results(job: Job, result: TrainResult) -> None:
-    """Test metrics, the curves and reliability diagram, and the trained weights."""
-    from mixup_sweeps import plots, tracking
+    """Test metrics (and the best-validation epoch's), the curves and reliability diagram, the trained weights."""
+    from mixup_sweeps import plots, probes, tracking
 
     tracking.log_metrics(
         job.client,
@@ -330,6 +330,7 @@ def _record_results(job: Job, result: TrainResult) -> None:
             "test_ece": result.test_reliability.ece,
             "train_images_per_second": result.train_images_per_second,
             "label_noise_realized": job.dataset.label_noise,
+            **probes.best_epoch_metrics(result.history),
         },
         step=len(result.history),
     )

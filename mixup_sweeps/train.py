@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mixup_sweeps import augment, backends, calibration, models
-from mixup_sweeps.data import Dataset
+from mixup_sweeps import augment, backends, calibration, models, probes
+from mixup_sweeps.data import Dataset, Split
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -106,8 +106,35 @@ class EpochSeeds(keras.callbacks.Callback):
             variable.assign(np.array([seed, epoch * self.STRIDE], dtype=variable.dtype))
 
 
+class ProbeEachEpoch(keras.callbacks.Callback):
+    """Adds the epoch's probe metrics (`probes.EpochProbes`: test accuracy, memorization) to the epoch's logs,
+    for `EpochMetrics` (next in the list) to record. Predicts with the network alone, as the test pass does."""
+
+    def __init__(self, epoch_probes: probes.EpochProbes, network: keras.Model, dataset: Dataset) -> None:
+        super().__init__()
+        self.probes, self.network = epoch_probes, network
+        self.test_images = augment.scaled(dataset.test) if epoch_probes.test_labels is not None else None
+        probe = epoch_probes.memorization
+        train = dataset.train
+        self.probe_images = (
+            augment.scaled(Split(train.images[probe.indices], train.labels[probe.indices])) if probe else None
+        )
+
+    def _classes(self, images: np.ndarray | None) -> np.ndarray | None:
+        if images is None:
+            return None
+        return self.network.predict(images, batch_size=probes.PREDICT_BATCH, verbose=0).argmax(axis=1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs.update(self.probes.metrics(self._classes(self.test_images), self._classes(self.probe_images)))
+
+
+EPOCH_LOGS = ("loss", "accuracy", "val_loss", "val_accuracy", *probes.EPOCH_METRICS)  # what an epoch records
+
+
 class EpochMetrics(keras.callbacks.Callback):
-    """Per-epoch loss/accuracy/val_* plus wall time; with a journal path, each epoch is also written there.
+    """Per-epoch loss/accuracy/val_* (and probes) plus wall time; with a journal path, each epoch is also written.
 
     The journal is written *before* BackupAndRestore saves the epoch and the metrics reach MLflow *after*
     (see `train`), so a job killed anywhere in between can re-log exactly the epochs its backup holds.
@@ -132,9 +159,7 @@ class EpochMetrics(keras.callbacks.Callback):
         now = time.perf_counter()
         self.train_seconds += (self._train_end or now) - self._epoch_start
         self.epochs_run += 1
-        metrics = {
-            k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")
-        }
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_LOGS}
         metrics["epoch_seconds"] = now - self._epoch_start
         del self.history[epoch:]  # an epoch re-run after a restore replaces its unsaved first attempt
         self.history.append(metrics)
@@ -219,8 +244,11 @@ def train(
         EpochSeeds(),
         RaisePendingInterrupt(),
         keras.callbacks.TerminateOnNaN(),
-        epoch_metrics,
     ]
+    epoch_probes = probes.EpochProbes.of(cfg, dataset)
+    if epoch_probes:
+        callbacks.append(ProbeEachEpoch(epoch_probes, network, dataset))
+    callbacks.append(epoch_metrics)
     if backup_dir is not None:
         backup_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))

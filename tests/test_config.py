@@ -9,7 +9,14 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mixup_sweeps.config import PLUMBING_PREFIXES, ConfigError, config_fingerprint, flatten, validate
+from mixup_sweeps.config import (
+    FINGERPRINT_DEFAULTS,
+    PLUMBING_PREFIXES,
+    ConfigError,
+    config_fingerprint,
+    flatten,
+    validate,
+)
 from tests.helpers import CONF, compose_config, mlflow_runs, run_cli
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
@@ -179,15 +186,26 @@ def test_flat_params_and_fingerprint():
     assert config_fingerprint(compose_config(["aug.alpha=0.4"])) != config_fingerprint(base)
 
 
-def test_precision_is_in_the_fingerprint_except_at_the_float32_every_earlier_run_used():
-    float32 = compose_config()
-    assert float32.trainer.precision == "float32"
-    flat = {k: v for k, v in flatten(float32).items() if not k.startswith(PLUMBING_PREFIXES)}
-    flat.pop("trainer.precision")  # a config from before the key existed
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.precision=mixed_bfloat16",
+        "trainer.test_every_epoch=true",
+        "trainer.memorization_probe=100",
+        "dataset.noisy_validation=true",
+        "model.pooling=flatten",
+    ],
+)
+def test_keys_added_later_are_in_the_fingerprint_except_at_the_value_every_earlier_run_used(override):
+    default = compose_config()
+    flat = {k: v for k, v in flatten(default).items() if not k.startswith(PLUMBING_PREFIXES)}
+    for key, value in FINGERPRINT_DEFAULTS.items():
+        assert flat.pop(key) == value  # a config from before the key existed
     before = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
-    assert config_fingerprint(float32) == before  # earlier float32 runs are still skipped and reused
-    bf16 = compose_config(["trainer.precision=mixed_bfloat16"])
-    assert config_fingerprint(bf16) != before and flatten(bf16)["trainer.precision"] == "mixed_bfloat16"
+    assert config_fingerprint(default) == before  # earlier runs are still skipped and reused
+    key, value = override.split("=")
+    changed = compose_config([override])
+    assert config_fingerprint(changed) != before and str(flatten(changed)[key]).lower() == value
 
 
 @pytest.mark.parametrize(
