@@ -15,13 +15,21 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.report.figures import PLOTS, plot_accuracy_vs_alpha, plot_learning_curves
+from mixup_sweeps.probes import BEST_EPOCH, EPOCH_TEST_ACCURACY, MEMORIZED, TEST_ACCURACY_BEST
+from mixup_sweeps.report.figures import (
+    MEMORIZATION_PLOT,
+    PLOTS,
+    plot_accuracy_vs_alpha,
+    plot_learning_curves,
+    plot_memorization,
+)
 from mixup_sweeps.report.store import RunSet, metric_histories
 from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
 from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, missing
 from mixup_sweeps.tracking import UI_URL, ui_runs_link
 
 NO_INTERVAL = "1 seed: no interval"
+PROBE_CURVES = (EPOCH_TEST_ACCURACY, MEMORIZED)  # the memorization figure's rows
 RUN_METRICS = ("test_accuracy", "test_loss", "test_ece", "test_nll", "val_accuracy", "train_images_per_second")
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("mixup_sweeps.report", "templates"),
@@ -43,7 +51,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
     def spread(metric: str) -> list[str]:
         return [
-            _fmt(m) if single else f"{_fmt(m)} ± {_fmt(s)}"
+            _fmt(m) if single or missing(m) else f"{_fmt(m)} ± {_fmt(s)}"
             for m, s, single in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], one)
         ]
 
@@ -73,6 +81,17 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     out["Δ ECE [95% CI]"] = [
         "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in ece
     ]
+    if summary[f"{TEST_ACCURACY_BEST}_mean"].notna().any():  # runs that evaluated the test set every epoch
+        out["test acc at best val epoch"] = [
+            f"{acc} (epoch {_fmt(e, 1)})" for acc, e in zip(spread(TEST_ACCURACY_BEST), summary[f"{BEST_EPOCH}_mean"])
+        ]
+        best = zip(*(summary[f"best_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
+        out["Δ at best [95% CI]"] = [
+            "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
+            for d, lo, hi in best
+        ]
+    if summary[f"{MEMORIZED}_mean"].notna().any():
+        out["memorized (last epoch)"] = spread(MEMORIZED)
     out["seeds for ±0.005 / ±0.01"] = [
         "" if missing(a) else f"{a:.0f} / {b:.0f}"
         for a, b in zip(summary[f"seeds_for_{SEEDS_FOR[0]}"], summary[f"seeds_for_{SEEDS_FOR[1]}"])
@@ -101,8 +120,12 @@ def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
         note = ""
         if not detected and (lo > 0 or hi < 0):
             note = f"; not after Holm's correction for {int(row['comparisons'])} comparisons (p = {row['p_holm']:.3f})"
+        best = ""
+        if not missing(row["best_delta_ci_low"]):
+            best = (f"; at the best-validation epoch Δ {row['best_delta_vs_baseline']:+.4f} "
+                    f"[{row['best_delta_ci_low']:+.4f}, {row['best_delta_ci_high']:+.4f}]")  # fmt: skip
         lines.append(f"{row['label']}: {word} {against} (Δ test accuracy {d:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
-                     f"{n} seeds{note})")  # fmt: skip
+                     f"{n} seeds{note}{best})")  # fmt: skip
     return lines
 
 
@@ -118,6 +141,27 @@ def correction_line(summary: pd.DataFrame) -> str:
         f"Verdicts: Holm's step-down correction over the {many} paired comparisons of each table (family-wise "
         "error ≤ 5 %: all verdicts of a table hold together); intervals and 'CI excludes 0' are each "
         "comparison's own, 'after Holm' the corrected decision, p-values in summary.csv (p_value, p_holm)."
+    )
+
+
+def best_epoch_line(runs: pd.DataFrame) -> str | None:
+    """How the best epoch was chosen, and whether the labels it was chosen by carry the training noise."""
+    if TEST_ACCURACY_BEST not in runs or not runs[TEST_ACCURACY_BEST].notna().any():
+        return None
+    measured = runs[runs[TEST_ACCURACY_BEST].notna()]
+    noisy = measured.get("dataset.noisy_validation", pd.Series(False, index=measured.index)).astype(str) == "True"
+    noise = measured.get("dataset.label_noise", pd.Series(0.0, index=measured.index)).astype(float) > 0
+    if not (noisy & noise).any():
+        labels = "whose labels are clean (no practitioner with noisy labels has such a set: an optimistic choice)"
+    elif (noisy | ~noise).all():
+        labels = "whose labels carry the training noise (dataset.noisy_validation: as a practitioner would choose)"
+    else:
+        labels = "clean for some runs, noisy for others (dataset.noisy_validation)"
+    return (
+        "Best epoch: the epoch with the highest val_accuracy (the first of ties) on the validation images, "
+        f"{labels}; the test set was evaluated after every epoch (trainer.test_every_epoch), so 'at best' is the "
+        "test accuracy of that epoch's weights; 'memorized' is the share of probed corrupted training examples "
+        "predicted as their corrupted label."
     )
 
 
@@ -163,6 +207,11 @@ def write_report(
     labelled = runs.merge(summary[[*keys, "label"]], on=keys, how="left") if keys else runs.assign(label="all runs")
     plot_accuracy_vs_alpha(summary, keys, files["accuracy_vs_alpha.png"])
     plot_learning_curves(labelled, curves, files["learning_curves.png"])
+    plots = list(PLOTS)
+    histories = {metric: metric_histories(tracking_uri, list(runs["run_id"]), metric) for metric in PROBE_CURVES}
+    if plot_memorization(labelled, histories, out / MEMORIZATION_PLOT) is not None:
+        files[MEMORIZATION_PLOT] = out / MEMORIZATION_PLOT
+        plots.append(MEMORIZATION_PLOT)
 
     answer = verdicts(summary, baseline)
     link = ui_runs_link(run_set.experiment_id, ui_url)
@@ -177,6 +226,7 @@ def write_report(
         + f"; Δ: paired over the seeds present in both, against the baseline {baseline.key}={baseline.value}. "
         "Seeds for ±h: n = ceil((t(pairs − 1) · s / h)²) from the observed paired spread s.",
         correction_line(summary),
+        *([line] if (line := best_epoch_line(runs)) else []),
     ]  # fmt: skip
     md = [f"# Report: {run_set.label}", "", "## Answer", "", *(f"- {line}" for line in answer or ["no comparison"])]
     md += ["", *details, f"Runs in the MLflow UI: {link}", ""]
@@ -193,8 +243,8 @@ def write_report(
             for cells, (_, row) in zip(shown.itertuples(index=False), rows.iterrows())
         ]
         html_tables.append({"title": title, "columns": list(shown.columns), "rows": html_rows})
-    images = [{"name": name, "data": base64.b64encode(files[name].read_bytes()).decode()} for name in PLOTS]
-    md += [line for name in PLOTS for line in (f"![{name}]({name})", "")]
+    images = [{"name": name, "data": base64.b64encode(files[name].read_bytes()).decode()} for name in plots]
+    md += [line for name in plots for line in (f"![{name}]({name})", "")]
     files["report.md"].write_text("\n".join(md))
     page = _TEMPLATES.get_template("report.html.j2").render(
         label=run_set.label, answer=answer, details=details, ui_link=link, tables=html_tables, images=images
@@ -209,11 +259,14 @@ ANSWER_TAG = "answer"  # on a sweep's parent run: the report's answer, one verdi
 
 
 def answer_metrics(summary: pd.DataFrame) -> dict[str, float]:
-    """`acc <group>` (mean test accuracy), `acc <group> ci_low/ci_high`, `Δacc <group>` and its bounds: names
-    that sort by kind, then group, in the MLflow UI's columns (characters MLflow does not allow become _)."""
+    """`acc <group>` (mean test accuracy), `acc <group> ci_low/ci_high`, `Δacc <group>` and its bounds (and
+    `acc_best` / `Δacc_best` at the best-validation epoch where measured): names that sort by kind, then group,
+    in the MLflow UI's columns (characters MLflow does not allow become _)."""
     metrics: dict[str, float] = {}
     columns = {"acc": ("test_accuracy_mean", "test_accuracy_ci_low", "test_accuracy_ci_high"),
-               "Δacc": ("delta_vs_baseline", "delta_ci_low", "delta_ci_high")}  # fmt: skip
+               "Δacc": ("delta_vs_baseline", "delta_ci_low", "delta_ci_high"),
+               "acc_best": tuple(f"{TEST_ACCURACY_BEST}_{s}" for s in ("mean", "ci_low", "ci_high")),
+               "Δacc_best": ("best_delta_vs_baseline", "best_delta_ci_low", "best_delta_ci_high")}  # fmt: skip
     for _, row in summary.iterrows():
         group = re.sub(r"[^\w.\- /:]", "_", str(row["label"]))
         for kind, (mean, low, high) in columns.items():

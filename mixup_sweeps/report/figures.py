@@ -1,4 +1,5 @@
-"""The report's figures: test accuracy against α with intervals, and learning curves averaged over seeds."""
+"""The report's figures: test accuracy against α with intervals, learning curves averaged over seeds, and (for
+runs with per-epoch probes) test accuracy and memorized share against the epoch, per noise level."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from mixup_sweeps import plots
+from mixup_sweeps import plots, probes, statistics
 from mixup_sweeps.plots import plt
 from mixup_sweeps.report.summary import TABLE_KEYS, readable, tables
 from mixup_sweeps.sweep import DEFAULT_BASELINE, missing
 
-PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")
+PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")  # every report
+MEMORIZATION_PLOT = "memorization.png"  # reports of runs with trainer.test_every_epoch or a memorization probe
 
 
 def _figure_per_table(
@@ -77,3 +79,73 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
 
     merged = curves.merge(runs[["run_id", "label", *(k for k in TABLE_KEYS if k in runs)]], on="run_id")
     return _figure_per_table(merged, draw, "epoch", "val_accuracy (mean over seeds)", path)
+
+
+def _mean_band(values: pd.DataFrame) -> pd.DataFrame:
+    """Per step: mean over the runs and its 95 % t-interval (no band for a single run)."""
+    stats = values.groupby("step")["value"].agg(["mean", "std", "count"])
+    half = [
+        statistics.t_quantile(int(n) - 1) * sd / math.sqrt(n) if n > 1 else math.nan
+        for sd, n in zip(stats["std"], stats["count"])
+    ]
+    return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
+
+
+def _line_labels(runs: pd.DataFrame) -> pd.Series:
+    """A run's line in the memorization figure: its augmentation (and model, when several), not its noise."""
+    keys = [k for k in runs.columns if k.startswith("aug.") and k != "aug.name" and runs[k].dropna().nunique() > 1]
+    keys = ["aug.name", *sorted(keys)] if "aug.name" in runs else keys
+    if "model.name" in runs and runs["model.name"].nunique() > 1:
+        keys.insert(0, "model.name")
+    return pd.Series(
+        [
+            " ".join(readable(k, row[k]) for k in keys if not missing(row[k])) or "all runs"
+            for _, row in runs.iterrows()
+        ],
+        index=runs.index,
+    )
+
+
+def plot_memorization(runs: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> Path | None:
+    """Per noise level (columns): test accuracy and memorized share of the corrupted labels against the epoch
+    (rows), one line per augmentation, mean over seeds with a 95 % band. None when no run has the probes."""
+    rows = [
+        (name, histories[name])
+        for name in (probes.EPOCH_TEST_ACCURACY, probes.MEMORIZED)
+        if name in histories and not histories[name].empty
+    ]
+    if not rows:
+        return None
+    probed = runs[runs["run_id"].isin(pd.concat([frame["run_id"] for _, frame in rows]))].copy()
+    probed["line"] = _line_labels(probed)
+    noise_key = "dataset.label_noise"
+    levels = sorted(probed[noise_key].dropna().unique()) if noise_key in probed else [None]
+    baseline_first = sorted(probed["line"].unique(), key=lambda line: (line != DEFAULT_BASELINE.value, line))
+    colors = {line: f"C{i}" for i, line in enumerate(baseline_first)}
+    fig, axes = plt.subplots(len(rows), len(levels), figsize=(5 * len(levels), 3.6 * len(rows)), squeeze=False)
+    for column, level in enumerate(levels):
+        at_level = probed if level is None else probed[probed[noise_key] == level]
+        for row, (metric, frame) in enumerate(rows):
+            ax = axes[row][column]
+            for line in baseline_first:
+                group = at_level[at_level["line"] == line]
+                values = frame[frame["run_id"].isin(group["run_id"])]
+                if values.empty:
+                    continue
+                band = _mean_band(values)
+                ax.plot(band.index, band["mean"], color=colors[line], label=f"{line} (n={group['run_id'].nunique()})")
+                low, high = band["low"].clip(0, 1), band["high"].clip(0, 1)  # shares: the band stops at 0 and 1
+                ax.fill_between(band.index, low, high, color=colors[line], alpha=0.2, lw=0)
+            noise = "" if level is None else f"label noise {level:g}: "
+            ax.set_title(f"{noise}{metric}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if metric == probes.MEMORIZED:
+                ax.set_ylim(-0.02, 1.02)
+                if not ax.lines:
+                    ax.text(0.5, 0.5, "no corrupted labels", ha="center", va="center", transform=ax.transAxes)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    fig.suptitle("mean over seeds, 95 % band; memorized = share of probed corrupted examples predicted as their "
+                 "corrupted label", fontsize=9)  # fmt: skip
+    return plots.save_figure(fig, path, dpi=100)

@@ -9,14 +9,19 @@ from typing import Any
 
 import pandas as pd
 
-from mixup_sweeps import statistics
+from mixup_sweeps import probes, statistics
 from mixup_sweeps.config import PLUMBING_PREFIXES
 from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, baselines_of, missing
 
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
-DELTA_METRICS = {"test_accuracy": "delta", "test_ece": "ece_delta"}  # metric -> its column prefix
+# metric -> its column prefix; test_accuracy_best (the best-validation epoch's) -> best_delta_*
+DELTA_METRICS = {"test_accuracy": "delta", "test_ece": "ece_delta", probes.TEST_ACCURACY_BEST: "best_delta"}
 SEEDS_FOR = (0.005, 0.01)  # half widths for which the report says how many seeds a comparison needs
-SUMMARY_METRICS = ("test_accuracy", "test_loss", "test_ece", "test_nll")  # n/a for runs from before calibration
+# n/a where runs lack them: calibration (older runs), best epoch (trainer.test_every_epoch), memorized (last epoch)
+SUMMARY_METRICS = (
+    "test_accuracy", "test_loss", "test_ece", "test_nll", probes.TEST_ACCURACY_BEST, probes.BEST_EPOCH,
+    probes.MEMORIZED,
+)  # fmt: skip
 
 
 def group_keys(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
@@ -100,7 +105,8 @@ def add_paired_deltas(
     baseline: Baseline = DEFAULT_BASELINE,
     until: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Mean paired difference of test accuracy and ECE to the baseline over shared seeds, with t-intervals.
+    """Mean paired difference of test accuracy (last and best-validation epoch) and ECE to the baseline over
+    shared seeds, with t-intervals.
 
     A group's baseline is `sweep.baselines_of` (the rule the seeds-until sweeper uses too): the groups with
     `key=value` whose other group keys equal the group's; keys the baseline's choice owns need not match.
