@@ -14,7 +14,8 @@
 #      (hydra/launcher=packed): wall seconds of each, in one call (target for packed: <= 30 s);
 #   4. packed programs of 1, 4, 16, 64 jobs in float32 and mixed_bfloat16 (model-epochs/s; targets >= 10 and
 #      >= 15 at 64), beside the plain JAX ceiling of ../shared/probes/vmap_pack_probe.py in the same call;
-#   5. (alone: PARTS=5) `-m experiment=label_noise trainer.epochs=100` packed, 27 jobs (target <= 10 min).
+#   5. (alone: PARTS=5) `-m experiment=label_noise_long` packed (36 jobs, 10,000 images, 100 epochs, probes
+#      every epoch; ~65 min on the 2-core CPU), then its report (best-epoch columns, memorization.png).
 # Figures go to stdout and, when $OUT is set (the device tool sets it), to $OUT/gpu_check.txt.
 # PARTS="3 4" (default) picks the parts; SPE="32 128" repeats part 2 for each steps_per_execution (default 32).
 set -uo pipefail
@@ -111,10 +112,12 @@ if [[ " $PARTS " == *" 4 "* ]]; then
   [ -f "$probe" ] && timeout 120 "$PY" "$probe" 1,16,64 64 float32,bf16 || echo "probe not found at $probe"
 fi
 if [[ " $PARTS " == *" 5 "* ]]; then
-  echo; echo "== 5. -m experiment=label_noise trainer.epochs=100 (27 jobs), packed"
+  echo; echo "== 5. -m experiment=label_noise_long (36 jobs), packed"
   started=$SECONDS
-  timeout 590 "$PY" -m mixup_sweeps.run -m experiment=label_noise trainer.epochs=100 backend=jax \
+  timeout 560 "$PY" -m mixup_sweeps.run -m experiment=label_noise_long backend=jax \
     hydra/launcher=packed paths.output_dir=/tmp/gpu-noise > /tmp/gpu-noise.log 2>&1
-  echo "label_noise x 100 epochs: exit $?, $((SECONDS - started)) s wall"; tail -3 /tmp/gpu-noise.log
+  echo "label_noise_long: exit $?, $((SECONDS - started)) s wall"; tail -3 /tmp/gpu-noise.log
+  timeout 30 "$PY" -m mixup_sweeps.report --output-dir /tmp/gpu-noise --out "${OUT:-/tmp}/label_noise_long" \
+    | head -12
 fi
 echo "== done $(date -u +%FT%TZ)"
