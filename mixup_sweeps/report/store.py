@@ -213,15 +213,17 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
 
 def tidy(df: pd.DataFrame) -> pd.DataFrame:
     """Plain column names: params as their config keys (numbers parsed), metrics by name, TAG_KEYS by name."""
-    out = pd.DataFrame({"run_id": df["run_id"].values, "run_name": df.get("tags.mlflow.runName", df["run_id"]).values})
-    for column in df.columns:
+    columns: dict[str, Any] = {
+        "run_id": df["run_id"].values, "run_name": df.get("tags.mlflow.runName", df["run_id"]).values
+    }  # fmt: skip
+    for column in df.columns:  # built as one frame at the end: hundreds of metric columns are common
         if column.startswith("params."):
-            out[column[len("params.") :]] = _numeric_if_possible(df[column]).values
+            columns[column[len("params.") :]] = _numeric_if_possible(df[column]).values
         elif column.startswith("metrics."):
-            out[column[len("metrics.") :]] = df[column].values
+            columns[column[len("metrics.") :]] = df[column].values
         elif column.startswith("tags.") and column[len("tags.") :] in TAG_KEYS:
-            out[column[len("tags.") :]] = df[column].values
-    return out
+            columns[column[len("tags.") :]] = df[column].values
+    return pd.DataFrame(columns, index=range(len(df)))
 
 
 def parse_where(conditions: Sequence[str]) -> dict[str, str]:
