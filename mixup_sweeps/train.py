@@ -114,10 +114,9 @@ class ProbeEachEpoch(keras.callbacks.Callback):
         super().__init__()
         self.probes, self.network = epoch_probes, network
         self.test_images = augment.scaled(dataset.test) if epoch_probes.test_labels is not None else None
-        probe = epoch_probes.memorization
-        train = dataset.train
+        probe, training = epoch_probes.memorization, dataset.train
         self.probe_images = (
-            augment.scaled(Split(train.images[probe.indices], train.labels[probe.indices])) if probe else None
+            augment.scaled(Split(training.images[probe.indices], training.labels[probe.indices])) if probe else None
         )
 
     def _classes(self, images: np.ndarray | None) -> np.ndarray | None:
