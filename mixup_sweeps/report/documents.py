@@ -160,8 +160,8 @@ def best_epoch_line(runs: pd.DataFrame) -> str | None:
     return (
         "Best epoch: the epoch with the highest val_accuracy (the first of ties) on the validation images, "
         f"{labels}; the test set was evaluated after every epoch (trainer.test_every_epoch), so 'at best' is the "
-        "test accuracy of that epoch's weights; 'memorized' is the share of probed corrupted training examples "
-        "predicted as their corrupted label."
+        "test accuracy of that epoch's weights, its Δ intervals each comparison's own (not Holm-corrected); "
+        "'memorized' is the share of probed corrupted training examples predicted as their corrupted label."
     )
 
 
