@@ -109,6 +109,8 @@ class PackedProgram:
         self._test_call = over_members(self._test, (1,), self.batched)
         self._predict_call = over_members(self._predict, (2,), self.batched)
         self.probes = [probes.EpochProbes.of(member.cfg, member.dataset) for member in self.members]
+        probed = [p.memorization.indices for p in self.probes if p.memorization is not None]
+        self.probed_union = np.unique(np.concatenate(probed)) if probed else np.zeros(0, np.int64)  # every epoch's
 
     # --- state --------------------------------------------------------------------------------------------
     def _initial_state(self) -> tuple[list[np.ndarray], ...]:
@@ -278,8 +280,7 @@ class PackedProgram:
         test = None
         if any(p.test_labels is not None for p in self.probes):
             test = self._probabilities(data.test.images).argmax(axis=-1)
-        probed = [p.memorization.indices for p in self.probes if p.memorization is not None]
-        union = np.unique(np.concatenate(probed)) if probed else np.zeros(0, np.int64)
+        union = self.probed_union
         predicted = self._probabilities(data.train.images[union]).argmax(axis=-1) if len(union) else None
         metrics = []
         for i, p in enumerate(self.probes):

@@ -77,19 +77,12 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     ]
     out["CI excludes 0"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant"]]
     out["after Holm"] = ["" if s is None else ("yes" if s else "no") for s in summary["significant_holm"]]
-    ece = zip(*(summary[f"ece_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
-    out["Δ ECE [95% CI]"] = [
-        "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in ece
-    ]
+    out["Δ ECE [95% CI]"] = _deltas(summary, "ece_delta")
     if summary[f"{TEST_ACCURACY_BEST}_mean"].notna().any():  # runs that evaluated the test set every epoch
         out["test acc at best val epoch"] = [
             f"{acc} (epoch {_fmt(e, 1)})" for acc, e in zip(spread(TEST_ACCURACY_BEST), summary[f"{BEST_EPOCH}_mean"])
         ]
-        best = zip(*(summary[f"best_delta_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
-        out["Δ at best [95% CI]"] = [
-            "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
-            for d, lo, hi in best
-        ]
+        out["Δ at best [95% CI]"] = _deltas(summary, "best_delta")
     if summary[f"{MEMORIZED}_mean"].notna().any():
         out["memorized (last epoch)"] = spread(MEMORIZED)
     out["seeds for ±0.005 / ±0.01"] = [
@@ -97,6 +90,14 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         for a, b in zip(summary[f"seeds_for_{SEEDS_FOR[0]}"], summary[f"seeds_for_{SEEDS_FOR[1]}"])
     ]
     return out
+
+
+def _deltas(summary: pd.DataFrame, prefix: str) -> list[str]:
+    """A paired Δ column (`<prefix>_vs_baseline`, `_ci_low`, `_ci_high`) as "+0.0123 [+0.0045, +0.0201]"."""
+    columns = zip(*(summary[f"{prefix}_{column}"] for column in ("vs_baseline", "ci_low", "ci_high")))
+    return [
+        "" if missing(d) else f"{d:+.4f}" + ("" if missing(lo) else f" [{lo:+.4f}, {hi:+.4f}]") for d, lo, hi in columns
+    ]
 
 
 def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:

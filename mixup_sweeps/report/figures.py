@@ -82,13 +82,12 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, path: Path) -
 
 
 def _mean_band(values: pd.DataFrame) -> pd.DataFrame:
-    """Per step: mean over the runs and its 95 % t-interval (no band for a single run)."""
-    stats = values.groupby("step")["value"].agg(["mean", "std", "count"])
-    half = [
-        statistics.t_quantile(int(n) - 1) * sd / math.sqrt(n) if n > 1 else math.nan
-        for sd, n in zip(stats["std"], stats["count"])
-    ]
-    return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
+    """Per step: mean over the runs and its 95 % t-interval (`statistics.t_interval`; no band for a single run)."""
+    intervals = values.groupby("step")["value"].agg(statistics.t_interval)
+    return pd.DataFrame(
+        {"mean": [i.mean for i in intervals], "low": [i.low for i in intervals], "high": [i.high for i in intervals]},
+        index=intervals.index,
+    )
 
 
 def _line_labels(runs: pd.DataFrame) -> pd.Series:
