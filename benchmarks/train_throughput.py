@@ -6,9 +6,9 @@ Arms (every run trains the seed CNN from the same initial weights on the real da
   with 6,400-element buffers, `zip`, `map(mix_up)` with the direct Gamma ratio, one step per call);
 - `tfdata`: the harness's stream until the one-stream change (`benchmarks/tfdata_stream.py`: uint8 images,
   gather + scale + mix in the tf.data graph, prefetch) with `steps_per_execution: 32`, the reference;
-- `stream-tensorflow`, `stream-jax`: what `train.train` does now: `augment.TrainingStream` (an epoch's plan
-  drawn in NumPy, uint8 batches) -> `augment.training_model` (scale + mix in the compiled step) with
-  `steps_per_execution: 32`, on that Keras backend (`stream-jax` needs no TensorFlow).
+- `stream-tensorflow`, `stream-jax`: what the fit engine (`mixup_sweeps.fit`) does now:
+  `augment.TrainingStream` (an epoch's plan drawn in NumPy, uint8 batches) -> `augment.training_model` (scale
+  + mix in the compiled step) with `steps_per_execution: 32`, on that Keras backend (`stream-jax` needs no TensorFlow).
 Each run is a fresh process (a process has one Keras backend); the arms alternate (seed 0: every arm, then
 seed 1, ...) so machine noise hits all alike. The first epoch (tracing, compiling) is left out of min/median.
 `--jobs-at-once 1 2 4 8` instead starts that many runs of one arm together (a sweep's jobs sharing one GPU
@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from mixup_sweeps.augmentations import AUGMENTATIONS  # noqa: E402 (NumPy only)
 from mixup_sweeps.config import PRECISIONS  # noqa: E402 (trainer.precision; config imports no Keras)
 
 BATCH_SIZE = 64
@@ -78,7 +79,7 @@ def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path,
     backends.prepare("jax")
     import jax
 
-    from mixup_sweeps import data, models, packed
+    from mixup_sweeps import data, models, packed, training
     from mixup_sweeps.config import load_config
 
     pack = []
@@ -88,7 +89,7 @@ def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path,
         cfg = load_config(cache, overrides)
         weights = models.create_initial_weights(cache, cfg.model, (28, 28, 1), 10, seed)
         backup = cache / f"packed-{members}-{seed}"
-        pack.append(packed.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None, backup, print))
+        pack.append(training.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None, backup, print))
     program = packed.PackedProgram(pack)
     seconds = []
     for epoch in range(epochs):
@@ -111,7 +112,7 @@ def run_arm(
     import numpy as np
     from omegaconf import OmegaConf
 
-    from mixup_sweeps import augment, data, models, train
+    from mixup_sweeps import augment, augmentations, data, models, training
     from mixup_sweeps.config import load_config
 
     ds = data.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)
@@ -120,7 +121,7 @@ def run_arm(
     keras.utils.set_random_seed(seed)
     network = models.build_model(model_cfg, (28, 28, 1), 10, precision=precision)
     network.load_weights(weights)
-    aug_cfg = OmegaConf.create({"name": aug, "alpha": 0.2, "lam": "per_sample", "pairing": "two_streams"})
+    aug_cfg = load_config(cache, [f"aug={aug}"]).aug  # conf/aug/<aug>.yaml: mixup's alpha is the seed's 0.2
     callbacks = []
     if arm == "seed":
         model, steps_per_execution = network, 1
@@ -132,10 +133,10 @@ def run_arm(
         model, steps_per_execution = network, spe
         stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
     else:
-        model, steps_per_execution = augment.training_model(network, aug_cfg.name), spe
+        model, steps_per_execution = augment.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
         stream = augment.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
         callbacks.append(stream.epoch_callback())
-    model.compile(optimizer=train.make_optimizer(0.001, precision), loss="categorical_crossentropy",
+    model.compile(optimizer=training.make_optimizer(0.001, precision), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
     timer = EpochTimer()
     model.fit(stream, epochs=epochs, callbacks=[*callbacks, timer], shuffle=False, verbose=0)
@@ -253,8 +254,13 @@ def jobs_at_once(args: argparse.Namespace, cache: Path) -> None:
 
 
 def packed_side_by_side(args: argparse.Namespace, cache: Path) -> None:
-    """N jobs as one packed program against one job with Keras's fit on JAX, in one run."""
-    aug, precision, spe, size = args.aug[-1], args.precision[0], args.steps_per_execution, args.train_size
+    """N jobs as one packed program against one job with Keras's fit on JAX, in one run, for each --aug."""
+    for aug in args.aug:
+        packed_beside_fit(args, cache, aug)
+
+
+def packed_beside_fit(args: argparse.Namespace, cache: Path, aug: str) -> None:
+    precision, spe, size = args.precision[0], args.steps_per_execution, args.train_size
     fit = result_of(start_worker("stream-jax", aug, 0, args.epochs, precision, cache, spe, size))
     fit_median = statistics.median(steady(fit["seconds"]))
     images = fit["images"]
@@ -275,7 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--aug", nargs="+", default=["none", "mixup"], choices=["none", "mixup"])
+    parser.add_argument("--aug", nargs="+", default=["none", "mixup"], choices=sorted(AUGMENTATIONS))
     parser.add_argument("--arms", nargs="+", default=list(ARMS[:-1]), choices=ARMS)
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=PRECISIONS)
     parser.add_argument("--jobs-at-once", type=int, nargs="+", metavar="K")
@@ -284,6 +290,8 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:
+        parser.error("the seed and tfdata arms know aug none and mixup only; use the stream-* arms for the others")
     if args.worker:
         arm, aug, seed, epochs, precision, cache, spe, size = args.worker
         if arm.startswith("packed-"):

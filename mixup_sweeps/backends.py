@@ -5,7 +5,8 @@ they start; so `prepare` runs first in a job, before anything imports Keras. Eve
 a GPU with the other jobs of a sweep (a tiny CNN leaves a GPU mostly idle): TensorFlow grows its memory
 instead of taking the whole GPU, JAX does not preallocate 75 % of it. A process whose Keras already runs
 another backend (a sweep over `backend=tensorflow,jax` in one process) is switched with
-`keras.config.set_backend`, and the harness's modules that hold Keras objects are imported anew.
+`keras.config.set_backend`, and the package's modules that hold Keras (or its backend) are imported anew:
+they are found by what they hold, so this module names none of them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import importlib.util
 import logging
 import os
 import sys
+from types import ModuleType
 
 # What each job sets unless the user has set it: share a GPU with the sweep's other jobs.
 GPU_SHARING_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a CPU is deterministic anyway)
-# The harness's modules that hold Keras objects at import time: imported anew after a backend switch.
-KERAS_MODULES = ("mixup_sweeps.augment", "mixup_sweeps.models", "mixup_sweeps.train", "mixup_sweeps.packed")
+BACKEND_LIBRARIES = ("keras", "jax", "tensorflow")  # a module holding one of these is imported anew on a switch
 
 log = logging.getLogger(__name__)
 # TensorFlow's op determinism is process-wide and has no public switch back; kept here, in the module a
@@ -58,14 +59,35 @@ def prepare(backend: str, deterministic: bool = False) -> None:
 
     if keras.backend.backend() != backend:
         log.info("switching Keras from %s to %s in this process", keras.backend.backend(), backend)
+        stale = modules_holding_keras()
         keras.config.set_backend(backend)
-        package = sys.modules["mixup_sweeps"]
-        for name in KERAS_MODULES:
+        package = sys.modules[PACKAGE]
+        for name in stale:
             sys.modules.pop(name, None)
             if hasattr(package, attribute := name.rsplit(".", 1)[1]):
                 delattr(package, attribute)
-        for name in KERAS_MODULES:
+        for name in stale:
             importlib.import_module(name)
+
+
+PACKAGE = __name__.rsplit(".", 1)[0]
+
+
+def modules_holding_keras() -> list[str]:
+    """The package's loaded modules that hold Keras or a backend library (or a module of the package that
+    does) at module level: their classes and functions belong to the Keras a backend switch replaces."""
+    loaded = {name: module for name, module in list(sys.modules.items()) if name.startswith(f"{PACKAGE}.")}
+
+    def holds(module: ModuleType, names: set[str]) -> bool:
+        values = [v for v in vars(module).values() if isinstance(v, ModuleType)]
+        return any(v.__name__.split(".")[0] in BACKEND_LIBRARIES or v.__name__ in names for v in values)
+
+    stale: set[str] = set()
+    while True:  # a module holding a stale module is stale too (e.g. the engine holding `augment`)
+        more = {name for name, module in loaded.items() if name not in stale and holds(module, stale)}
+        if not more:
+            return sorted(stale)
+        stale |= more
 
 
 def op_determinism(deterministic: bool) -> None:

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-class ConfigError(CompactHydraException):
-    """Bad config value: Hydra prints a compact one-line message and exits non-zero."""
+from mixup_sweeps import augmentations
+from mixup_sweeps.errors import ConfigError, require
 
 
 # The schemas hold types only: every default value is in the YAML under conf/ (one place each).
@@ -59,25 +57,6 @@ class ModelConfig:
 
 
 @dataclass
-class NoAugConfig:
-    name: str = MISSING
-
-
-@dataclass
-class MixupConfig:
-    name: str = MISSING
-    alpha: float = MISSING
-    lam: str = MISSING  # per_sample (the Keras example) | per_batch (the paper's code)
-    pairing: str = MISSING  # two_streams (the Keras example) | permute (the paper's code)
-
-
-@dataclass
-class CutMixConfig:
-    name: str = MISSING
-    alpha: float = MISSING  # box area ratio ~ Beta(alpha, alpha), alpha in (0, 1]
-
-
-@dataclass
 class TrainerConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
@@ -101,7 +80,7 @@ class TrackingConfig:
 class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
-    aug: Any = MISSING  # each option brings its own schema (none has no alpha)
+    aug: Any = MISSING  # each augmentation brings its own schema (`augmentations`; none has no alpha)
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -111,10 +90,7 @@ class Config:
 
 
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy, TensorFlow and Keras accept as a seed
-AUG_SCHEMAS = {"none": NoAugConfig, "mixup": MixupConfig, "cutmix": CutMixConfig}
-LAM_MODES = ("per_sample", "per_batch")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-PAIRINGS = ("two_streams", "permute")
 POOLINGS = ("global_average", "flatten")
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a job can run on (mixup_sweeps.backends sets them up)
 
@@ -123,6 +99,7 @@ PLUMBING_PREFIXES = ("paths.", "tracking.", "resume", "trainer.steps_per_executi
 # What the variants sweeper tells each job about its sweep (as hydra.job.env_set: not a task override, so
 # neither in a run's name nor in its fingerprint): how many jobs the sweep has so far, when it started.
 SWEEP_JOBS_ENV, SWEEP_STARTED_ENV = "MIXUP_SWEEP_JOBS", "MIXUP_SWEEP_STARTED"
+SWEEP_PARALLEL_ENV = "MIXUP_SWEEP_PARALLEL"  # ... and how many jobs its launcher runs at once (for the ETA)
 
 # Keys added after runs were recorded, left out of the fingerprint while they hold the value that means
 # "what every earlier run did", so those runs are still found (skipped, resumed, reused) by new sweeps.
@@ -147,8 +124,8 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("process_id", os.getpid, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for name, node in AUG_SCHEMAS.items():
-        cs.store(group="schema/aug", name=name, node=node)
+    for name, schema in augmentations.AUGMENTATIONS.items():
+        cs.store(group="schema/aug", name=name, node=schema)
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -249,11 +226,6 @@ class OutputDirCheck(Callback):
             sys.exit(2)
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"Invalid value {key}={value!r}: {allowed}")
-
-
 def _reject_unknown_keys(cfg: DictConfig, aug_schema: type) -> None:
     """Hydra lets `+group.key=value` add keys even to a typed group; a key no code reads is a typo."""
     groups = {name: typ for name, typ in get_type_hints(Config).items() if is_dataclass(typ)}
@@ -275,70 +247,63 @@ def validate(cfg: DictConfig) -> None:
         OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
     except Exception as exc:  # an interpolation or env var that does not resolve
         raise ConfigError(f"Config does not resolve: {exc}".splitlines()[0]) from None
-    aug_name = cfg.aug.get("name")
-    _require(aug_name in AUG_SCHEMAS, "aug.name", aug_name, f"one of {sorted(AUG_SCHEMAS)}")
-    _reject_unknown_keys(cfg, AUG_SCHEMAS[aug_name])
-    if aug_name == "mixup":
-        alpha = cfg.aug.alpha
-        _require(math.isfinite(alpha) and alpha > 0, "aug.alpha", alpha, "must be a finite number > 0")
-        _require(cfg.aug.lam in LAM_MODES, "aug.lam", cfg.aug.lam, f"one of {list(LAM_MODES)}")
-        _require(cfg.aug.pairing in PAIRINGS, "aug.pairing", cfg.aug.pairing, f"one of {list(PAIRINGS)}")
-    if aug_name == "cutmix":
-        alpha = cfg.aug.alpha
-        _require(0 < alpha <= 1, "aug.alpha", alpha, "must be in (0, 1] for aug=cutmix (the box area ~ Beta(α, α))")
+    name = cfg.aug.get("name")
+    require(name in augmentations.AUGMENTATIONS, "aug.name", name, f"one of {sorted(augmentations.AUGMENTATIONS)}")
+    _reject_unknown_keys(cfg, augmentations.AUGMENTATIONS[name])
+    augmentations.of(cfg.aug).check()
     trainer = cfg.trainer
-    _require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
-    _require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
+    require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
+    require(trainer.batch_size >= 1, "trainer.batch_size", trainer.batch_size, "must be an integer >= 1")
     lr = trainer.learning_rate
-    _require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
+    require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
     spe = trainer.steps_per_execution
-    _require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
-    _require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
+    require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
+    require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
     probe = trainer.memorization_probe
-    _require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
+    require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
     dataset = cfg.dataset
-    _require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
-    _require(
+    require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
+    require(
         dataset.train_size is None or dataset.train_size >= 1,
         "dataset.train_size",
         dataset.train_size,
         "must be null (all) or an integer >= 1",
     )
     noise = dataset.label_noise
-    _require(0 <= noise <= 1, "dataset.label_noise", noise, "must be a fraction in [0, 1]")
-    _require(dataset.num_classes >= 2, "dataset.num_classes", dataset.num_classes, "must be an integer >= 2")
-    _require(
+    require(0 <= noise <= 1, "dataset.label_noise", noise, "must be a fraction in [0, 1]")
+    require(dataset.num_classes >= 2, "dataset.num_classes", dataset.num_classes, "must be an integer >= 2")
+    require(
         len(dataset.image_shape) == 3 and all(d >= 1 for d in dataset.image_shape),
         "dataset.image_shape",
         list(dataset.image_shape),
         "must be [height, width, channels]",
     )
-    _require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
+    require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
     low, high = SEED_RANGE
-    _require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
+    require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
     model = cfg.model
-    _require(
+    require(
         len(model.conv_filters) >= 1 and all(f >= 1 for f in model.conv_filters),
         "model.conv_filters",
         list(model.conv_filters),
         "must be a non-empty list of integers >= 1",
     )
-    _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
+    require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
     smallest = min(dataset.image_shape[:2])
     for block in range(len(model.conv_filters)):  # each block: a valid k x k convolution, then 2 x 2 max pooling
         smallest = (smallest - model.kernel_size + 1) // 2
-        _require(
+        require(
             smallest >= 1,
             "model.kernel_size",
             model.kernel_size,
             f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(dataset.image_shape[:2])} "
             f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
         )
-    _require(model.pooling in POOLINGS, "model.pooling", model.pooling, f"one of {list(POOLINGS)}")
-    _require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
-    _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
-    _require(
+    require(model.pooling in POOLINGS, "model.pooling", model.pooling, f"one of {list(POOLINGS)}")
+    require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
+    require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
+    require(
         bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)"
     )
     timeout = cfg.tracking.heartbeat_timeout_s
-    _require(timeout > 0, "tracking.heartbeat_timeout_s", timeout, "must be a number of seconds > 0")
+    require(timeout > 0, "tracking.heartbeat_timeout_s", timeout, "must be a number of seconds > 0")

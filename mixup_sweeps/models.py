@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import keras
 from keras import layers
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps import liveness
+from mixup_sweeps import files, liveness
 
 
 def build_model(
@@ -86,7 +85,6 @@ def create_initial_weights(
         if not path.exists():
             keras.utils.set_random_seed(seed)
             model = build_model(model_cfg, input_shape, num_classes)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            model.save_weights(tmp)
-            os.replace(tmp, path)
+            with files.atomic_path(path) as tmp:
+                model.save_weights(tmp)
     return path

@@ -8,54 +8,37 @@ on the device once; per call the host sends each member's image indices, partner
 labels from its own `augment.EpochPlan` (a pure function of (seed, epoch)), and the device gathers and mixes.
 Dropout draws per member from (seed, epoch, step). Validation and the test pass are vmapped too.
 
-Which jobs may share a pack is `config.program_key`. Every JAX job trains here, a single job as a pack of
-one (`hydra/launcher=packed` packs many): one training step for both. Each member is checkpointed on its own
-every epoch (`backup_dir`: its slice of the stacked weights and optimizer state, the epoch, the journal of
-epoch metrics), so a killed pack resumes member by member, and a member whose loss turns NaN fails alone while
-the others go on.
+Which jobs may share a pack is `config.program_key`; the pack's step takes the mask inputs its members'
+augmentations need (`augmentations.input_form`), a member whose augmentation needs fewer sends 'nothing taken'
+for the rest. Every JAX job trains here, a single job as a pack of one (`hydra/launcher=packed` packs many):
+one training step for both. Each member is checkpointed on its own every epoch (`training.end_epoch`: the
+journal, its slice of the stacked weights and optimizer state, the metadata), so a killed pack resumes member
+by member, and a member whose loss turns NaN fails alone while the others go on. What this engine shares with
+`fit` is in `training`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
 import keras
 import numpy as np
-from omegaconf import DictConfig
 
-from mixup_sweeps import augment, calibration, models, probes, train
-from mixup_sweeps.data import Dataset
+from mixup_sweeps import augment, augmentations, files, models, probes, training
+from mixup_sweeps.training import INTERRUPTS, Member
 
-STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs
-METADATA = "training_metadata.json"  # {"epoch": k, "state": file}: what `train.completed_epochs` and `run` read
-EVAL_CHUNK = probes.PREDICT_BATCH  # validation, test and probe images per compiled evaluation call
+STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs (`training.METADATA` names it)
 
 
-@dataclass
-class Member:
-    """One job inside a pack: what it trains on and where it reports; `result` when done, or `failed`."""
-
-    cfg: DictConfig
-    dataset: Dataset
-    initial_weights: Path
-    on_epoch: train.EpochHook
-    backup_dir: Path
-    on_error: Callable[[BaseException], None]  # it failed alone (its loss diverged): end its run now
-    result: train.TrainResult | None = None
-    failed: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def train_pack(members: Sequence[Member]) -> None:
+def train(members: Sequence[Member]) -> None:
     """Train every member for cfg.trainer.epochs; each ends with `.result`, or `failed` (its loss diverged).
 
     Members resumed from different epochs train as separate packs (a pack steps all its members at once).
@@ -70,12 +53,9 @@ def train_pack(members: Sequence[Member]) -> None:
 
 def _restore_point(member: Member) -> tuple[int, Path | None]:
     """(epochs done, state file) of a member's checkpoint; (0, None) without one."""
-    try:
-        metadata = json.loads((member.backup_dir / METADATA).read_text())
-        state = member.backup_dir / metadata["state"]
-        return (int(metadata["epoch"]), state) if state.exists() else (0, None)
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0, None
+    epoch, metadata = training.checkpoint_epoch(member.backup_dir)
+    state = member.backup_dir / str(metadata.get("state", ""))
+    return (epoch, state) if epoch and state.is_file() else (0, None)
 
 
 class PackedProgram:
@@ -89,18 +69,13 @@ class PackedProgram:
         self.network = models.build_model(
             first.model, tuple(first.dataset.image_shape), self.classes, precision=first.trainer.precision
         )
-        self.model = augment.training_model(self.network, augment.PACKED)
-        self.model.compile(
-            optimizer=train.make_optimizer(first.trainer.learning_rate, first.trainer.precision),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        self.form = augmentations.input_form(augmentations.of(member.cfg.aug) for member in self.members)
+        self.model = augment.training_model(self.network, self.form, name="packed")
+        training.compile_for_training(self.model, first.trainer)
         val = self.members[0].dataset.val  # one evaluation builds the loss and metric variables
-        self.model.evaluate(_unmixed(val.images[:1]), _onehot(val.labels[:1], self.classes), verbose=0)
+        self.model.evaluate(self._unmixed(val.images[:1]), _onehot(val.labels[:1], self.classes), verbose=0)
         self.model.optimizer.build(self.model.trainable_variables)
-        self.seed_slots = [
-            i for i, v in enumerate(self.model.non_trainable_variables) if v.name == "seed_generator_state"
-        ]
+        self.seed_slots = [i for i, v in enumerate(self.model.non_trainable_variables) if v.name == training.SEED_STATE]
         self.state = self._initial_state()
         self.train_images = jax.device_put(self.members[0].dataset.train.images)  # the same images for all
         self.batched = batched_members() if BATCHED is None else BATCHED
@@ -124,7 +99,7 @@ class PackedProgram:
             if state_file is not None:
                 with np.load(state_file) as saved:
                     parts = tuple([saved[f"{part}{i}"] for i in range(count)] for part, count in self._layout())
-                member.history = train.completed_epochs(member.backup_dir)[:epoch]
+                member.history = training.completed_epochs(member.backup_dir)[:epoch]
             else:
                 self.network.load_weights(member.initial_weights)
                 optimizer = [a.copy() for a in optimizer_template]
@@ -148,31 +123,28 @@ class PackedProgram:
             ("o", len(model.optimizer.variables)),
         ]
 
-    def _save(self, index: int, member: Member, epoch: int) -> None:
-        """A member's checkpoint after `epoch` epochs: state file, then the metadata that points to it."""
-        member.backup_dir.mkdir(parents=True, exist_ok=True)
-        journal = member.backup_dir / train.JOURNAL
-        _write_atomic(journal, json.dumps(member.history).encode())
+    def _save_state(self, index: int, member: Member, epoch: int) -> None:
+        """A member's state after `epoch` epochs: the state file, then the metadata that points to it."""
         arrays = {
             f"{part}{i}": np.asarray(values[i][index])
             for (part, count), values in zip(self._layout(), self.state)
             for i in range(count)
         }
         name = STATE_FILE.format(epoch=epoch)
-        tmp = member.backup_dir / f".tmp-{name}"
-        with open(tmp, "wb") as file:
+        with files.atomic_path(member.backup_dir / name) as tmp, open(tmp, "wb") as file:
             np.savez(file, allow_pickle=False, **arrays)
-        os.replace(tmp, member.backup_dir / name)
-        _write_atomic(member.backup_dir / METADATA, json.dumps({"epoch": epoch, "state": name}).encode())
+        files.write_atomic(member.backup_dir / training.METADATA, json.dumps({"epoch": epoch, "state": name}))
         old = member.backup_dir / STATE_FILE.format(epoch=epoch - 1)
         old.unlink(missing_ok=True)
 
     # --- the compiled calls -------------------------------------------------------------------------------
     def _one_step(self, state: tuple, images: jax.Array, *batch: Any) -> tuple[dict, tuple]:
         """One training step of one member: its batch gathered from the images on the device, mixed, trained
-        by Keras's `train_step` (stateless_call, loss, the optimizer's stateless_apply, metrics)."""
-        order, partner, lam, box, labels = batch
-        return self.model.train_step(state, ((images[order], images[partner], lam, box), labels))
+        by Keras's `train_step` (stateless_call, loss, the optimizer's stateless_apply, metrics). `batch`:
+        `EpochPlan.arrays` in the pack's form, (order[, partner, mask inputs], labels)."""
+        order, *mixing, labels = batch
+        inputs = (images[order], images[mixing[0]], *mixing[1:]) if mixing else (images[order],)
+        return self.model.train_step(state, (inputs, labels))
 
     def _indexed_step(self, state: tuple, images: jax.Array, plan: tuple, step: jax.Array) -> tuple[dict, tuple]:
         """`_one_step` on batch `step` of a member's epoch plan held on the device ((steps, batch, ...) arrays)."""
@@ -182,7 +154,7 @@ class PackedProgram:
         """`len(plan[0])` steps of every member: scan over the steps, vmap over the members."""
 
         def step(carry: tuple, batch: tuple) -> tuple[tuple, dict]:
-            logs, carry = jax.vmap(self._one_step, in_axes=(0, None, 0, 0, 0, 0, 0))(carry, images, *batch)
+            logs, carry = jax.vmap(self._one_step, in_axes=(0, None, *(0,) * len(batch)))(carry, images, *batch)
             return carry, logs
 
         state, logs = jax.lax.scan(step, state, plan)
@@ -203,13 +175,13 @@ class PackedProgram:
             plan = augment.epoch_plan(
                 member.dataset.train, member.cfg.aug, self.batch, self.classes, member.cfg.seed, epoch
             )
-            plans.append(augment.packed_arrays(plan))
+            plans.append(plan.arrays(self.form))
         return [np.stack(arrays) for arrays in zip(*plans)]
 
     def _train_epoch(self, epoch: int) -> dict[str, np.ndarray]:
         trainable, non_trainable, optimizer = self.state
         for slot in self.seed_slots:  # dropout's draws start at (seed, epoch) for each member
-            seeds = [[m.cfg.seed, epoch * train.EpochSeeds.STRIDE] for m in self.members]
+            seeds = [training.epoch_seed_state(m.cfg.seed, epoch) for m in self.members]
             non_trainable[slot] = np.asarray(seeds, dtype=np.asarray(non_trainable[slot]).dtype)
         state = jax.device_put((trainable, non_trainable, optimizer, self._zero_metrics()))
         plans = self._epoch_plans(epoch)
@@ -227,7 +199,7 @@ class PackedProgram:
             chunk = [a[:, first : first + steps * size] for a in plans]
             chunk = [np.swapaxes(a.reshape(a.shape[0], steps, size, *a.shape[2:]), 0, 1) for a in chunk]
             state, logs = self._train_call(state, self.train_images, tuple(chunk))
-            train.INTERRUPTS.raise_pending()
+            INTERRUPTS.raise_pending()
         self.state = state[:3]
         return {key: np.asarray(value) for key, value in logs.items()}
 
@@ -245,7 +217,7 @@ class PackedProgram:
             for m in range(len(members)):
                 plan, step = (epoch[m], index) if index < full else (last[m], 0)
                 member_logs[m], members[m] = self._member_step(members[m], self.train_images, plan, step)
-            train.INTERRUPTS.raise_pending()
+            INTERRUPTS.raise_pending()
         self.state = jax.tree.map(lambda *a: jax.numpy.stack(a), *members)[:3]
         return {key: np.stack([np.asarray(logs[key]) for logs in member_logs]) for key in member_logs[0]}
 
@@ -257,17 +229,19 @@ class PackedProgram:
         validation labels carry each member's noise with dataset.noisy_validation); Keras's test_step, in chunks."""
         trainable, non_trainable, _ = self.state
         state, logs = (trainable, non_trainable, self._zero_metrics()), {}
-        for first in range(0, labels.shape[1], EVAL_CHUNK):
-            chunk = slice(first, first + EVAL_CHUNK)
-            logs, state = self._test_call(state, _unmixed(split_images[chunk]), _onehot(labels[:, chunk], self.classes))
+        for first in range(0, labels.shape[1], probes.PREDICT_BATCH):
+            chunk = slice(first, first + probes.PREDICT_BATCH)
+            inputs = self._unmixed(split_images[chunk])
+            logs, state = self._test_call(state, inputs, _onehot(labels[:, chunk], self.classes))
         return {key: np.asarray(value) for key, value in logs.items()}
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Every member's predicted probabilities on the same images: (members, images, classes)."""
         trainable, non_trainable, _ = self.state
+        size = probes.PREDICT_BATCH
         chunks = [
-            np.asarray(self._predict_call(trainable, non_trainable, _unmixed(images[first : first + EVAL_CHUNK])))
-            for first in range(0, len(images), EVAL_CHUNK)
+            np.asarray(self._predict_call(trainable, non_trainable, self._unmixed(images[first : first + size])))
+            for first in range(0, len(images), size)
         ]
         return np.concatenate(chunks, axis=1)
 
@@ -308,48 +282,37 @@ class PackedProgram:
                 metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
                            "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
                            **probed[i], "epoch_seconds": seconds}  # fmt: skip
-                if not math.isfinite(metrics["loss"]):  # as TerminateOnNaN + train.train would say; the rest go on
-                    member.failed = True
-                    member.on_error(
-                        train.TrainingDiverged(
-                            f"loss became NaN/inf in epoch {epoch + 1} of {epochs} "
-                            f"(trainer.learning_rate={member.cfg.trainer.learning_rate})"
-                        )
-                    )
+                if not math.isfinite(metrics["loss"]):  # as the fit engine would say; the rest go on
+                    member.fail(training.diverged(epoch + 1, member.cfg.trainer))
                     continue
                 member.history.append(metrics)
-                self._save(i, member, epoch + 1)
-                member.on_epoch(epoch + 1, metrics)
-            train.INTERRUPTS.raise_pending()
+                training.end_epoch(member, epoch + 1, partial(self._save_state, i, member, epoch + 1))
+            INTERRUPTS.raise_pending()
         probabilities = self._probabilities(self.members[0].dataset.test.images)
         images_per_second = len(self.members[0].dataset.train) * (epochs - self.start_epoch) / max(train_seconds, 1e-9)
-        test_labels = self.members[0].dataset.test.labels.astype(int)
         for i, member in enumerate(self.members):
             if member.failed:
                 continue
             trained = tuple([np.asarray(values[i]) for values in part] for part in self.state[:2])
-            member.result = train.TrainResult(
-                model=self.network,
-                save_weights=self._weights_saver(*trained),
-                history=member.history,
-                test_loss=calibration.negative_log_likelihood(probabilities[i], test_labels),
-                test_accuracy=float(np.mean(probabilities[i].argmax(axis=1) == test_labels)),
-                test_reliability=calibration.reliability(probabilities[i], test_labels),
-                train_images_per_second=images_per_second,
+            member.result = training.result_from_probabilities(
+                probabilities[i], member.dataset, member.history, images_per_second, self._network_with(*trained)
             )
             shutil.rmtree(member.backup_dir, ignore_errors=True)  # done: nothing to resume
 
-    def _weights_saver(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> Callable[[Path], None]:
-        """Writes this member's trained weights as the network's .weights.h5 (the same file a fit run writes)."""
+    def _network_with(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> Callable[[], keras.Model]:
+        """A member's trained network: the pack's one network, given this member's weights when asked for."""
 
-        def save(path: Path) -> None:
+        def network() -> keras.Model:
             for variable, value in zip(self.model.trainable_variables, trainable):
                 variable.assign(value)
             for variable, value in zip(self.model.non_trainable_variables, non_trainable):
                 variable.assign(value)
-            self.network.save_weights(path)
+            return self.network
 
-        return save
+        return network
+
+    def _unmixed(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        return augment.unmixed_inputs(images, self.form)
 
 
 # None: by platform (`batched_members`); True or False forces one strategy (tests run the GPU's on a CPU).
@@ -389,17 +352,5 @@ def _arity(function: Callable[..., Any]) -> int:
     return len(inspect.signature(function).parameters)
 
 
-def _unmixed(images: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Images in the packed input form, mixed with nothing: partner itself, λ 1, empty box."""
-    n = len(images)
-    return images, images, np.ones(n, np.float32), np.zeros((n, 4), np.float32)
-
-
 def _onehot(labels: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes, dtype=np.float32)[labels]
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """`python -m mixup_sweeps.run [-m] key=value ...`: one Hydra job = one tracked training run.
 
-Order of a job (`run_job`): check the config, load and check the data (bad input stops here, before anything is
+Order of a job (`run_one`): check the config, load and check the data (bad input stops here, before anything is
 recorded), decide (skip a finished run, resume an interrupted one, or start), open the MLflow run, then shared
 initial weights -> augmentation preview -> training -> test -> artifacts. Keras (on cfg.backend) and MLflow are
 imported inside the job so that --help and --cfg stay fast.
@@ -8,6 +8,7 @@ imported inside the job so that --help and --cfg stay fast.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -33,16 +34,17 @@ if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend,
     from mlflow.tracking import MlflowClient
 
     from mixup_sweeps.data import Dataset
-    from mixup_sweeps.train import TrainResult
+    from mixup_sweeps.training import TrainResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
 log = logging.getLogger("mixup_sweeps")
 PACK_TAG = "pack_members"  # on a JAX run: how many jobs its packed program trained (1: alone)
+ENGINES = {"tensorflow": "fit", "jax": "packed"}  # backend -> the engine module that trains its jobs
 register_configs()
 
 
-def run_job(cfg: DictConfig) -> float:
+def run_one(cfg: DictConfig) -> float:
     """One job, in order: check -> data -> skip / resume / start -> train -> artifacts; returns test accuracy."""
     job = open_job(cfg)
     if not isinstance(job, Job):
@@ -59,7 +61,7 @@ def open_job(cfg: DictConfig) -> Job | float:
     Bad input stops here with one line, before anything is recorded. Runs inside the job's Hydra context.
     """
     validate(cfg)
-    from mixup_sweeps import data, tracking
+    from mixup_sweeps import data, tracking, training
 
     dataset = data.load(cfg.dataset, cfg.seed)
     hydra_cfg: DictConfig = HydraConfig.get()  # type: ignore[assignment]  # a DictConfig at run time
@@ -68,7 +70,7 @@ def open_job(cfg: DictConfig) -> Job | float:
     output_dir = Path(cfg.paths.output_dir).resolve()
     fingerprint = config_fingerprint(cfg)
     backup_dir = output_dir / "backups" / fingerprint
-    decision = decide(client, experiment_id, fingerprint, backup_dir, cfg.resume)
+    decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume)
     if decision.action == "skip":
         assert decision.run is not None
         tracking.mark_reused(client, decision.run, parent)
@@ -113,8 +115,9 @@ class Decision:
     run: Run | None = None  # the FINISHED run it skips to, or the interrupted run it resumes
 
 
-def decide(client: MlflowClient, experiment_id: str, fingerprint: str, backup_dir: Path, resume: bool) -> Decision:
-    """Skip when a run of this computation FINISHED; resume an interrupted one whose backup is here; else start.
+def decide(client: MlflowClient, experiment_id: str, fingerprint: str, checkpointed: bool, resume: bool) -> Decision:
+    """Skip when a run of this computation FINISHED; resume an interrupted one whose checkpoint is here
+    (`checkpointed`); else start.
 
     `resume=false` always starts a fresh run.
     """
@@ -127,7 +130,7 @@ def decide(client: MlflowClient, experiment_id: str, fingerprint: str, backup_di
     if finished:
         return Decision("skip", finished[0])
     interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
-    if interrupted and (backup_dir / "training_metadata.json").exists():
+    if interrupted and checkpointed:
         return Decision("resume", interrupted[0])
     return Decision("start")
 
@@ -160,11 +163,11 @@ def _open_run(
 
 
 def execute(jobs: list[Job]) -> list[float | BaseException]:
-    """Train the jobs and record each: a TensorFlow job with Keras's `fit`, JAX jobs as one packed program
-    (`packed`; a lone JAX job is a pack of one). A job that fails ends its run FAILED (KILLED on a signal)
-    with its traceback and comes back as its exception; the others go on. A signal or a crash of the
-    program itself ends every open run and is raised."""
-    from mixup_sweeps.train import INTERRUPTS
+    """Train the jobs and record each: the engine of their backend (`ENGINES`: TensorFlow jobs with Keras's
+    `fit`, JAX jobs as one packed program, a lone JAX job a pack of one). A job that fails ends its run FAILED
+    (KILLED on a signal) with its traceback and comes back as its exception; the others go on. A signal or a
+    crash of the engine itself ends every open run and is raised."""
+    from mixup_sweeps.training import INTERRUPTS
 
     started = time.perf_counter()
     outcomes: dict[int, float | BaseException] = {}
@@ -175,37 +178,37 @@ def execute(jobs: list[Job]) -> list[float | BaseException]:
             try:
                 ready.append((i, _before_training(job)))
             except Exception as exc:
-                outcomes[i] = _failed(job, exc, started)
+                outcomes[i] = _fail(job, exc, started)
 
-        def fail_alone(index: int, exc: BaseException) -> None:  # a pack member whose loss diverged
-            outcomes[ready[index][0]] = _failed(jobs[ready[index][0]], exc, started)
+        def fail(index: int, exc: BaseException) -> None:  # a member that failed alone (its loss diverged)
+            outcomes[ready[index][0]] = _fail(jobs[ready[index][0]], exc, started)
 
-        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready], fail_alone) if ready else []
+        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready], fail) if ready else []
         for (i, _), result in zip(ready, results):
             job = jobs[i]
             if i in outcomes:
                 continue  # ended already
             try:
                 if result is None:
-                    raise RuntimeError("the packed program ended without a result for this job")
+                    raise RuntimeError("the training engine ended without a result for this job")
                 _record_results(job, result)
                 job.client.set_terminated(job.run_id, "FINISHED")
                 outcomes[i] = result.test_accuracy
                 log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)",
                          job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
             except Exception as exc:
-                outcomes[i] = _failed(job, exc, started)
-    except BaseException as exc:  # an interrupt, or the program failed: no run may stay RUNNING
+                outcomes[i] = _fail(job, exc, started)
+    except BaseException as exc:  # an interrupt, or the engine failed: no run may stay RUNNING
         for i, job in enumerate(jobs):
             if i not in outcomes:
-                outcomes[i] = _failed(job, exc, started)
+                outcomes[i] = _fail(job, exc, started)
         raise
     finally:
         restore_signals()
     return [outcomes[i] for i in range(len(jobs))]
 
 
-def _failed(job: Job, exc: BaseException, started: float) -> BaseException:
+def _fail(job: Job, exc: BaseException, started: float) -> BaseException:
     from mixup_sweeps import tracking
 
     tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
@@ -214,26 +217,24 @@ def _failed(job: Job, exc: BaseException, started: float) -> BaseException:
 
 
 def _train(
-    jobs: list[Job], initial_weights: list[Path], fail_alone: Callable[[int, BaseException], None]
+    jobs: list[Job], initial_weights: list[Path], fail: Callable[[int, BaseException], None]
 ) -> list[TrainResult | None]:
-    """Each job's training result; None for a pack member that `fail_alone` was told about as it failed."""
-    from mixup_sweeps import tracking, train
+    """Each job's training result; None for a member that `fail` was told about as it failed."""
+    from mixup_sweeps import tracking, training
 
-    def on_epoch(job: Job) -> train.EpochHook:
+    def on_epoch(job: Job) -> training.EpochHook:
         return lambda epoch, metrics: tracking.log_metrics(job.client, job.run_id, metrics, epoch)
 
-    if jobs[0].cfg.backend != "jax":
-        (job,), (weights,) = jobs, initial_weights
-        return [train.train(job.cfg, job.dataset, weights, on_epoch(job), backup_dir=job.backup_dir)]
-    from mixup_sweeps import packed
-
+    (backend,) = {job.cfg.backend for job in jobs}  # a launch groups jobs by program (backend included)
+    engine = importlib.import_module(f"mixup_sweeps.{ENGINES[backend]}")
     members = [
-        packed.Member(job.cfg, job.dataset, weights, on_epoch(job), job.backup_dir, partial(fail_alone, i))
+        training.Member(job.cfg, job.dataset, weights, on_epoch(job), job.backup_dir, partial(fail, i))
         for i, (job, weights) in enumerate(zip(jobs, initial_weights))
     ]
-    for job in jobs:
-        job.client.set_tag(job.run_id, PACK_TAG, str(len(jobs)))
-    packed.train_pack(members)
+    if backend == "jax":
+        for job in jobs:
+            job.client.set_tag(job.run_id, PACK_TAG, str(len(jobs)))
+    engine.train(members)
     return [member.result for member in members]
 
 
@@ -259,13 +260,13 @@ def _before_training(job: Job) -> Path:
     """Tags, shared initial weights, the inputs on record, epochs saved but not yet logged; the weights file."""
     import keras
 
-    from mixup_sweeps import backends, tracking, train
+    from mixup_sweeps import backends, tracking, training
 
     keras.backend.clear_session()
     for key, value in {**backends.versions(), "accelerator": backends.accelerator()}.items():
         job.client.set_tag(job.run_id, key, value)
     weights = _job_initial_weights(job)
-    train.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)
+    training.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)
     _record_inputs(job)
     for epoch, metrics in _epochs_saved_but_not_logged(job):  # killed between its backup and MLflow
         tracking.log_metrics(job.client, job.run_id, metrics, epoch)
@@ -309,10 +310,10 @@ def _record_inputs(job: Job) -> None:
 
 
 def _epochs_saved_but_not_logged(job: Job) -> list[tuple[int, dict[str, float]]]:
-    from mixup_sweeps import train
+    from mixup_sweeps import training
 
     logged = {m.step for m in job.client.get_metric_history(job.run_id, "loss")}
-    saved = enumerate(train.completed_epochs(job.backup_dir), start=1)
+    saved = enumerate(training.completed_epochs(job.backup_dir), start=1)
     return [(epoch, metrics) for epoch, metrics in saved if epoch not in logged]
 
 
@@ -344,7 +345,7 @@ def _record_results(job: Job, result: TrainResult) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        return run_job(cfg)
+        return run_one(cfg)
     except CompactHydraException as exc:  # a bad config value, missing data, a lock held too long: one line
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records this job as failed and the sweep goes on

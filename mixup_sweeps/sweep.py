@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import uuid
 from collections import Counter
@@ -29,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps import liveness, tracking
-from mixup_sweeps.config import PLUMBING_PREFIXES, SWEEP_JOBS_ENV, SWEEP_STARTED_ENV
+from mixup_sweeps.config import PLUMBING_PREFIXES, SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,8 @@ def seeds_until(config: DictConfig) -> dict[str, Any] | None:
     if until is None or until.get("half_width") is None:
         return None
     settings: dict[str, Any] = OmegaConf.to_container(until, resolve=True)  # type: ignore[assignment]
-    if settings.get("baseline") == DEFAULT_BASELINE.override:
-        del settings["baseline"]  # sweeps from before the option keep their fingerprint
+    if settings.get("baseline", None) in (None, DEFAULT_BASELINE.override):  # null: the report's default
+        settings.pop("baseline", None)  # sweeps from before the option keep their fingerprint
     return settings
 
 
@@ -180,7 +179,8 @@ def baselines_of(
 
 # --- progress ----------------------------------------------------------------------------------------
 def progress(hydra_cfg: DictConfig, finished_seconds: Sequence[float] = ()) -> str:
-    """`[5/12, ETA 4 min] `: where this job stands in its sweep (the variants sweeper tells it the count).
+    """`[5/12, ETA 4 min] `: where this job stands in its sweep (the variants sweeper tells it the count and
+    how many jobs its launcher runs at once).
 
     The ETA comes from `finished_seconds`, the durations of this sweep's jobs that trained to the end so far
     (skipped jobs took no time and count for nothing), and the launcher's parallelism; none before a job
@@ -191,7 +191,8 @@ def progress(hydra_cfg: DictConfig, finished_seconds: Sequence[float] = ()) -> s
     if total is None or started is None:
         return ""
     done = int(hydra_cfg.job.num)  # jobs launched before this one
-    remaining = estimate_remaining(finished_seconds, int(total) - done, launcher_parallelism(hydra_cfg))
+    parallel = int(env.get(SWEEP_PARALLEL_ENV) or 1)
+    remaining = estimate_remaining(finished_seconds, int(total) - done, parallel)
     eta = "" if remaining is None else f", ETA {format_duration(remaining)}"
     return f"[{done + 1}/{total}{eta}] "
 
@@ -202,21 +203,6 @@ def estimate_remaining(finished_seconds: Sequence[float], jobs_left: int, parall
     if not finished_seconds or jobs_left <= 0:
         return None
     return math.ceil(jobs_left / max(parallel, 1)) * sum(finished_seconds) / len(finished_seconds)
-
-
-def launcher_parallelism(hydra_cfg: DictConfig) -> int:
-    """How many jobs the sweep's launcher runs at once: joblib's `n_jobs` (-1: every CPU), Ray's CPUs over
-    the CPUs a job asks for, a packed launcher's `pack_size`; 1 for the basic launcher."""
-    launcher = hydra_cfg.get("launcher") or {}
-    if n_jobs := int(launcher.get("n_jobs") or 0):
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 all, -2 all but one
-    if pack_size := int(launcher.get("pack_size") or 0):
-        return pack_size
-    ray = launcher.get("ray") or {}
-    cpus, per_job = (ray.get("init") or {}).get("num_cpus"), (ray.get("remote") or {}).get("num_cpus")
-    if cpus and per_job:
-        return max(1, int(cpus) // int(per_job))
-    return 1
 
 
 def finished_durations(client: MlflowClient, experiment_id: str, parent: Run, since: float) -> list[float]:

@@ -7,7 +7,6 @@ Which process owns a run is `liveness`; what makes a sweep and its parent run is
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mixup_sweeps import liveness
+from mixup_sweeps import files, liveness
 from mixup_sweeps.config import config_fingerprint, flatten
 
 NESTED_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a child under its sweep's parent
@@ -214,9 +213,8 @@ def exchange_initial_weights(
             if local.exists():  # fetched or created on this node before: the same bytes (see above)
                 return local
             local.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
-                fetched = client.download_artifacts(parent_run_id, artifact, tmp)
-                os.replace(fetched, local)
+            with tempfile.TemporaryDirectory(dir=local.parent) as folder, files.atomic_path(local) as tmp:
+                Path(client.download_artifacts(parent_run_id, artifact, folder)).rename(tmp)
             return local
     path = create()
     if parent_run_id is not None:

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 from omegaconf import OmegaConf
 
-from mixup_sweeps import augment
+from mixup_sweeps import augment, augmentations
 from mixup_sweeps.data import Split
 
 MIXUP = {"name": "mixup", "alpha": 0.4, "lam": "per_sample", "pairing": "two_streams"}
@@ -20,14 +20,14 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 def test_lambdas_depend_on_the_seed_only():
-    one, again, other = (augment.sample_beta(rng(s), 100, 0.2) for s in (1, 1, 2))
+    one, again, other = (augmentations.sample_beta(rng(s), 100, 0.2) for s in (1, 1, 2))
     np.testing.assert_array_equal(one, again)
     assert not np.allclose(one, other)
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.2, 0.4, 1.0, 4.0])
 def test_lambda_is_beta_alpha_alpha(alpha):
-    lam = augment.sample_beta(rng(), 20000, alpha)
+    lam = augmentations.sample_beta(rng(), 20000, alpha)
     assert lam.dtype == np.float32 and np.all((lam >= 0) & (lam <= 1)) and not np.isnan(lam).any()
     assert abs(lam.mean() - 0.5) < 0.02  # symmetric
     expected_var = 1.0 / (4.0 * (2.0 * alpha + 1.0))  # Var of Beta(a, a)
@@ -35,7 +35,7 @@ def test_lambda_is_beta_alpha_alpha(alpha):
 
 
 def test_tiny_alpha_gives_nearly_unmixed_pairs_not_nan():
-    lam = augment.sample_beta(rng(), 5000, 1e-3)
+    lam = augmentations.sample_beta(rng(), 5000, 1e-3)
     assert not np.isnan(lam).any()
     assert np.mean(np.minimum(lam, 1 - lam) < 1e-3) > 0.95
 
@@ -50,7 +50,7 @@ def epoch_batches(stream: augment.TrainingStream, epoch: int):
     """(model inputs, mixed float images as the train step makes them, soft labels) for each batch of an epoch."""
     for index in range(stream.num_batches):
         inputs, labels = stream.batch(epoch, index)
-        yield inputs, ops.convert_to_numpy(augment.MixImages(stream.aug.name)(list(inputs))), labels
+        yield inputs, ops.convert_to_numpy(augment.MixImages(stream.form)(list(inputs))), labels
 
 
 def test_plain_stream_visits_every_image_once_per_epoch_in_a_new_order_with_one_hot_labels():
@@ -159,10 +159,10 @@ def test_every_variant_sees_the_images_in_the_same_order():
 def test_validation_inputs_pass_through_unmixed():
     split = _split(40)
     for aug in ({"name": "none"}, MIXUP, CUTMIX):
-        inputs, labels = augment.unmixed_inputs(split, OmegaConf.create(aug), 10)
-        images = ops.convert_to_numpy(augment.MixImages(aug["name"])(list(inputs)))
+        form = augmentations.of(aug).inputs
+        inputs = augment.unmixed_inputs(split.images, form)
+        images = ops.convert_to_numpy(augment.MixImages(form)(list(inputs)))
         np.testing.assert_array_equal(images, augment.scaled(split))
-        np.testing.assert_array_equal(labels.argmax(1), split.labels)
 
 
 def test_worker_threads_fetching_at_once_get_the_same_batches():
@@ -179,3 +179,57 @@ def test_worker_threads_fetching_at_once_get_the_same_batches():
         again_inputs, again_labels = expected.batch(epoch, index)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(inputs, again_inputs))
         assert labels.tobytes() == again_labels.tobytes()
+
+
+GOLDEN = {
+    "none": {"name": "none"},
+    "mixup": {"name": "mixup", "alpha": 0.2, "lam": "per_sample", "pairing": "two_streams"},
+    "mixup_per_batch": {"name": "mixup", "alpha": 0.4, "lam": "per_batch", "pairing": "two_streams"},
+    "mixup_permute": {"name": "mixup", "alpha": 1.0, "lam": "per_sample", "pairing": "permute"},
+    "cutmix": {"name": "cutmix", "alpha": 1.0},
+    "cutmix_half": {"name": "cutmix", "alpha": 0.5},
+}
+
+
+def golden_digests() -> dict[str, dict[str, str]]:
+    """sha256[:16] of epoch plans and mixed images (fit's form and a pack's (lam, box) form), as recorded in
+    tests/data/golden_mixing.json before the augmentation registry: 150 random uint8 images, batch 64, seed 3."""
+    import hashlib
+
+    def digest(array: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+    source = np.random.default_rng(123)
+    split = Split(images=source.integers(0, 256, (150, 28, 28, 1)).astype(np.uint8),
+                  labels=source.integers(0, 10, 150).astype(np.uint8))  # fmt: skip
+    pack_form = ("lam", "box")  # what every pack took before: (images, partners, lambda, box)
+    found = {}
+    for name, aug in GOLDEN.items():
+        aug = OmegaConf.create(aug)
+        for epoch in (0, 1):
+            plan = augment.epoch_plan(split, aug, 64, 10, 3, epoch)
+            stream = augment.TrainingStream(split, aug, 64, 10, seed=3)
+            fit = [
+                ops.convert_to_numpy(augment.MixImages(stream.form)(list(stream.batch(epoch, i)[0])))
+                for i in range(stream.num_batches)
+            ]
+            order, partner, lam, box, _ = plan.arrays(pack_form)
+            packed = augment.MixImages(pack_form)([split.images[order], split.images[partner], lam, box])
+            found[f"{name}/{epoch}"] = {
+                "order": digest(plan.order), "partner": digest(partner), "labels": digest(plan.labels),
+                "fit": digest(np.concatenate(fit)), "packed": digest(ops.convert_to_numpy(packed)),
+            }  # fmt: skip
+    return found
+
+
+def test_mixed_images_of_mixup_and_cutmix_are_bit_for_bit_what_they_were():
+    """The one mixing formula (x·k + y·(1 - k)) gives the bytes the per-augmentation code gave, on this backend
+    (the JAX backend: tests/test_backends.py), for fit's input form and the pack's."""
+    import json
+
+    import keras
+
+    from tests.helpers import ROOT
+
+    recorded = json.loads((ROOT / "tests" / "data" / "golden_mixing.json").read_text())
+    assert golden_digests() == recorded["backends"][keras.backend.backend()]

@@ -120,3 +120,15 @@ def test_the_default_backend_without_tensorflow_installed_is_one_line_exit_2_and
         "pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine), or run with backend=jax"
     )
     assert not [r for r in mlflow_runs(tmp_path)[1] if r.info.status == "FINISHED"]
+
+
+def test_mixed_images_are_bit_for_bit_what_they_were_on_jax_too():
+    """tests/test_augment.py's golden digests, computed on the JAX backend (a process has one backend)."""
+    code = (
+        "from mixup_sweeps import backends; backends.prepare('jax'); import json; "
+        "from tests.test_augment import golden_digests; print(json.dumps(golden_digests()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recorded = json.loads((ROOT / "tests" / "data" / "golden_mixing.json").read_text())
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == recorded["backends"]["jax"]

@@ -17,7 +17,7 @@ from mixup_sweeps.config import (
     flatten,
     validate,
 )
-from tests.helpers import CONF, compose_config, mlflow_runs, run_cli
+from tests.helpers import CONF, ROOT, compose_config, mlflow_runs, run_cli
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
 
@@ -254,3 +254,34 @@ def test_launcher_presets_compose_and_instantiate(launcher, monkeypatch):
     if launcher == "slurm":
         assert type(instance).__name__ == "SlurmLauncher" and launcher_cfg.partition == "cpu"
         assert launcher_cfg.cpus_per_task >= 1 and launcher_cfg.timeout_min >= 10
+
+
+def preset_jobs() -> dict[str, list[str]]:
+    """Every job of every preset under conf/experiment (its grid crossed with its variants, as the variants
+    sweeper expands them) and a few single runs, each as the overrides that compose it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    singles = [[], ["aug=none"], ["aug=cutmix"], ["backend=jax"], ["trainer.precision=mixed_bfloat16"],
+               ["model=wide_cnn"], ["model=flat_cnn"], ["dataset.label_noise=0.2"]]  # fmt: skip
+    jobs = {" ".join(s) or "(defaults)": s for s in singles}
+    for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
+        sweeper = compose_config([f"experiment={preset}"], return_hydra_config=True).hydra.sweeper
+        params = dict(sweeper.params or {})
+        grid = BasicSweeper.split_arguments(
+            OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]), None
+        )[0]
+        for job in (g + list(v) for g in grid for v in OmegaConf.to_container(sweeper.variants) or [[]]):
+            jobs[f"experiment={preset} " + " ".join(job)] = [f"experiment={preset}", *job]
+    return jobs
+
+
+def test_every_preset_job_keeps_its_run_fingerprint():
+    """Runs recorded before a refactor are still skipped, resumed and reused: tests/data/preset_fingerprints.json
+    holds every preset job's fingerprint as computed before issue 26 (one training core, the augmentation
+    registry); a job added since (a new variant) is new, every recorded one must be unchanged."""
+    recorded = json.loads((ROOT / "tests" / "data" / "preset_fingerprints.json").read_text())["fingerprints"]
+    jobs = preset_jobs()
+    assert set(recorded) <= set(jobs)  # no recorded job went missing
+    changed = {name: fp for name, fp in recorded.items() if config_fingerprint(compose_config(jobs[name])) != fp}
+    assert not changed

@@ -184,7 +184,7 @@ import json, sys
 from pathlib import Path
 from mixup_sweeps import backends
 backends.prepare("jax")
-from mixup_sweeps import data, models, packed
+from mixup_sweeps import data, models, packed, training
 from mixup_sweeps.config import load_config
 packed.BATCHED = sys.argv[1] == "batched"
 members = []
@@ -192,9 +192,9 @@ for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
     cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
                                      "trainer.epochs=2", "trainer.steps_per_execution=2"])
     weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
-    members.append(packed.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None,
-                                 Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
-packed.train_pack(members)
+    members.append(training.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None,
+                                   Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
+packed.train(members)
 print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))
 """
     results = []

@@ -6,13 +6,17 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from hydra_plugins.mixup_sweeps_packed.packed_launcher import PackedLauncher
+from hydra_plugins.mixup_sweeps_variants.variants_sweeper import jobs_at_once
 from mixup_sweeps import sweep, tracking
-from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV
+from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV
 from tests.helpers import compose_config
 
 
 def job_hydra(num: int, total: int, launcher: dict) -> object:
-    env = {SWEEP_JOBS_ENV: str(total), SWEEP_STARTED_ENV: "1000"}
+    """A job's Hydra config as the variants sweeper sets it up for a launcher with these settings."""
+    parallel = jobs_at_once(None, OmegaConf.create(launcher))
+    env = {SWEEP_JOBS_ENV: str(total), SWEEP_STARTED_ENV: "1000", SWEEP_PARALLEL_ENV: str(parallel)}
     return OmegaConf.create({"job": {"num": num, "env_set": env}, "launcher": launcher})
 
 
@@ -38,7 +42,9 @@ def test_eta_is_jobs_left_over_parallel_jobs_times_the_mean_finished_job():
     ],
 )
 def test_launcher_parallelism(launcher, parallel):
-    assert sweep.launcher_parallelism(OmegaConf.create({"launcher": launcher})) == parallel
+    """The project's launchers say it themselves (`jobs_at_once()`); Hydra's are read from their settings."""
+    instance = PackedLauncher(pack_size=launcher["pack_size"]) if "pack_size" in launcher else None
+    assert jobs_at_once(instance, OmegaConf.create(launcher)) == parallel
 
 
 def test_finished_durations_count_this_sweeps_finished_jobs_only(tmp_path):

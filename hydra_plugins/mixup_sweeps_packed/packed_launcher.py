@@ -17,34 +17,34 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import MISSING, DictConfig, open_dict
 
 from mixup_sweeps.config import ConfigError, program_key
 
 log = logging.getLogger(__name__)
 
-# Members per program. The vmapped CNN's throughput on an H100 levels off at 64 members (12.4 model-epochs/s,
-# 13.0 at 256; shared/probes/vmap_pack_probe.py), while memory grows with each member; 64 leaves most of a GPU
-# free. On a CPU a pack is as fast per model-epoch as its members one by one (docs/benchmarks.md).
-DEFAULT_PACK_SIZE = 64
 
-
+# The schema (types only): the default pack size, and why, is in conf/hydra/launcher/packed.yaml.
 @dataclass
 class PackedLauncherConf:
-    _target_: str = "hydra_plugins.mixup_sweeps_packed.packed_launcher.PackedLauncher"
-    pack_size: int = DEFAULT_PACK_SIZE
+    _target_: str = MISSING
+    pack_size: int = MISSING
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
+ConfigStore.instance().store(group="schema/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
 
 
 class PackedLauncher(Launcher):
-    def __init__(self, pack_size: int = DEFAULT_PACK_SIZE) -> None:
+    def __init__(self, pack_size: int) -> None:
         super().__init__()
         self.pack_size = pack_size
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+
+    def jobs_at_once(self) -> int:
+        """At most one pack trains at a time, and a pack trains all its members at once."""
+        return self.pack_size
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -81,7 +81,8 @@ class PackedLauncher(Launcher):
             returns.update(self._run_single(chunk[0]) if len(chunk) == 1 else self._run_pack(chunk))
         return [returns[idx] for idx, _ in configs]
 
-    def _run_job(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
+    def _in_job_context(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
+        """`task_function(config)` as Hydra runs a job: its directory, `.hydra/` files, logging, callbacks."""
         assert self.hydra_context is not None and self.config is not None
         ret = run_job(
             hydra_context=self.hydra_context,
@@ -96,13 +97,13 @@ class PackedLauncher(Launcher):
     def _run_single(self, job: tuple[int, DictConfig]) -> dict[int, JobReturn]:
         """A job that fits no pack: the task function, as the basic launcher runs it."""
         assert self.task_function is not None
-        return {job[0]: self._run_job(self.task_function, job[1])}
+        return {job[0]: self._in_job_context(self.task_function, job[1])}
 
     def _run_pack(self, chunk: list[tuple[int, DictConfig]]) -> dict[int, JobReturn]:
         """Open every member in its own Hydra job context, train the open ones as one program, record each."""
         from mixup_sweeps import run
 
-        opened = {idx: self._run_job(run.open_job, config) for idx, config in chunk}
+        opened = {idx: self._in_job_context(run.open_job, config) for idx, config in chunk}
         jobs = {idx: ret.return_value for idx, ret in opened.items() if ret.status == JobStatus.COMPLETED}
         training = {idx: job for idx, job in jobs.items() if isinstance(job, run.Job)}  # the rest were skipped
         if training:

@@ -15,8 +15,10 @@ an earlier attempt is skipped (its result still counts), so running the command 
 
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +27,48 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from hydra.plugins.launcher import Launcher
+from omegaconf import MISSING, OmegaConf
 
-from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_STARTED_ENV, ConfigError
+from mixup_sweeps.config import CONF_DIR, SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV, ConfigError
 
 log = logging.getLogger(__name__)
 
 
+# The schema (types only): every default is in conf/hydra/sweeper/variants.yaml, as for the rest of the config.
 @dataclass
 class UntilConf:
-    half_width: float | None = None  # None: off; else the target half width of each paired 95 % interval
-    min_seeds: int = 5  # Stein's first stage
-    max_seeds: int = 30
-    baseline: str = "aug=none"  # KEY=VALUE of the groups the others are paired with (as the report's --baseline)
+    half_width: float | None = MISSING  # None: off; else the target half width of each paired 95 % interval
+    min_seeds: int = MISSING  # Stein's first stage
+    max_seeds: int = MISSING
+    baseline: str | None = MISSING  # KEY=VALUE of the groups the others are paired with; None: the report's
 
 
 @dataclass
 class VariantsSweeperConf:
-    _target_: str = "hydra_plugins.mixup_sweeps_variants.variants_sweeper.VariantsSweeper"
-    max_batch_size: int | None = None
-    params: dict[str, str] | None = None
-    variants: list[list[str]] = field(default_factory=list)
-    until: UntilConf = field(default_factory=UntilConf)
+    _target_: str = MISSING
+    max_batch_size: int | None = MISSING
+    params: dict[str, str] | None = MISSING
+    variants: list[list[str]] = MISSING
+    until: UntilConf = MISSING
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps")
+ConfigStore.instance().store(group="schema/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps")
+
+
+def jobs_at_once(launcher: Launcher | None, settings: Mapping[str, Any]) -> int:
+    """How many jobs the sweep's launcher runs at once (the ETA's divisor): its own answer where it gives one
+    (`jobs_at_once()`: the project's launchers); for Hydra's joblib and Ray launchers, read from their settings
+    (`hydra.launcher`): joblib's `n_jobs` (-1: every CPU), Ray's CPUs over the CPUs a job asks for; else 1."""
+    if launcher is not None and callable(own := getattr(launcher, "jobs_at_once", None)):
+        return max(1, int(own()))
+    if n_jobs := int(settings.get("n_jobs") or 0):
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 all, -2 all but one
+    ray = settings.get("ray") or {}
+    cpus, per_job = (ray.get("init") or {}).get("num_cpus"), (ray.get("remote") or {}).get("num_cpus")
+    if cpus and per_job:
+        return max(1, int(cpus) // int(per_job))
+    return 1
 
 
 class VariantsSweeper(BasicSweeper):
@@ -62,7 +81,9 @@ class VariantsSweeper(BasicSweeper):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.variants = [list(v) for v in variants] or [[]]
-        self.until = UntilConf(**dict(until or {}))
+        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "variants.yaml").until  # also for a sweeper
+        settings: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(defaults, until or {}))  # type: ignore[assignment]
+        self.until = UntilConf(**settings)  # made by hand
         self.started = time.time()
         self.total_jobs = 0
 
@@ -86,11 +107,14 @@ class VariantsSweeper(BasicSweeper):
         return [list(chunk) for chunk in self.split_overrides_to_chunks(jobs, max_batch_size)]
 
     def _with_progress(self, jobs: list[list[str]], first_index: int) -> list[list[str]]:
-        """Tell each job how many jobs the sweep has so far and when it started (for `[5/12] ... ETA`)."""
+        """Tell each job how many jobs the sweep has so far, when it started and how many run at once (for
+        `[5/12, ETA ...]`)."""
         self.total_jobs = first_index + len(jobs)
+        settings = self.config.hydra.launcher if self.config is not None else {}
         extra = [
             f"++hydra.job.env_set.{SWEEP_JOBS_ENV}={self.total_jobs}",
             f"++hydra.job.env_set.{SWEEP_STARTED_ENV}={self.started:.0f}",
+            f"++hydra.job.env_set.{SWEEP_PARALLEL_ENV}={jobs_at_once(self.launcher, settings)}",
         ]
         return [job + extra for job in jobs]
 
@@ -162,10 +186,10 @@ class VariantsSweeper(BasicSweeper):
 
     def _baseline(self, group: tuple[str, ...], groups: list[tuple[str, ...]]) -> tuple[str, ...] | None:
         """The group `group` is paired with (`sweep.baselines_of` on the overrides); None for a baseline itself."""
-        from mixup_sweeps.sweep import baselines_of, override_values, parse_baseline
+        from mixup_sweeps.sweep import DEFAULT_BASELINE, baselines_of, override_values, parse_baseline
 
         try:
-            baseline = parse_baseline(self.until.baseline)
+            baseline = parse_baseline(self.until.baseline or DEFAULT_BASELINE.override)
         except ValueError as exc:
             raise ConfigError(f"hydra.sweeper.until.{exc}") from None
         values = [override_values(g) for g in groups]

@@ -206,11 +206,11 @@ def write_report(
     table["link"] = [f"#/experiments/{run_set.experiment_id}/runs/{r}" for r in runs["run_id"]]
     table.sort_values([*keys, *seed_column]).to_csv(files["runs.csv"], index=False)
     labelled = runs.merge(summary[[*keys, "label"]], on=keys, how="left") if keys else runs.assign(label="all runs")
-    plot_accuracy_vs_alpha(summary, keys, files["accuracy_vs_alpha.png"])
+    plot_accuracy_vs_alpha(summary, keys, files["accuracy_vs_alpha.png"], baseline)
     plot_learning_curves(labelled, curves, files["learning_curves.png"])
     plots = list(PLOTS)
     histories = {metric: metric_histories(tracking_uri, list(runs["run_id"]), metric) for metric in PROBE_CURVES}
-    if plot_memorization(labelled, histories, out / MEMORIZATION_PLOT) is not None:
+    if plot_memorization(labelled, histories, out / MEMORIZATION_PLOT, baseline) is not None:
         files[MEMORIZATION_PLOT] = out / MEMORIZATION_PLOT
         plots.append(MEMORIZATION_PLOT)
 

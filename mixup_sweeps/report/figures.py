@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from mixup_sweeps import plots, probes, statistics
 from mixup_sweeps.plots import plt
 from mixup_sweeps.report.summary import TABLE_KEYS, readable, tables
-from mixup_sweeps.sweep import DEFAULT_BASELINE, missing
+from mixup_sweeps.sweep import DEFAULT_BASELINE, Baseline, missing
 
 PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")  # every report
 MEMORIZATION_PLOT = "memorization.png"  # reports of runs with trainer.test_every_epoch or a memorization probe
@@ -37,11 +37,18 @@ def _figure_per_table(
     return plots.save_figure(fig, path, dpi=110)
 
 
-def plot_accuracy_vs_alpha(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
-    """Mean test accuracy with its 95 % CI per alpha; the baseline as a horizontal band."""
+def _is_baseline(rows: pd.DataFrame, baseline: Baseline) -> pd.Series:
+    """Which rows (groups or runs) are the report's baseline."""
+    return pd.Series([baseline.includes(row) for _, row in rows.iterrows()], index=rows.index, dtype=bool)
+
+
+def plot_accuracy_vs_alpha(
+    summary: pd.DataFrame, keys: list[str], path: Path, baseline: Baseline = DEFAULT_BASELINE
+) -> Path:
+    """Mean test accuracy with its 95 % CI per alpha; the baseline's groups as horizontal bands."""
 
     def draw(ax: Axes, rows: pd.DataFrame) -> None:
-        base = rows[rows.get("aug.name", pd.Series(index=rows.index, dtype=object)) == DEFAULT_BASELINE.value]
+        base = rows[_is_baseline(rows, baseline)]
         for _, b in base.iterrows():
             ax.axhline(b["test_accuracy_mean"], color="gray", lw=1)
             if not math.isnan(b["test_accuracy_ci_low"]):
@@ -105,7 +112,9 @@ def _line_labels(runs: pd.DataFrame) -> pd.Series:
     )
 
 
-def plot_memorization(runs: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> Path | None:
+def plot_memorization(
+    runs: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path, baseline: Baseline = DEFAULT_BASELINE
+) -> Path | None:
     """Per noise level (columns): test accuracy and memorized share of the corrupted labels against the epoch
     (rows), one line per augmentation, mean over seeds with a 95 % band. None when no run has the probes."""
     rows = [
@@ -119,7 +128,8 @@ def plot_memorization(runs: pd.DataFrame, histories: dict[str, pd.DataFrame], pa
     probed["line"] = _line_labels(probed)
     noise_key = "dataset.label_noise"
     levels = sorted(probed[noise_key].dropna().unique()) if noise_key in probed else [None]
-    baseline_first = sorted(probed["line"].unique(), key=lambda line: (line != DEFAULT_BASELINE.value, line))
+    baseline_lines = set(probed.loc[_is_baseline(probed, baseline), "line"])
+    baseline_first = sorted(probed["line"].unique(), key=lambda line: (line not in baseline_lines, line))
     colors = {line: f"C{i}" for i, line in enumerate(baseline_first)}
     fig, axes = plt.subplots(len(rows), len(levels), figsize=(5 * len(levels), 3.6 * len(rows)), squeeze=False)
     for column, level in enumerate(levels):
