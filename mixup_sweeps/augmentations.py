@@ -193,3 +193,56 @@ class CutMix(Augmentation):
         partner = _partners_in_batch(partner_rng, order, batch_size)
         box, own = cut_boxes(weight_rng, sample_beta(weight_rng, len(order), float(self.alpha)), *image_size)
         return Mixing(partner, {"box": box}, own)
+
+
+@register
+@dataclass
+class FMix(Augmentation):
+    """FMix (Harris et al. 2020): the pixels taken from a partner of the same batch form a low-frequency
+    Fourier-noise mask; the image keeps round(λ · pixels) of its own, λ ~ Beta(α, α); masks are binary."""
+
+    key: ClassVar[str] = "fmix"
+    inputs: ClassVar[tuple[str, ...]] = ("pasted",)
+    alpha: float = MISSING  # the kept share λ ~ Beta(alpha, alpha)
+    decay_power: float = MISSING  # δ: the noise's amplitude falls as 1 / f**δ (larger: smoother masks)
+
+    def check(self) -> None:
+        require(math.isfinite(self.alpha) and self.alpha > 0, "aug.alpha", self.alpha, "must be a finite number > 0")
+        require(
+            math.isfinite(self.decay_power) and self.decay_power > 0,
+            "aug.decay_power", self.decay_power, "must be a finite number > 0 (the paper's is 3)",
+        )  # fmt: skip
+
+    def draw(
+        self, partner_rng: np.random.Generator, weight_rng: np.random.Generator, order: np.ndarray, batch_size: int,
+        image_size: tuple[int, int],
+    ) -> Mixing:  # fmt: skip
+        partner = _partners_in_batch(partner_rng, order, batch_size)
+        lam = sample_beta(weight_rng, len(order), float(self.alpha))
+        kept = self.masks(weight_rng, lam, *image_size, float(self.decay_power))
+        own = kept.reshape(len(order), -1).mean(axis=1).astype(np.float32)
+        return Mixing(partner, {"pasted": (~kept).astype(np.uint8)}, own)
+
+    @staticmethod
+    def masks(
+        rng: np.random.Generator, keep: np.ndarray, height: int, width: int, decay_power: float, chunk: int = 4096
+    ) -> np.ndarray:
+        """FMix's masks (Harris et al. 2020): per image a grey image of Fourier noise whose amplitude falls as
+        1 / f**decay_power, thresholded so that its brightest round(keep · pixels) pixels are kept (True).
+
+        The spectrum is complex Gaussian on the real FFT's frequencies, scaled by 1 / max(f, 1 / max(h, w))**δ, as in
+        the paper's code; a larger δ gives smoother, blob-like masks. Drawn in chunks to bound memory.
+        """
+        freqs = np.sqrt(np.fft.fftfreq(height)[:, None] ** 2 + np.fft.rfftfreq(width)[None, :] ** 2)
+        scale = 1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay_power
+        pixels = height * width
+        kept = np.rint(keep.astype(np.float64) * pixels).astype(np.int64)
+        masks = np.empty((len(keep), height, width), dtype=bool)
+        for first in range(0, len(keep), chunk):
+            count = min(chunk, len(keep) - first)
+            noise = rng.standard_normal((count, *freqs.shape, 2))
+            grey = np.fft.irfft2(scale * (noise[..., 0] + 1j * noise[..., 1]), s=(height, width)).reshape(count, pixels)
+            ranks = np.empty_like(grey, dtype=np.int64)  # 0 = brightest
+            np.put_along_axis(ranks, np.argsort(-grey, axis=1, kind="stable"), np.arange(pixels)[None, :], axis=1)
+            masks[first : first + count] = (ranks < kept[first : first + count, None]).reshape(count, height, width)
+        return masks
