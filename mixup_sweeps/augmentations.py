@@ -242,7 +242,8 @@ class FMix(Augmentation):
             count = min(chunk, len(keep) - first)
             noise = rng.standard_normal((count, *freqs.shape, 2))
             grey = np.fft.irfft2(scale * (noise[..., 0] + 1j * noise[..., 1]), s=(height, width)).reshape(count, pixels)
-            ranks = np.empty_like(grey, dtype=np.int64)  # 0 = brightest
-            np.put_along_axis(ranks, np.argsort(-grey, axis=1, kind="stable"), np.arange(pixels)[None, :], axis=1)
-            masks[first : first + count] = (ranks < kept[first : first + count, None]).reshape(count, height, width)
+            keep_count = kept[first : first + count]  # the brightest keep_count pixels: those >= the count-th value
+            brightest = np.sort(grey, axis=1)[np.arange(count), np.clip(pixels - keep_count, 0, pixels - 1)]
+            threshold = np.where(keep_count > 0, brightest, np.inf)  # (continuous noise: no ties)
+            masks[first : first + count] = (grey >= threshold[:, None]).reshape(count, height, width)
         return masks
