@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:
+    if not (args.packed or args.worker) and set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:
         parser.error("the seed and tfdata arms know aug none and mixup only; use the stream-* arms for the others")
     if args.worker:
         arm, aug, seed, epochs, precision, cache, spe, size = args.worker

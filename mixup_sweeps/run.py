@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,8 +44,18 @@ ENGINES = {"tensorflow": "fit", "jax": "packed"}  # backend -> the engine module
 register_configs()
 
 
-def run_one(cfg: DictConfig) -> float:
-    """One job, in order: check -> data -> skip / resume / start -> train -> artifacts; returns test accuracy."""
+Outcome = dict[str, float]  # what a job returns to its sweeper: its final metrics (`outcome`)
+
+
+def outcome(metrics: Mapping[str, float], val_accuracy: Sequence[float]) -> Outcome:
+    """A job's final metrics (test_accuracy, the last epoch's val_accuracy and val_loss, ...) and
+    `best_val_accuracy`, the best epoch's: what the sweepers decide on (seeds until precise, races)."""
+    best = max(val_accuracy) if val_accuracy else float("nan")
+    return {**{key: float(value) for key, value in metrics.items()}, "best_val_accuracy": float(best)}
+
+
+def run_one(cfg: DictConfig) -> Outcome:
+    """One job, in order: check -> data -> skip / resume / start -> train -> artifacts; returns its `outcome`."""
     job = open_job(cfg)
     if not isinstance(job, Job):
         return job  # skipped: the test accuracy its FINISHED run recorded
@@ -55,8 +65,8 @@ def run_one(cfg: DictConfig) -> float:
     return outcome
 
 
-def open_job(cfg: DictConfig) -> Job | float:
-    """check -> data -> skip / resume / start: the job with its open MLflow run, or a skipped job's test accuracy.
+def open_job(cfg: DictConfig) -> Job | Outcome:
+    """check -> data -> skip / resume / start: the job with its open MLflow run, or a skipped job's outcome.
 
     Bad input stops here with one line, before anything is recorded. Runs inside the job's Hydra context.
     """
@@ -74,10 +84,11 @@ def open_job(cfg: DictConfig) -> Job | float:
     if decision.action == "skip":
         assert decision.run is not None
         tracking.mark_reused(client, decision.run, parent)
-        test_accuracy = decision.run.data.metrics.get("test_accuracy", float("nan"))
+        recorded = decision.run.data.metrics
         log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
-                 name, decision.run.info.run_id, test_accuracy)  # fmt: skip
-        return test_accuracy
+                 name, decision.run.info.run_id, recorded.get("test_accuracy"))  # fmt: skip
+        history = client.get_metric_history(decision.run.info.run_id, "val_accuracy")
+        return outcome(recorded, [m.value for m in history])
 
     from mixup_sweeps import backends
 
@@ -162,7 +173,7 @@ def _open_run(
     return run_id
 
 
-def execute(jobs: list[Job]) -> list[float | BaseException]:
+def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
     """Train the jobs and record each: the engine of their backend (`ENGINES`: TensorFlow jobs with Keras's
     `fit`, JAX jobs as one packed program, a lone JAX job a pack of one). A job that fails ends its run FAILED
     (KILLED on a signal) with its traceback and comes back as its exception; the others go on. A signal or a
@@ -170,7 +181,7 @@ def execute(jobs: list[Job]) -> list[float | BaseException]:
     from mixup_sweeps.training import INTERRUPTS
 
     started = time.perf_counter()
-    outcomes: dict[int, float | BaseException] = {}
+    outcomes: dict[int, Outcome | BaseException] = {}
     restore_signals = INTERRUPTS.install()
     try:
         ready: list[tuple[int, Path]] = []
@@ -193,7 +204,8 @@ def execute(jobs: list[Job]) -> list[float | BaseException]:
                     raise RuntimeError("the training engine ended without a result for this job")
                 _record_results(job, result)
                 job.client.set_terminated(job.run_id, "FINISHED")
-                outcomes[i] = result.test_accuracy
+                final = {**result.history[-1], **_test_metrics(job, result)}
+                outcomes[i] = outcome(final, [epoch.get("val_accuracy", float("nan")) for epoch in result.history])
                 log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)",
                          job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
             except Exception as exc:
@@ -317,24 +329,26 @@ def _epochs_saved_but_not_logged(job: Job) -> list[tuple[int, dict[str, float]]]
     return [(epoch, metrics) for epoch, metrics in saved if epoch not in logged]
 
 
+def _test_metrics(job: Job, result: TrainResult) -> dict[str, float]:
+    """What a run records at its end: test metrics, the best-validation epoch's, throughput."""
+    from mixup_sweeps import probes
+
+    return {
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+        "test_nll": result.test_nll,
+        "test_ece": result.test_reliability.ece,
+        "train_images_per_second": result.train_images_per_second,
+        "label_noise_realized": job.dataset.label_noise,
+        **probes.best_epoch_metrics(result.history),
+    }
+
+
 def _record_results(job: Job, result: TrainResult) -> None:
     """Test metrics (and the best-validation epoch's), the curves and reliability diagram, the trained weights."""
-    from mixup_sweeps import plots, probes, tracking
+    from mixup_sweeps import plots, tracking
 
-    tracking.log_metrics(
-        job.client,
-        job.run_id,
-        {
-            "test_loss": result.test_loss,
-            "test_accuracy": result.test_accuracy,
-            "test_nll": result.test_nll,
-            "test_ece": result.test_reliability.ece,
-            "train_images_per_second": result.train_images_per_second,
-            "label_noise_realized": job.dataset.label_noise,
-            **probes.best_epoch_metrics(result.history),
-        },
-        step=len(result.history),
-    )
+    tracking.log_metrics(job.client, job.run_id, _test_metrics(job, result), step=len(result.history))
     job.log_artifact(plots.save_curves(result.history, job.job_dir / "curves.png", title=job.name))
     job.log_artifact(plots.save_reliability(result.test_reliability, job.job_dir / "reliability.png", title=job.name))
     model_path = job.job_dir / "model.weights.h5"
@@ -343,7 +357,7 @@ def _record_results(job: Job, result: TrainResult) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Outcome:
     try:
         return run_one(cfg)
     except CompactHydraException as exc:  # a bad config value, missing data, a lock held too long: one line

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps import liveness, tracking
-from mixup_sweeps.config import PLUMBING_PREFIXES, SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV
+from mixup_sweeps.config import PLUMBING_PREFIXES, SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ SWEEP_FINGERPRINT_TAG = "sweep_fingerprint"  # the same sweep command again -> t
 SWEEP_KEYS_TAG = "sweep_keys"
 SEEDS_UNTIL_TAG = "seeds_until"  # on a sweep parent: the variants sweeper's `until` settings, as JSON
 SEEDS_UNTIL_RESULT_TAG = "seeds_until_result"  # ... and per group the seeds it used and whether it reached
+RACE_TAG = "race"  # on a sweep parent: the race's settings (`hydra.sweeper.race`), as JSON
+RACE_RESULT_TAG = "race_result"  # ... and its outcome (`racing.to_record`): winner, eliminations, runs spent
 
 
 # --- the override grammar --------------------------------------------------------------------------------
@@ -73,6 +75,45 @@ def seeds_until(config: DictConfig) -> dict[str, Any] | None:
     return settings
 
 
+def race(config: DictConfig) -> dict[str, Any] | None:
+    """The sweep's `hydra.sweeper.race` settings when racing is on (epsilon set), else None."""
+    settings = config.hydra.sweeper.get("race")
+    if settings is None or settings.get("epsilon") is None:
+        return None
+    return OmegaConf.to_container(settings, resolve=True)  # type: ignore[return-value]
+
+
+def check_sweeper(config: DictConfig) -> None:
+    """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line."""
+    from mixup_sweeps import racing
+
+    settings = race(config)
+    if settings is None:
+        return
+    checked = racing.settings_of(settings)
+    assert checked is not None
+    if seeds_until(config):
+        raise ConfigError("hydra.sweeper.race and hydra.sweeper.until both own the seed axis: use one of them")
+    if group_count(config) < 2:
+        raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
+    if checked.test_metric == "test_accuracy_best" and not config.trainer.get("test_every_epoch"):
+        raise ConfigError(
+            f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
+            "set trainer.test_every_epoch=true"
+        )
+
+
+def group_count(config: DictConfig) -> int:
+    """How many groups (jobs but for the seed) the sweep has: its grid's size (seed left out) × its variants."""
+    params = config.hydra.sweeper.get("params") or {}
+    parsed = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))}  # fmt: skip  # the CLI wins
+    count = math.prod(
+        len(list(o.sweep_string_iterator())) for key, o in parsed.items() if o.is_sweep_override() and key != SEED
+    )
+    return count * max(1, len(config.hydra.sweeper.get("variants") or []))
+
+
 def sweep_keys(config: DictConfig) -> list[str]:
     """Keys that vary across the sweep: command-line sweeps, hydra.sweeper.params and variants."""
     overrides = task_overrides(config.hydra)
@@ -82,8 +123,8 @@ def sweep_keys(config: DictConfig) -> list[str]:
     keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
     for variant in config.hydra.sweeper.get("variants") or []:
         keys += [o.get_key_element() for o in parser.parse_overrides(list(variant))]
-    if seeds_until(config):
-        keys.append(SEED)  # the seeds-until-precise sweeper sweeps the seed
+    if seeds_until(config) or race(config):
+        keys.append(SEED)  # seeds until precise and the race sweep the seed
     return list(dict.fromkeys(keys))
 
 
@@ -96,6 +137,8 @@ def sweep_fingerprint(config: DictConfig) -> str:
     sweeper = {k: sweeper_cfg.get(k) for k in ("params", "variants")}
     if until := seeds_until(config):  # only when on, so sweeps from before the option keep their fingerprint
         sweeper["until"] = until
+    if settings := race(config):  # likewise
+        sweeper["race"] = settings
     payload = json.dumps({"overrides": overrides, "sweeper": sweeper}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -269,7 +312,8 @@ class SweepParentCallback(Callback):
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         try:
             self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
-        except tracking.StoreUnreachable as exc:  # once for the sweep, before any job; Hydra would only warn
+            check_sweeper(config)
+        except (tracking.StoreUnreachable, ConfigError) as exc:  # once, before any run; Hydra would only warn
             print(f"Error: {exc}", file=sys.stderr)
             sys.exit(2)
         fingerprint = sweep_fingerprint(config)
@@ -295,6 +339,8 @@ class SweepParentCallback(Callback):
             }
             if until := seeds_until(config):
                 tags[SEEDS_UNTIL_TAG] = json.dumps(until, sort_keys=True)
+            if settings := race(config):
+                tags[RACE_TAG] = json.dumps(settings, sort_keys=True)
             if commit := tracking.harness_git_commit():
                 tags["git_commit"] = commit
             self.parent_run_id = client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags).info.run_id
@@ -328,3 +374,6 @@ class SweepParentCallback(Callback):
             until = json.loads(tags[SEEDS_UNTIL_TAG])
             outcome = json.loads(tags[SEEDS_UNTIL_RESULT_TAG])
             log.info("seeds until precise: %s", describe_seeds_until(outcome, until["half_width"]))
+        if RACE_RESULT_TAG in tags:  # the last lines: the race's winner, eliminations and what it spent
+            for line in json.loads(tags[RACE_RESULT_TAG])["lines"]:
+                log.info("race: %s", line)

@@ -109,7 +109,7 @@ class PackedLauncher(Launcher):
         if training:
             log.info("Training %d jobs as one packed program", len(training))
             try:
-                outcomes: list[float | BaseException] = run.execute(list(training.values()))
+                outcomes: list[run.Outcome | BaseException] = run.execute(list(training.values()))
             except Exception as exc:  # the program failed: every member's run has ended FAILED with it
                 outcomes = [exc] * len(training)
             for idx, outcome in zip(training, outcomes):

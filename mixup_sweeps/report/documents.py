@@ -23,6 +23,7 @@ from mixup_sweeps.report.figures import (
     plot_learning_curves,
     plot_memorization,
 )
+from mixup_sweeps.report.race import add_race_columns, race_answer
 from mixup_sweeps.report.store import RunSet, metric_histories
 from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
 from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, missing
@@ -198,6 +199,8 @@ def write_report(
     curves = metric_histories(tracking_uri, list(runs["run_id"]), "val_accuracy")
     seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
     summary = summarize(runs, keys, curves, seconds, baseline, run_set.until)
+    if run_set.race:
+        summary = add_race_columns(summary, run_set.race)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
     summary.to_csv(files["summary.csv"], index=False)
@@ -215,6 +218,8 @@ def write_report(
         plots.append(MEMORIZATION_PLOT)
 
     answer = verdicts(summary, baseline)
+    if run_set.race:
+        answer = [f"race: {line.strip()}" for line in race_answer(summary, run_set.race)] + answer
     link = ui_runs_link(run_set.experiment_id, ui_url)
     left = ", ".join(f"{n} {s}" for s, n in sorted(run_set.left_out.items())) or "none"
     until = run_set.until

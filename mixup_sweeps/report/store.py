@@ -43,6 +43,7 @@ class RunSet:
     experiment_id: str
     parent_run_id: str | None
     until: dict[str, Any] | None = None  # the sweep's `hydra.sweeper.until` (Stein's procedure), if it used it
+    race: dict[str, Any] | None = None  # the sweep's race outcome (`racing.to_record`), if it raced
 
 
 @contextmanager
@@ -175,7 +176,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
             df[column] = None
     is_parent = df[f"tags.{sweep.PARENT_TAG}"] == "true"
     parents, runs = df[is_parent], df[~is_parent]
-    parent_run_id, until = None, None
+    parent_run_id, until, race = None, None, None
     if sweep_id == "all":
         label = "all"
     else:
@@ -192,6 +193,8 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
         label, parent_run_id = parent["tags.sweep_id"], parent["run_id"]
         until_tag = parent.get(f"tags.{sweep.SEEDS_UNTIL_TAG}")
         until = json.loads(until_tag) if isinstance(until_tag, str) else None
+        race_tag = parent.get(f"tags.{sweep.RACE_RESULT_TAG}")
+        race = json.loads(race_tag) if isinstance(race_tag, str) else None
         in_sweep = runs["tags.sweep_id"] == label
         reused = f"tags.{tracking.REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
         if reused in runs:
@@ -203,7 +206,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
         raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
     params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
     params += [k for k in TAG_KEYS if f"tags.{k}" in finished]
-    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until)
+    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until, race)
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
