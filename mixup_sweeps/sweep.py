@@ -87,6 +87,26 @@ def check_sweeper(config: DictConfig) -> None:
     """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line."""
     from mixup_sweeps import racing
 
+    sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
+    parser = OverridesParser.create()
+    variant_keys = {override_key(o) for variant in sweeper.get("variants") or [] for o in variant}
+    clash = sorted(variant_keys & {o.get_key_element() for o in parser.parse_overrides(task_overrides(config.hydra))})
+    if clash:
+        raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
+    until: Any = sweeper.get("until") or {}
+    if until.get("half_width") is not None:
+        half, low, high = until.get("half_width"), until.get("min_seeds"), until.get("max_seeds")
+        if not (half > 0 and 2 <= low <= high):
+            raise ConfigError(
+                "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
+                f"{half}, min_seeds={low}, max_seeds={high}"
+            )
+        try:
+            parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
+        except ValueError as exc:
+            raise ConfigError(f"hydra.sweeper.until.{exc}") from None
+    if "pack_size" in launcher and not (isinstance(launcher.pack_size, int) and launcher.pack_size >= 1):
+        raise ConfigError(f"Invalid value hydra.launcher.pack_size={launcher.pack_size!r}: must be an integer >= 1")
     settings = race(config)
     if settings is None:
         return

@@ -52,6 +52,9 @@ class StoreUnreachable(CompactHydraException):
     """The tracking store cannot be reached or opened: one line naming tracking.uri and what to do."""
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 def check_store(uri: str) -> None:
     """Reach the store once, quickly, before anything waits on it: a tracking server must answer its /health
     within STORE_CHECK_TIMEOUT_S (MLflow would retry for minutes, then print chained tracebacks), and any
@@ -71,8 +74,14 @@ def check_store(uri: str) -> None:
                 f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}); start it (README: "
                 "Running on a cluster) or point MLFLOW_TRACKING_URI at a running one"
             ) from None
-    if uri.startswith("sqlite:///"):
-        return  # a local file: `connect` creates it under its lock (opening it here would race other jobs)
+    if uri.startswith("sqlite:///"):  # a local file: `connect` creates it under its lock (opening it would race)
+        path = Path(uri[len("sqlite:///") :])
+        if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != SQLITE_HEADER:
+            raise StoreUnreachable(
+                f"tracking.uri={uri}: {path} is not an SQLite database (something else was written there); move "
+                "it away to start a new store, or set paths.output_dir / tracking.uri to the store you meant"
+            )
+        return
     try:
         MlflowClient(tracking_uri=uri)._tracking_client.store  # noqa: B018 - opening the store is the check
     except Exception as exc:

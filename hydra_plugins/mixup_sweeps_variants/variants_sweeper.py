@@ -32,7 +32,6 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from omegaconf import MISSING, OmegaConf
 
@@ -118,7 +117,7 @@ class VariantsSweeper(BasicSweeper):
         variant_keys = {override_key(o) for variant in self.variants for o in variant}
         clash = sorted(variant_keys & {o.get_key_element() for o in overrides})
         if clash:
-            raise HydraException(
+            raise ConfigError(  # checked before the sweep starts too (`sweep.check_sweeper`); kept for direct use
                 f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line"
             )
         jobs = [job + variant for job in grid for variant in self.variants]

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mixup_sweeps.config import load_config
 from mixup_sweeps.report.documents import write_report
-from mixup_sweeps.report.store import ReportError, fetch_runs, parse_where, select_runs
-from mixup_sweeps.sweep import DEFAULT_BASELINE, parse_baseline
-from mixup_sweeps.tracking import UI_URL, ui_url_for
+from mixup_sweeps.report.store import ReportError, RunSet, fetch_runs, parse_where, select_runs
+from mixup_sweeps.sweep import DEFAULT_BASELINE, Baseline, parse_baseline
+from mixup_sweeps.tracking import UI_URL, StoreUnreachable, check_store, ui_url_for
+
+
+def check_baseline(run_set: RunSet, baseline: Baseline) -> None:
+    """A `--baseline` no run of the set can be: `ReportError` naming what would work."""
+    runs = run_set.runs
+    if baseline.key not in runs:
+        known = ", ".join(sorted(k for k in run_set.params if k in runs))
+        raise ReportError(f"--baseline {baseline.key}={baseline.value}: no run has {baseline.key} (keys: {known})")
+    values = runs[baseline.key].dropna()
+    if not any(baseline.includes({baseline.key: value}) for value in values):
+        shown = ", ".join(sorted({str(v) for v in values}))
+        raise ReportError(
+            f"--baseline {baseline.key}={baseline.value}: no run has that value ({baseline.key}: {shown})"
+        )
+
+
+def check_writable(directory: Path, option: str) -> None:
+    """The report's directory can be made and written to, or `ReportError` naming the option."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ReportError(f"{option}: cannot write the report to {directory} ({exc.strerror}); "
+                          "pick a directory you can write to") from None  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,17 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.baseline is not None:
             parse_baseline(args.baseline)  # a typo stops here, before the store is read
+        check_store(tracking_uri)  # a server that does not answer, a file that is not a store: one line
         found = fetch_runs(tracking_uri, experiment, args.sweep, cfg.tracking.heartbeat_timeout_s)
         run_set = select_runs(found, parse_where(args.where))
         until_baseline = (run_set.until or {}).get("baseline")
         baseline = parse_baseline(args.baseline or until_baseline or DEFAULT_BASELINE.override)
+        if args.baseline is not None:
+            check_baseline(run_set, baseline)
+        out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
+        check_writable(out, "--out" if args.out else "--output-dir")
     except ValueError as exc:
         print(f"Error: --{exc}", file=sys.stderr)
         return 2
-    except ReportError as exc:
+    except (ReportError, StoreUnreachable) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(cfg.paths.output_dir) / "reports" / run_set.label
     ui_url = args.ui_url or ui_url_for(tracking_uri)
     files = write_report(run_set, tracking_uri, experiment, out, baseline, ui_url, publish=True)
     print(files["report.md"].read_text().split("\n![", 1)[0])

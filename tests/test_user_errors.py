@@ -1,0 +1,65 @@
+"""Errors a user causes at the edges of a run: the sweeper's and launcher's settings, a store file that is not a
+store, the report's options. Each is one line, exit 2, and records nothing (no run, no sweep parent)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, TINY, mlflow_runs, run_cli
+from tests.test_report import known_store  # noqa: F401 - the fixture
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["experiment=variants", "aug=none"], "hydra.sweeper.variants already sets aug; drop it from the command line"),
+        (["aug=none,mixup", "hydra.sweeper.until.half_width=0"], "hydra.sweeper.until: need half_width > 0"),
+        (
+            ["aug=none,mixup", "hydra.sweeper.until.half_width=0.01", "hydra.sweeper.until.baseline=nokey"],
+            "hydra.sweeper.until.baseline",
+        ),
+        (
+            ["aug=none,mixup", "backend=jax", "hydra/launcher=packed", "hydra.launcher.pack_size=0"],
+            "Invalid value hydra.launcher.pack_size=0: must be an integer >= 1",
+        ),
+    ],
+)
+def test_sweep_settings_are_checked_before_the_sweep_records_anything(tmp_path, overrides, message):
+    one_line_exit_2(run_cli("-m", *overrides, *TINY, f"paths.output_dir={tmp_path}"), message)
+    assert not mlflow_runs(tmp_path)[1]  # no parent run, no job run
+
+
+def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_path):
+    store = tmp_path / "mlflow.db"
+    store.write_text("these are my notes, not a database\n" * 10)
+    before = store.read_bytes()
+    for args in ([*TINY], ["-m", "aug=none,mixup", *TINY]):
+        one_line_exit_2(run_cli(*args, f"paths.output_dir={tmp_path}"), "is not an SQLite database")
+    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    one_line_exit_2(report, "is not an SQLite database")
+    assert store.read_bytes() == before
+
+
+def report_cli(output_dir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(output_dir), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_the_report_refuses_a_baseline_or_directory_that_cannot_work(known_store):  # noqa: F811
+    _, _, _, tmp_path = known_store
+    (tmp_path / "a_file").write_text("x")
+    one_line_exit_2(report_cli(tmp_path, "--out", str(tmp_path / "a_file" / "report")), "--out: cannot write")
+    one_line_exit_2(report_cli(tmp_path, "--baseline", "trainer.precision=float32"), "no run has trainer.precision")
+    one_line_exit_2(report_cli(tmp_path, "--baseline", "aug=cutmix"), "no run has that value (aug.name: mixup, none)")
+    one_line_exit_2(report_cli(tmp_path, "--where", "nokey=1"), "--where nokey=1: no such key")
+    assert report_cli(tmp_path, "--baseline", "aug=none").returncode == 0  # what works, works
