@@ -125,7 +125,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for name, schema in augmentations.AUGMENTATIONS.items():
-        cs.store(group="schema/aug", name=name, node=schema)
+        cs.store(group="hydra/schema/aug", name=name, node=schema)
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -243,8 +243,8 @@ def describe(result: RaceResult, name: Callable[[Hashable], str] = str, epochs: 
         if arm.beaten_by is not None:
             c = arm.beaten_by
             by = f"{c.mean:+.4f} {settings.metric} [{c.low:+.4f}, {c.high:+.4f}]"
-            lines.append(f"  out after look {arm.left_round} ({arm.seeds} seeds): {name(arm.arm)}, worse than "
-                         f"{name(c.better)}: {by}")  # fmt: skip
+            lines.append(f"  out after look {arm.left_round} ({arm.seeds} seeds): {name(arm.arm)}; "
+                         f"{name(c.better)} better by {by}")  # fmt: skip
     unit = f" ({result.seed_runs * epochs} of {result.exhaustive_runs * epochs} model-epochs)" if epochs else ""
     lines.append(f"spent {result.seed_runs} of the exhaustive grid's {result.exhaustive_runs} runs at max_seeds="
                  f"{settings.max_seeds}: {100 * result.spent:.0f} %{unit}; each interval at "

@@ -367,5 +367,19 @@ def main(cfg: DictConfig) -> Outcome:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m mixup_sweeps.run`: the error boundary first (`preflight.check`: a config, sweep or job that
+    cannot work is one line, exit 2, before anything exists), then Hydra's main."""
+    from mixup_sweeps import preflight
+    from mixup_sweeps.errors import ConfigError
+
+    try:
+        preflight.check(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

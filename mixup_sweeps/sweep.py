@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -121,6 +122,21 @@ def check_sweeper(config: DictConfig) -> None:
             f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
             "set trainer.test_every_epoch=true"
         )
+
+
+def expand_jobs(overrides: Sequence[Override], variants: Sequence[Sequence[str]]) -> list[list[str]]:
+    """A sweep's jobs as override lists, as the variants sweeper launches them: the grid of `overrides` (a key
+    given twice: the later wins, so the command line beats hydra.sweeper.params) crossed with `variants`.
+    A key both on the command line and in the variants is a `ConfigError`."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    overrides = list({o.get_key_element(): o for o in overrides}.values())
+    variant_keys = {override_key(o) for variant in variants for o in variant}
+    clash = sorted(variant_keys & {o.get_key_element() for o in overrides})
+    if clash:
+        raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
+    grid = BasicSweeper.split_arguments(overrides, None)[0]
+    return [list(job) + list(variant) for job in grid for variant in (variants or [[]])]
 
 
 def group_count(config: DictConfig) -> int:

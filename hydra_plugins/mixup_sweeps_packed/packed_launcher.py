@@ -31,7 +31,9 @@ class PackedLauncherConf:
     pack_size: int = MISSING
 
 
-ConfigStore.instance().store(group="schema/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
+ConfigStore.instance().store(
+    group="hydra/schema/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps"
+)
 
 
 class PackedLauncher(Launcher):

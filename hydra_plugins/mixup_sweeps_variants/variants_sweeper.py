@@ -69,7 +69,9 @@ class VariantsSweeperConf:
     race: RaceConf = MISSING
 
 
-ConfigStore.instance().store(group="schema/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps")
+ConfigStore.instance().store(
+    group="hydra/schema/sweeper", name="variants", node=VariantsSweeperConf, provider="mixup_sweeps"
+)
 
 
 def jobs_at_once(launcher: Launcher | None, settings: Mapping[str, Any]) -> int:
@@ -109,18 +111,9 @@ class VariantsSweeper(BasicSweeper):
     def split_arguments(  # type: ignore[override]
         self, overrides: list[Override], max_batch_size: int | None
     ) -> list[list[list[str]]]:
-        # a key in both hydra.sweeper.params and on the command line: the command line (it comes later) wins
-        overrides = list({o.get_key_element(): o for o in overrides}.values())
-        grid = BasicSweeper.split_arguments(overrides, None)[0]
-        from mixup_sweeps.sweep import override_key  # the harness (and MLflow) only once a sweep runs
+        from mixup_sweeps.sweep import expand_jobs  # the harness (and MLflow) only once a sweep runs
 
-        variant_keys = {override_key(o) for variant in self.variants for o in variant}
-        clash = sorted(variant_keys & {o.get_key_element() for o in overrides})
-        if clash:
-            raise ConfigError(  # checked before the sweep starts too (`sweep.check_sweeper`); kept for direct use
-                f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line"
-            )
-        jobs = [job + variant for job in grid for variant in self.variants]
+        jobs = expand_jobs(overrides, self.variants)  # params first, then the command line: the command line wins
         if self.until.half_width is None and self.race.get("epsilon") is None:
             jobs = self._with_progress(jobs, first_index=0)
         return [list(chunk) for chunk in self.split_overrides_to_chunks(jobs, max_batch_size)]

@@ -42,7 +42,15 @@ def check_writable(directory: Path, option: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mixup_sweeps.report", description="A sweep's MLflow runs as comparison tables and plots."
+        prog="python -m mixup_sweeps.report",
+        description="A sweep's MLflow runs as an answer, comparison tables and plots: each group's test accuracy "
+        "with its interval over seeds, and its paired difference to the baseline (Holm-corrected verdicts).",
+        epilog="examples:\n  python -m mixup_sweeps.run -m experiment=default_sweep   # run a sweep first\n"
+        "  python -m mixup_sweeps.report                           # the latest sweep\n"
+        "  python -m mixup_sweeps.report --sweep all --where backend=jax --baseline trainer.precision=float32\n"
+        "  .venv/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db   # the runs in a browser\n"
+        "exit codes: 0 written, 2 an option or store that cannot work (one line says which).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--sweep", default="latest", help="a sweep_id, 'latest' (default) or 'all'")
     parser.add_argument("--output-dir", default="outputs", help="the harness's paths.output_dir (default: outputs)")

@@ -1,0 +1,115 @@
+"""The run command's error boundary: what a command line can be checked for before Hydra starts anything.
+
+A command line is composed as Hydra will compose it (types, keys, group options, override syntax), the sweep's
+own settings are checked (`sweep.check_sweeper`), and every job a multirun would launch has its values checked
+(`config.validate`); each job group once, with every seed value checked against the seed range. An error here
+is the user's: one `ConfigError` line naming what was wrong and what is allowed, exit 2, before a directory, a
+run or a sweep's parent exists. Anything else stays a traceback, because it is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mixup_sweeps.config import CONF_DIR, SEED_RANGE, register_configs, validate
+from mixup_sweeps.errors import ConfigError, require
+
+# Hydra's own flags that print or rerun instead of running: left to Hydra as they are.
+HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc",
+                    "--shell-completion", "--experimental-rerun", "-cp", "--config-path", "-cn", "--config-name",
+                    "-cd", "--config-dir")  # fmt: skip
+MULTIRUN_FLAGS = ("-m", "--multirun")
+SEED = "seed"
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one line: the headline and the reason (or the options)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    head = lines[0].strip().rstrip(".:")
+    if any("Available options" in line for line in lines):
+        start = next(i for i, line in enumerate(lines) if "Available options" in line) + 1
+        options = []
+        while start < len(lines) and lines[start][:1] in (" ", "\t"):
+            options.append(lines[start].strip())
+            start += 1
+        return f"{head} (available: {', '.join(options)})"
+    if len(lines) > 1 and lines[1][:1] not in (" ", "\t"):
+        return f"{head}: {lines[1].strip()}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause).strip():
+        return f"{head}: {str(cause).strip().splitlines()[0]}"
+    return head
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """The config (with Hydra's section) that these overrides give, composed from conf/ as a job's is."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def check(argv: Sequence[str]) -> None:
+    """Raise `ConfigError` (one line) for a command line whose config, sweep settings or jobs cannot work."""
+    if any(arg in HYDRA_INFO_FLAGS or arg.startswith(("--cfg=", "--info=")) for arg in argv):
+        return
+    from mixup_sweeps import sweep
+
+    multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
+    arguments = [arg for arg in argv if not arg.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        swept = [o for o in overrides if o.is_sweep_override()]
+        if swept and not multirun:
+            raise ConfigError(f"{swept[0].input_line}: a list of values is a sweep; add -m to run one job per value")
+        config = compose([str(o.input_line) for o in overrides if not o.is_sweep_override()])
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra's and OmegaConf's errors about the command line: the user's
+        raise ConfigError(one_line(exc)) from None
+    if not multirun:
+        validate(_task(config))
+        return
+    with open_dict(config):
+        config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
+    sweep.check_sweeper(config)
+    params = config.hydra.sweeper.get("params") or {}
+    try:
+        every = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + arguments)
+        variants = config.hydra.sweeper.get("variants")
+        jobs = sweep.expand_jobs(every, OmegaConf.to_container(variants) if variants else [])  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(one_line(exc)) from None
+    checked: set[tuple[str, ...]] = set()
+    low, high = SEED_RANGE
+    for job in jobs:
+        group = tuple(o for o in job if sweep.override_key(o) != SEED)
+        for o in job:
+            if sweep.override_key(o) == SEED:
+                value = o.partition("=")[2]
+                require(value.lstrip("-").isdigit() and low <= int(value) <= high, SEED, value,
+                        f"must be an integer in [{low}, {high}] (2**32 - 1)")  # fmt: skip
+        if group in checked:
+            continue
+        checked.add(group)
+        try:
+            job_config = compose(list(group))
+        except Exception as exc:
+            raise ConfigError(one_line(exc)) from None
+        validate(_task(job_config))
+
+
+def _task(config: DictConfig) -> DictConfig:
+    """The job's own config, Hydra's section left out (as a job sees it)."""
+    return OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
