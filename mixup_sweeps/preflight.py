@@ -1,15 +1,17 @@
 """The run command's error boundary: what a command line can be checked for before Hydra starts anything.
 
 A command line is composed as Hydra will compose it (types, keys, group options, override syntax), the sweep's
-own settings are checked (`sweep.check_sweeper`), and every job a multirun would launch has its values checked
-(`config.validate`); each job group once, with every seed value checked against the seed range. An error here
-is the user's: one `ConfigError` line naming what was wrong and what is allowed, exit 2, before a directory, a
-run or a sweep's parent exists. Anything else stays a traceback, because it is a bug.
+own settings are checked (`check_sweeper`, also called by the sweep's parent callback), and every job a
+multirun would launch has its values checked (`config.validate`): each job group once, every seed value against
+the seed range. An error here is the user's: one `ConfigError` line naming what was wrong and what is allowed,
+exit 2, before a directory, a run or a sweep's parent exists. Anything else stays a traceback: it is a bug.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -81,7 +83,7 @@ def check(argv: Sequence[str]) -> None:
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
-    sweep.check_sweeper(config)
+    check_sweeper(config)
     params = config.hydra.sweeper.get("params") or {}
     try:
         every = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + arguments)
@@ -108,6 +110,67 @@ def check(argv: Sequence[str]) -> None:
         except Exception as exc:
             raise ConfigError(one_line(exc)) from None
         validate(_task(job_config))
+
+
+def check_sweeper(config: DictConfig) -> None:
+    """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line."""
+    from mixup_sweeps import racing
+    from mixup_sweeps.sweep import (
+        DEFAULT_BASELINE,
+        override_key,
+        parse_baseline,
+        race,
+        seeds_until,
+        task_overrides,
+    )
+
+    sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
+    parser = OverridesParser.create()
+    variant_keys = {override_key(o) for variant in sweeper.get("variants") or [] for o in variant}
+    clash = sorted(variant_keys & {o.get_key_element() for o in parser.parse_overrides(task_overrides(config.hydra))})
+    if clash:
+        raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
+    until: Any = sweeper.get("until") or {}
+    if until.get("half_width") is not None:
+        half, low, high = until.get("half_width"), until.get("min_seeds"), until.get("max_seeds")
+        if not (half > 0 and 2 <= low <= high):
+            raise ConfigError(
+                "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
+                f"{half}, min_seeds={low}, max_seeds={high}"
+            )
+        try:
+            parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
+        except ValueError as exc:
+            raise ConfigError(f"hydra.sweeper.until.{exc}") from None
+    if "pack_size" in launcher and not (isinstance(launcher.pack_size, int) and launcher.pack_size >= 1):
+        raise ConfigError(f"Invalid value hydra.launcher.pack_size={launcher.pack_size!r}: must be an integer >= 1")
+    settings = race(config)
+    if settings is None:
+        return
+    checked = racing.settings_of(settings)
+    assert checked is not None
+    if seeds_until(config):
+        raise ConfigError("hydra.sweeper.race and hydra.sweeper.until both own the seed axis: use one of them")
+    if group_count(config) < 2:
+        raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
+    if checked.test_metric == "test_accuracy_best" and not config.trainer.get("test_every_epoch"):
+        raise ConfigError(
+            f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
+            "set trainer.test_every_epoch=true"
+        )
+
+
+def group_count(config: DictConfig) -> int:
+    """How many groups (jobs but for the seed) the sweep has: its grid's size (seed left out) × its variants."""
+    from mixup_sweeps.sweep import SEED, task_overrides
+
+    params = config.hydra.sweeper.get("params") or {}
+    parsed = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))}  # fmt: skip  # the CLI wins
+    count = math.prod(
+        len(list(o.sweep_string_iterator())) for key, o in parsed.items() if o.is_sweep_override() and key != SEED
+    )
+    return count * max(1, len(config.hydra.sweeper.get("variants") or []))
 
 
 def _task(config: DictConfig) -> DictConfig:

@@ -84,46 +84,6 @@ def race(config: DictConfig) -> dict[str, Any] | None:
     return OmegaConf.to_container(settings, resolve=True)  # type: ignore[return-value]
 
 
-def check_sweeper(config: DictConfig) -> None:
-    """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line."""
-    from mixup_sweeps import racing
-
-    sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
-    parser = OverridesParser.create()
-    variant_keys = {override_key(o) for variant in sweeper.get("variants") or [] for o in variant}
-    clash = sorted(variant_keys & {o.get_key_element() for o in parser.parse_overrides(task_overrides(config.hydra))})
-    if clash:
-        raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
-    until: Any = sweeper.get("until") or {}
-    if until.get("half_width") is not None:
-        half, low, high = until.get("half_width"), until.get("min_seeds"), until.get("max_seeds")
-        if not (half > 0 and 2 <= low <= high):
-            raise ConfigError(
-                "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
-                f"{half}, min_seeds={low}, max_seeds={high}"
-            )
-        try:
-            parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
-        except ValueError as exc:
-            raise ConfigError(f"hydra.sweeper.until.{exc}") from None
-    if "pack_size" in launcher and not (isinstance(launcher.pack_size, int) and launcher.pack_size >= 1):
-        raise ConfigError(f"Invalid value hydra.launcher.pack_size={launcher.pack_size!r}: must be an integer >= 1")
-    settings = race(config)
-    if settings is None:
-        return
-    checked = racing.settings_of(settings)
-    assert checked is not None
-    if seeds_until(config):
-        raise ConfigError("hydra.sweeper.race and hydra.sweeper.until both own the seed axis: use one of them")
-    if group_count(config) < 2:
-        raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
-    if checked.test_metric == "test_accuracy_best" and not config.trainer.get("test_every_epoch"):
-        raise ConfigError(
-            f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
-            "set trainer.test_every_epoch=true"
-        )
-
-
 def expand_jobs(overrides: Sequence[Override], variants: Sequence[Sequence[str]]) -> list[list[str]]:
     """A sweep's jobs as override lists, as the variants sweeper launches them: the grid of `overrides` (a key
     given twice: the later wins, so the command line beats hydra.sweeper.params) crossed with `variants`.
@@ -137,17 +97,6 @@ def expand_jobs(overrides: Sequence[Override], variants: Sequence[Sequence[str]]
         raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
     grid = BasicSweeper.split_arguments(overrides, None)[0]
     return [list(job) + list(variant) for job in grid for variant in (variants or [[]])]
-
-
-def group_count(config: DictConfig) -> int:
-    """How many groups (jobs but for the seed) the sweep has: its grid's size (seed left out) × its variants."""
-    params = config.hydra.sweeper.get("params") or {}
-    parsed = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))}  # fmt: skip  # the CLI wins
-    count = math.prod(
-        len(list(o.sweep_string_iterator())) for key, o in parsed.items() if o.is_sweep_override() and key != SEED
-    )
-    return count * max(1, len(config.hydra.sweeper.get("variants") or []))
 
 
 def sweep_keys(config: DictConfig) -> list[str]:
@@ -348,6 +297,8 @@ class SweepParentCallback(Callback):
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         try:
             self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
+            from mixup_sweeps.preflight import check_sweeper
+
             check_sweeper(config)
         except (tracking.StoreUnreachable, ConfigError) as exc:  # once, before any run; Hydra would only warn
             print(f"Error: {exc}", file=sys.stderr)
