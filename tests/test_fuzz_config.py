@@ -5,10 +5,11 @@ boundary (`preflight.check`, what `python -m mixup_sweeps.run` runs before Hydra
 config or say what is wrong in one line (`ConfigError`, exit 2 at the command line); any other exception is a
 bug. Compose and validate only, no training: fast enough for every `make test`.
 
-What it found on the way (2026-12-01, 3,000 cases run locally before settling on this suite's budget):
-sweep values composed with Python lists into `OmegaConf.to_container` (fixed in `preflight.check`), Hydra's
-"Error merging override" headline without its reason (the cause is now appended), group-option errors listing
-Hydra's search path (cut to the options).
+Campaign (2026-12-01, `FUZZ_EXAMPLES=1500`): 1,500 generated cases, 314 accepted, 1,186 refused in one line,
+no other outcome. What it found on the way: nothing beyond what trying the boundary by hand had found while
+building it (a sweep's variants handed to `OmegaConf.to_container` as a Python list, Hydra's "Error merging
+override" headline without its reason, group-option errors listing Hydra's search path); an earlier campaign
+failed only because the schemas moved in the ConfigStore while it ran. The suite runs 80 cases (~40 s).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def assert_one_line_or_accepted(argv: list[str]) -> None:
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))  # the suite's budget (~40 s); a longer campaign: more
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=os.environ.get("CI") == "true")  # fmt: skip  # CI: the same cases every time
 @given(st.sampled_from(KEYS), VALUES, st.booleans())
 def test_every_key_with_any_value_runs_or_is_one_line(selected, value, multirun):
     selectors, key = selected
