@@ -208,20 +208,22 @@ def test_default_output_dir_is_outputs_under_the_current_directory(tmp_path, rea
 
 
 def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
-    """The variants preset (mixup x lam x pairing, CutMix, baseline) on noisy labels: every job trains and records."""
+    """The variants preset (mixup x lam x pairing, CutMix, FMix, baseline) on noisy labels: every job trains and
+    records."""
     out = tmp_path / "variants"
     tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.label_noise=0.2", "hydra.sweeper.params.seed=0"]
     result = run_cli("-m", "experiment=variants", *tiny, f"paths.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, runs = mlflow_runs(out)
     _, children = split_parent(runs)
-    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
     variants = {
         (r.data.params["aug.name"], r.data.params.get("aug.lam"), r.data.params.get("aug.pairing")) for r in children
     }
     assert variants == {
         ("none", None, None),
         ("cutmix", None, None),
+        ("fmix", None, None),
         *(("mixup", lam, pairing) for lam in ("per_sample", "per_batch") for pairing in ("two_streams", "permute")),
     }
     for run in children:
@@ -238,20 +240,21 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
     (md,) = (out / "reports").glob("*/report.md")
     text = md.read_text()  # readable labels in the report, the full keys in summary.csv
     assert "test ECE" in text and "| mixup α=0.2 per_batch permute " in text and "| cutmix α=1 " in text
+    assert "| fmix α=1 " in text
     groups = pd.read_csv(md.with_name("summary.csv"))["group"]
     assert groups.str.contains("aug.pairing=permute").any() and groups.str.contains("aug.name=cutmix").any()
     assert "Verdicts: no paired test (a comparison needs 2 seeds)" in text  # one seed: nothing to correct
 
-    # a second seed (the first's jobs are skipped): five paired comparisons with none, corrected together
+    # a second seed (the first's jobs are skipped): six paired comparisons with none, corrected together
     more = run_cli("-m", "experiment=variants", *tiny[:-1], "seed=0,1", f"paths.output_dir={out}")
     assert more.returncode == 0, more.stderr[-3000:]
     report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out",
                              str(out / "two-seeds")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     text = (out / "two-seeds" / "report.md").read_text()
-    assert "Holm's step-down correction over the 5 paired comparisons of each table" in text
+    assert "Holm's step-down correction over the 6 paired comparisons of each table" in text
     summary = pd.read_csv(out / "two-seeds" / "summary.csv")
-    assert (summary["comparisons"] == 5).all() and summary["p_holm"].notna().sum() == 5
+    assert (summary["comparisons"] == 6).all() and summary["p_holm"].notna().sum() == 6
 
 
 def test_precision_sweep_starts_both_runs_from_the_same_float32_weights(tmp_path, real_data_dir):
