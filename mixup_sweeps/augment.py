@@ -45,8 +45,8 @@ class EpochPlan:
         if not form:
             return self.order, self.labels
         partner = self.order if self.partner is None else self.partner
-        neutral = no_mixing(len(self.order), [name for name in form if name not in self.masks], self.image_size)
-        masks = {**self.masks, **dict(zip([name for name in form if name not in self.masks], neutral))}
+        missing = [name for name in form if name not in self.masks]
+        masks = {**self.masks, **dict(zip(missing, no_mixing(len(self.order), missing, self.image_size)))}
         return (self.order, partner, *(masks[name] for name in form), self.labels)
 
 

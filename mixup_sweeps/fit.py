@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mixup_sweeps import augment, augmentations, models, probes, training
+from mixup_sweeps import augment, models, probes, training
 from mixup_sweeps.data import Dataset, Split
 from mixup_sweeps.training import INTERRUPTS, Member
 
@@ -32,10 +32,10 @@ def _fit(member: Member) -> training.TrainResult:
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     network = models.build_model(cfg.model, tuple(cfg.dataset.image_shape), num_classes, precision=trainer.precision)
     network.load_weights(member.initial_weights)
-    form = augmentations.of(cfg.aug).inputs
+    stream = augment.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
+    form = stream.form  # the mask inputs the augmentation sends
     model = augment.training_model(network, form, name=cfg.aug.name)  # uint8 batches -> mixing -> network
     training.compile_for_training(model, trainer, trainer.steps_per_execution)
-    stream = augment.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
     member.history = training.completed_epochs(member.backup_dir)
     epoch_metrics = EpochMetrics(member.history)
     callbacks: list[keras.callbacks.Callback] = [

@@ -9,8 +9,7 @@ exit 2, before a directory, a run or a sweep's parent exists. Anything else stay
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -83,28 +82,16 @@ def check(argv: Sequence[str]) -> None:
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
-    check_sweeper(config)
-    params = config.hydra.sweeper.get("params") or {}
-    try:
-        every = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + arguments)
-        variants = config.hydra.sweeper.get("variants")
-        jobs = sweep.expand_jobs(every, OmegaConf.to_container(variants) if variants else [])  # type: ignore[arg-type]
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(one_line(exc)) from None
-    checked: set[tuple[str, ...]] = set()
+    jobs = sweep_jobs(config)
+    check_sweeper(config, jobs)
     low, high = SEED_RANGE
     for job in jobs:
-        group = tuple(o for o in job if sweep.override_key(o) != SEED)
         for o in job:
             if sweep.override_key(o) == SEED:
                 value = o.partition("=")[2]
                 require(value.lstrip("-").isdigit() and low <= int(value) <= high, SEED, value,
                         f"must be an integer in [{low}, {high}] (2**32 - 1)")  # fmt: skip
-        if group in checked:
-            continue
-        checked.add(group)
+    for group in groups_of(jobs):
         try:
             job_config = compose(list(group))
         except Exception as exc:
@@ -112,36 +99,59 @@ def check(argv: Sequence[str]) -> None:
         validate(_task(job_config))
 
 
-def check_sweeper(config: DictConfig) -> None:
-    """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line."""
-    from mixup_sweeps import racing
-    from mixup_sweeps.sweep import (
-        DEFAULT_BASELINE,
-        override_key,
-        parse_baseline,
-        race,
-        seeds_until,
-        task_overrides,
-    )
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """Every job of a sweep as its overrides, expanded as the variants sweeper expands them
+    (`sweep.expand_jobs`: hydra.sweeper.params, then the command line, crossed with the variants)."""
+    from mixup_sweeps.sweep import expand_jobs, task_overrides
 
+    params = config.hydra.sweeper.get("params") or {}
+    variants = config.hydra.sweeper.get("variants")
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra)
+        )
+        return expand_jobs(overrides, OmegaConf.to_container(variants) if variants else [])  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except Exception as exc:  # a sweep override Hydra cannot expand
+        raise ConfigError(one_line(exc)) from None
+
+
+def groups_of(jobs: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
+    """The sweep's groups: its jobs without their seed, each once, in order."""
+    from mixup_sweeps.sweep import override_key
+
+    return list(dict.fromkeys(tuple(o for o in job if override_key(o) != SEED) for job in jobs))
+
+
+def check_until(until: Mapping[str, Any]) -> None:
+    """Seeds-until settings that cannot work (when on): `ConfigError`, one line. The sweeper checks them too."""
+    from mixup_sweeps.sweep import DEFAULT_BASELINE, parse_baseline
+
+    if until.get("half_width") is None:
+        return
+    half, low, high = until["half_width"], until["min_seeds"], until["max_seeds"]
+    if not (half > 0 and 2 <= low <= high):
+        raise ConfigError(
+            "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
+            f"{half}, min_seeds={low}, max_seeds={high}"
+        )
+    try:
+        parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
+    except ValueError as exc:
+        raise ConfigError(f"hydra.sweeper.until.{exc}") from None
+
+
+def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = None) -> None:
+    """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line.
+    `jobs`: the sweep's jobs (`sweep_jobs`, which also refuses a key both in the variants and on the command
+    line), expanded here when not given."""
+    from mixup_sweeps import racing
+    from mixup_sweeps.sweep import race, seeds_until
+
+    jobs = sweep_jobs(config) if jobs is None else jobs
     sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
-    parser = OverridesParser.create()
-    variant_keys = {override_key(o) for variant in sweeper.get("variants") or [] for o in variant}
-    clash = sorted(variant_keys & {o.get_key_element() for o in parser.parse_overrides(task_overrides(config.hydra))})
-    if clash:
-        raise ConfigError(f"hydra.sweeper.variants already sets {', '.join(clash)}; drop it from the command line")
-    until: Any = sweeper.get("until") or {}
-    if until.get("half_width") is not None:
-        half, low, high = until.get("half_width"), until.get("min_seeds"), until.get("max_seeds")
-        if not (half > 0 and 2 <= low <= high):
-            raise ConfigError(
-                "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
-                f"{half}, min_seeds={low}, max_seeds={high}"
-            )
-        try:
-            parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
-        except ValueError as exc:
-            raise ConfigError(f"hydra.sweeper.until.{exc}") from None
+    check_until(sweeper.get("until") or {})
     if "pack_size" in launcher and not (isinstance(launcher.pack_size, int) and launcher.pack_size >= 1):
         raise ConfigError(f"Invalid value hydra.launcher.pack_size={launcher.pack_size!r}: must be an integer >= 1")
     settings = race(config)
@@ -151,26 +161,13 @@ def check_sweeper(config: DictConfig) -> None:
     assert checked is not None
     if seeds_until(config):
         raise ConfigError("hydra.sweeper.race and hydra.sweeper.until both own the seed axis: use one of them")
-    if group_count(config) < 2:
+    if len(groups_of(jobs)) < 2:
         raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
     if checked.test_metric == "test_accuracy_best" and not config.trainer.get("test_every_epoch"):
         raise ConfigError(
             f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
             "set trainer.test_every_epoch=true"
         )
-
-
-def group_count(config: DictConfig) -> int:
-    """How many groups (jobs but for the seed) the sweep has: its grid's size (seed left out) × its variants."""
-    from mixup_sweeps.sweep import SEED, task_overrides
-
-    params = config.hydra.sweeper.get("params") or {}
-    parsed = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))}  # fmt: skip  # the CLI wins
-    count = math.prod(
-        len(list(o.sweep_string_iterator())) for key, o in parsed.items() if o.is_sweep_override() and key != SEED
-    )
-    return count * max(1, len(config.hydra.sweeper.get("variants") or []))
 
 
 def _task(config: DictConfig) -> DictConfig:

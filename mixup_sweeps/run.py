@@ -202,9 +202,9 @@ def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
             try:
                 if result is None:
                     raise RuntimeError("the training engine ended without a result for this job")
-                _record_results(job, result)
+                recorded = _record_results(job, result)
                 job.client.set_terminated(job.run_id, "FINISHED")
-                final = {**result.history[-1], **_test_metrics(job, result)}
+                final = {**result.history[-1], **recorded}
                 outcomes[i] = outcome(final, [epoch.get("val_accuracy", float("nan")) for epoch in result.history])
                 log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)",
                          job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
@@ -344,16 +344,19 @@ def _test_metrics(job: Job, result: TrainResult) -> dict[str, float]:
     }
 
 
-def _record_results(job: Job, result: TrainResult) -> None:
-    """Test metrics (and the best-validation epoch's), the curves and reliability diagram, the trained weights."""
+def _record_results(job: Job, result: TrainResult) -> dict[str, float]:
+    """Test metrics (and the best-validation epoch's), the curves and reliability diagram, the trained weights;
+    returns the metrics it logged."""
     from mixup_sweeps import plots, tracking
 
-    tracking.log_metrics(job.client, job.run_id, _test_metrics(job, result), step=len(result.history))
+    metrics = _test_metrics(job, result)
+    tracking.log_metrics(job.client, job.run_id, metrics, step=len(result.history))
     job.log_artifact(plots.save_curves(result.history, job.job_dir / "curves.png", title=job.name))
     job.log_artifact(plots.save_reliability(result.test_reliability, job.job_dir / "reliability.png", title=job.name))
     model_path = job.job_dir / "model.weights.h5"
     result.save_weights(model_path)
     job.log_artifact(model_path)
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

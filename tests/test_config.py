@@ -260,8 +260,9 @@ def test_launcher_presets_compose_and_instantiate(launcher, monkeypatch):
 def preset_jobs() -> dict[str, list[str]]:
     """Every job of every preset under conf/experiment (its grid crossed with its variants, as the variants
     sweeper expands them) and a few single runs, each as the overrides that compose it."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mixup_sweeps.sweep import expand_jobs
 
     singles = [[], ["aug=none"], ["aug=cutmix"], ["backend=jax"], ["trainer.precision=mixed_bfloat16"],
                ["model=wide_cnn"], ["model=flat_cnn"], ["dataset.label_noise=0.2"]]  # fmt: skip
@@ -269,10 +270,8 @@ def preset_jobs() -> dict[str, list[str]]:
     for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
         sweeper = compose_config([f"experiment={preset}"], return_hydra_config=True).hydra.sweeper
         params = dict(sweeper.params or {})
-        grid = BasicSweeper.split_arguments(
-            OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]), None
-        )[0]
-        for job in (g + list(v) for g in grid for v in OmegaConf.to_container(sweeper.variants) or [[]]):
+        overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+        for job in expand_jobs(overrides, OmegaConf.to_container(sweeper.variants) or []):  # as the sweeper does
             jobs[f"experiment={preset} " + " ".join(job)] = [f"experiment={preset}", *job]
     return jobs
 

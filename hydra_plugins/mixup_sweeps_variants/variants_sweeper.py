@@ -100,11 +100,10 @@ class VariantsSweeper(BasicSweeper):
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.variants = [list(v) for v in variants] or [[]]
-        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "variants.yaml").until  # also for a sweeper
-        settings: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(defaults, until or {}))  # type: ignore[assignment]
-        self.until = UntilConf(**settings)  # made by hand
-        race_defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "variants.yaml").race
-        self.race: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(race_defaults, race or {}))  # type: ignore[assignment]
+        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "variants.yaml")  # also for a sweeper made by hand
+        settings: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(defaults.until, until or {}))  # type: ignore[assignment]
+        self.until = UntilConf(**settings)
+        self.race: dict[str, Any] = OmegaConf.to_container(OmegaConf.merge(defaults.race, race or {}))  # type: ignore[assignment]
         self.started = time.time()
         self.total_jobs = 0
 
@@ -201,14 +200,11 @@ class VariantsSweeper(BasicSweeper):
     # --- seeds until precise ---------------------------------------------------------------------------
     def _sweep_until_precise(self, arguments: list[str]) -> Any:
         from mixup_sweeps import statistics
+        from mixup_sweeps.preflight import check_until
 
         until = self.until
         assert until.half_width is not None
-        if not (until.half_width > 0 and 2 <= until.min_seeds <= until.max_seeds):
-            raise ConfigError(  # one line, no traceback (a compact Hydra exception)
-                f"hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
-                f"{until.half_width}, min_seeds={until.min_seeds}, max_seeds={until.max_seeds}"
-            )
+        check_until(vars(until))  # checked before the sweep began too; a sweeper made by hand gets it here
         groups = self._groups(arguments)
         baseline_of = {group: self._baseline(group, groups) for group in groups}
         outcomes: dict[tuple[tuple[str, ...], int], dict[str, float]] = {}
