@@ -17,11 +17,11 @@ from mixup_sweeps.training import INTERRUPTS, Member
 
 
 def train(members: Sequence[Member]) -> None:
-    """Train each member in turn; each ends with `.result`, or is told `fail` (its loss diverged)."""
+    """Train each member in turn; each ends with `.result`, or is told `fail` (it diverged or was pruned)."""
     for member in members:
         try:
             member.result = _fit(member)
-        except training.TrainingDiverged as exc:
+        except training.MemberStopped as exc:
             member.fail(exc)
 
 

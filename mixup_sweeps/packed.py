@@ -13,8 +13,8 @@ augmentations need (`augmentations.input_form`), a member whose augmentation nee
 for the rest. Every JAX job trains here, a single job as a pack of one (`hydra/launcher=packed` packs many):
 one training step for both. Each member is checkpointed on its own every epoch (`training.end_epoch`: the
 journal, its slice of the stacked weights and optimizer state, the metadata), so a killed pack resumes member
-by member, and a member whose loss turns NaN fails alone while the others go on. What this engine shares with
-`fit` is in `training`.
+by member, and a member whose loss turns NaN (or that a search prunes) fails alone while the others go on.
+What this engine shares with `fit` is in `training`.
 """
 
 from __future__ import annotations
@@ -286,8 +286,13 @@ class PackedProgram:
                     member.fail(training.diverged(epoch + 1, member.cfg.trainer))
                     continue
                 member.history.append(metrics)
-                training.end_epoch(member, epoch + 1, partial(self._save_state, i, member, epoch + 1))
+                try:
+                    training.end_epoch(member, epoch + 1, partial(self._save_state, i, member, epoch + 1))
+                except training.MemberStopped as exc:  # pruned by a search: alone, the pack goes on
+                    member.fail(exc)
             INTERRUPTS.raise_pending()
+            if all(member.failed for member in self.members):
+                return
         probabilities = self._probabilities(self.members[0].dataset.test.images)
         images_per_second = len(self.members[0].dataset.train) * (epochs - self.start_epoch) / max(train_seconds, 1e-9)
         for i, member in enumerate(self.members):

@@ -82,6 +82,12 @@ def check(argv: Sequence[str]) -> None:
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
+    from mixup_sweeps import search
+
+    if search.is_search(config.hydra.sweeper):
+        for job in check_search(config):
+            _check_job(job)
+        return
     jobs = sweep_jobs(config)
     check_sweeper(config, jobs)
     low, high = SEED_RANGE
@@ -92,11 +98,30 @@ def check(argv: Sequence[str]) -> None:
                 require(value.lstrip("-").isdigit() and low <= int(value) <= high, SEED, value,
                         f"must be an integer in [{low}, {high}] (2**32 - 1)")  # fmt: skip
     for group in groups_of(jobs):
-        try:
-            job_config = compose(list(group))
-        except Exception as exc:
-            raise ConfigError(one_line(exc)) from None
-        validate(_task(job_config))
+        _check_job(group)
+
+
+def _check_job(overrides: Sequence[str]) -> None:
+    """One job's config composed and checked (`config.validate`)."""
+    try:
+        job_config = compose(list(overrides))
+    except Exception as exc:
+        raise ConfigError(one_line(exc)) from None
+    validate(_task(job_config))
+
+
+def check_search(config: DictConfig) -> list[list[str]]:
+    """A search's settings and space (`search.settings_of`, `search.search_space`): `ConfigError`, one line.
+    Returns the jobs that put every searched key at each end of its range (for `check` to compose)."""
+    from mixup_sweeps import search
+    from mixup_sweeps.sweep import task_overrides
+
+    sweeper = config.hydra.sweeper
+    settings = OmegaConf.to_container(sweeper, resolve=True)
+    search.settings_of(settings)  # type: ignore[arg-type]
+    params = sweeper.get("params") or {}
+    space, fixed = search.search_space([f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))
+    return [[*fixed, *corner] for corner in search.corner_overrides(space)]
 
 
 def sweep_jobs(config: DictConfig) -> list[list[str]]:
@@ -146,9 +171,12 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
     """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line.
     `jobs`: the sweep's jobs (`sweep_jobs`, which also refuses a key both in the variants and on the command
     line), expanded here when not given."""
-    from mixup_sweeps import racing
+    from mixup_sweeps import racing, search
     from mixup_sweeps.sweep import race, seeds_until
 
+    if search.is_search(config.hydra.sweeper):
+        check_search(config)
+        return
     jobs = sweep_jobs(config) if jobs is None else jobs
     sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
     check_until(sweeper.get("until") or {})

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # imported inside the job at run time (Keras and its backend,
     from mlflow.tracking import MlflowClient
 
     from mixup_sweeps.data import Dataset
+    from mixup_sweeps.search import EpochReporter
     from mixup_sweeps.training import TrainResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
@@ -71,7 +72,7 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     Bad input stops here with one line, before anything is recorded. Runs inside the job's Hydra context.
     """
     validate(cfg)
-    from mixup_sweeps import data, tracking, training
+    from mixup_sweeps import data, search, tracking, training
 
     dataset = data.load(cfg.dataset, cfg.seed)
     hydra_cfg: DictConfig = HydraConfig.get()  # type: ignore[assignment]  # a DictConfig at run time
@@ -81,9 +82,12 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     fingerprint = config_fingerprint(cfg)
     backup_dir = output_dir / "backups" / fingerprint
     decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume)
+    search_tags = search.run_tags(hydra_cfg)
     if decision.action == "skip":
         assert decision.run is not None
         tracking.mark_reused(client, decision.run, parent)
+        for key, value in search_tags.items():
+            client.set_tag(decision.run.info.run_id, key, value)
         recorded = decision.run.data.metrics
         log.info("skip %s: FINISHED already as run %s (test_accuracy=%s); resume=false runs it again",
                  name, decision.run.info.run_id, recorded.get("test_accuracy"))  # fmt: skip
@@ -94,9 +98,12 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
 
     backends.prepare(cfg.backend, cfg.trainer.deterministic)  # Keras starts after this, on cfg.backend
     run_id = _open_run(decision, client, experiment_id, cfg, dataset, name, parent, backup_dir)
+    for key, value in search_tags.items():
+        client.set_tag(run_id, key, value)
     parent_run_id = parent.info.run_id if parent is not None else None
     job_dir = Path(hydra_cfg.runtime.output_dir)
-    return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir)
+    reporter = search.reporter_for(hydra_cfg, str(output_dir), cfg.seed)
+    return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir, reporter)
 
 
 def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: str) -> tuple[Run | None, str]:
@@ -221,8 +228,14 @@ def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
 
 
 def _fail(job: Job, exc: BaseException, started: float) -> BaseException:
-    from mixup_sweeps import tracking
+    """End the job's run: KILLED and tagged `pruned` when a search pruned it, else FAILED (KILLED on a signal)
+    with its traceback."""
+    from mixup_sweeps import tracking, training
 
+    if isinstance(exc, training.Pruned):
+        tracking.end_pruned_run(job.client, job.run_id, exc.epoch, str(exc))
+        log.info("PRUNED %s after epoch %d (%.1f s)", job.name, exc.epoch, time.perf_counter() - started)
+        return exc
     tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
     log.error("FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started, type(exc).__name__, exc)
     return exc
@@ -235,7 +248,12 @@ def _train(
     from mixup_sweeps import tracking, training
 
     def on_epoch(job: Job) -> training.EpochHook:
-        return lambda epoch, metrics: tracking.log_metrics(job.client, job.run_id, metrics, epoch)
+        def record(epoch: int, metrics: dict[str, float]) -> None:
+            tracking.log_metrics(job.client, job.run_id, metrics, epoch)
+            if job.reporter is not None:  # a search's trial: report the epoch, maybe raise training.Pruned
+                job.reporter(epoch, metrics)
+
+        return record
 
     (backend,) = {job.cfg.backend for job in jobs}  # a launch groups jobs by program (backend included)
     engine = importlib.import_module(f"mixup_sweeps.{ENGINES[backend]}")
@@ -263,6 +281,7 @@ class Job:
     job_dir: Path  # Hydra's directory of this job: preview, curves, model
     output_dir: Path  # paths.output_dir: initial-weights cache, backups, store
     backup_dir: Path  # BackupAndRestore state of this computation (fingerprint)
+    reporter: EpochReporter | None = None  # a search trial's job: reports each epoch, may prune it
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)

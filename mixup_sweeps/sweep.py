@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import uuid
 from collections import Counter
@@ -42,6 +43,7 @@ SEEDS_UNTIL_TAG = "seeds_until"  # on a sweep parent: the variants sweeper's `un
 SEEDS_UNTIL_RESULT_TAG = "seeds_until_result"  # ... and per group the seeds it used and whether it reached
 RACE_TAG = "race"  # on a sweep parent: the race's settings (`hydra.sweeper.race`), as JSON
 RACE_RESULT_TAG = "race_result"  # ... and its outcome (`racing.to_record`): winner, eliminations, runs spent
+SEARCH_TAG, SEARCH_RESULT_TAG = "search", "search_result"  # a search's settings and its answer's lines (JSON)
 
 
 # --- the override grammar --------------------------------------------------------------------------------
@@ -84,6 +86,16 @@ def race(config: DictConfig) -> dict[str, Any] | None:
     return OmegaConf.to_container(settings, resolve=True)  # type: ignore[return-value]
 
 
+def search_settings(config: DictConfig) -> dict[str, Any] | None:
+    """The settings that define a search's study (`hydra/sweeper=optuna`), else None."""
+    from mixup_sweeps import search
+
+    sweeper = config.hydra.sweeper
+    if not search.is_search(sweeper):
+        return None
+    return search.settings_of(OmegaConf.to_container(sweeper, resolve=True)).study_defining()  # type: ignore[arg-type]
+
+
 def expand_jobs(overrides: Sequence[Override], variants: Sequence[Sequence[str]]) -> list[list[str]]:
     """A sweep's jobs as override lists, as the variants sweeper launches them: the grid of `overrides` (a key
     given twice: the later wins, so the command line beats hydra.sweeper.params) crossed with `variants`.
@@ -108,8 +120,8 @@ def sweep_keys(config: DictConfig) -> list[str]:
     keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
     for variant in config.hydra.sweeper.get("variants") or []:
         keys += [o.get_key_element() for o in parser.parse_overrides(list(variant))]
-    if seeds_until(config) or race(config):
-        keys.append(SEED)  # seeds until precise and the race sweep the seed
+    if seeds_until(config) or race(config) or search_settings(config):
+        keys.append(SEED)  # seeds until precise, the race and the search sweep the seed
     return list(dict.fromkeys(keys))
 
 
@@ -124,6 +136,8 @@ def sweep_fingerprint(config: DictConfig) -> str:
         sweeper["until"] = until
     if settings := race(config):  # likewise
         sweeper["race"] = settings
+    if settings := search_settings(config):  # the study's settings; not n_trials: more trials continue it
+        sweeper["search"] = settings
     payload = json.dumps({"overrides": overrides, "sweeper": sweeper}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -223,6 +237,31 @@ def progress(hydra_cfg: DictConfig, finished_seconds: Sequence[float] = ()) -> s
     remaining = estimate_remaining(finished_seconds, int(total) - done, parallel)
     eta = "" if remaining is None else f", ETA {format_duration(remaining)}"
     return f"[{done + 1}/{total}{eta}] "
+
+
+def jobs_at_once(launcher: Any, settings: Mapping[str, Any]) -> int:
+    """How many jobs the sweep's launcher runs at once (the ETA's divisor): its own answer where it gives one
+    (`jobs_at_once()`: the project's launchers); for Hydra's joblib and Ray launchers, read from their settings
+    (`hydra.launcher`): joblib's `n_jobs` (-1: every CPU), Ray's CPUs over the CPUs a job asks for; else 1."""
+    if launcher is not None and callable(own := getattr(launcher, "jobs_at_once", None)):
+        return max(1, int(own()))
+    if n_jobs := int(settings.get("n_jobs") or 0):
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 all, -2 all but one
+    ray = settings.get("ray") or {}
+    cpus, per_job = (ray.get("init") or {}).get("num_cpus"), (ray.get("remote") or {}).get("num_cpus")
+    if cpus and per_job:
+        return max(1, int(cpus) // int(per_job))
+    return 1
+
+
+def progress_overrides(total_jobs: int, started: float, parallel: int) -> list[str]:
+    """What a job needs for its progress line (`sweep.progress`), as hydra.job.env_set entries (neither a task
+    override nor in the run's fingerprint)."""
+    return [
+        f"++hydra.job.env_set.{SWEEP_JOBS_ENV}={total_jobs}",
+        f"++hydra.job.env_set.{SWEEP_STARTED_ENV}={started:.0f}",
+        f"++hydra.job.env_set.{SWEEP_PARALLEL_ENV}={parallel}",
+    ]
 
 
 def estimate_remaining(finished_seconds: Sequence[float], jobs_left: int, parallel: int) -> float | None:
@@ -328,6 +367,8 @@ class SweepParentCallback(Callback):
                 tags[SEEDS_UNTIL_TAG] = json.dumps(until, sort_keys=True)
             if settings := race(config):
                 tags[RACE_TAG] = json.dumps(settings, sort_keys=True)
+            if settings := search_settings(config):
+                tags[SEARCH_TAG] = json.dumps(settings, sort_keys=True)
             if commit := tracking.harness_git_commit():
                 tags["git_commit"] = commit
             self.parent_run_id = client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags).info.run_id
@@ -347,13 +388,13 @@ class SweepParentCallback(Callback):
         for run in sorted(child_runs(client, self.experiment_id, run_id), key=lambda r: r.info.start_time):
             latest[run.data.tags.get(tracking.FINGERPRINT_TAG, run.info.run_id)] = run
         children = list(latest.values())
-        counts = Counter(r.info.status for r in children)
-        ok = completed and set(counts) <= {"FINISHED"}
+        counts = Counter(_status(r) for r in children)
+        ok = completed and set(counts) <= {"FINISHED", "PRUNED"}  # a search stopping a hopeless trial is no failure
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
         log.info("sweep parent run %s ended %s: %s", run_id, "FINISHED" if ok else "FAILED", summary)
         for run in children:
-            if run.info.status != "FINISHED":
+            if _status(run) not in ("FINISHED", "PRUNED"):
                 log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get("error", "")[:200])
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
         tags = client.get_run(run_id).data.tags
@@ -364,3 +405,13 @@ class SweepParentCallback(Callback):
         if RACE_RESULT_TAG in tags:  # the last lines: the race's winner, eliminations and what it spent
             for line in json.loads(tags[RACE_RESULT_TAG])["lines"]:
                 log.info("race: %s", line)
+        if SEARCH_RESULT_TAG in tags:  # ... or the search's best trial and its confirmation
+            for line in json.loads(tags[SEARCH_RESULT_TAG]):
+                log.info("%s", line)
+
+
+def _status(run: Run) -> str:
+    """A run's status, PRUNED for a run a search's pruner stopped (KILLED in MLflow, tagged)."""
+    from mixup_sweeps.search import PRUNED_TAG
+
+    return "PRUNED" if run.data.tags.get(PRUNED_TAG) == "true" else run.info.status

@@ -253,3 +253,14 @@ def end_failed_run(client: MlflowClient, run_id: str, exc: BaseException, job_di
         client.set_tag(run_id, "failure_reason", reason)
     finally:
         client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+
+
+def end_pruned_run(client: MlflowClient, run_id: str, epoch: int, why: str) -> None:
+    """A run a search's pruner stopped: KILLED (it did not finish), tagged `pruned` with the epoch, so the report
+    leaves it out of its tables and counts it, and the sweep does not count it as a failure."""
+    from mixup_sweeps import search
+
+    client.set_tag(run_id, search.PRUNED_TAG, "true")
+    client.set_tag(run_id, search.PRUNED_EPOCH_TAG, str(epoch))
+    client.set_tag(run_id, "failure_reason", why)
+    client.set_terminated(run_id, "KILLED")

@@ -158,10 +158,29 @@ def compile_for_training(model: keras.Model, trainer: DictConfig, steps_per_exec
     )
 
 
-class TrainingDiverged(RuntimeError):
+class MemberStopped(RuntimeError):
+    """A member's training ends early on its own (it diverged, or a search pruned it): the engine goes on with
+    the other members of its pack."""
+
+
+class TrainingDiverged(MemberStopped):
     """The loss became NaN or infinite."""
 
     reason = "nan_loss"
+
+
+class Pruned(MemberStopped):
+    """A search's pruner stopped this job after `epoch` (`search.EpochReporter`): its run ends KILLED, tagged
+    `pruned`, its checkpoint kept."""
+
+    reason = "pruned"
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message, epoch)  # both in args: the exception survives pickling (joblib, Ray)
+        self.epoch = epoch
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def diverged(epoch: int, trainer: DictConfig) -> TrainingDiverged:

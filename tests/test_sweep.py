@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from hydra_plugins.mixup_sweeps_packed.packed_launcher import PackedLauncher
-from hydra_plugins.mixup_sweeps_variants.variants_sweeper import jobs_at_once
 from mixup_sweeps import sweep, tracking
 from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV
+from mixup_sweeps.sweep import jobs_at_once
 from tests.helpers import compose_config
 
 

@@ -21,7 +21,6 @@ an earlier attempt is skipped (its result still counts), so running the command 
 
 import json
 import logging
-import os
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.plugins.launcher import Launcher
 from omegaconf import MISSING, OmegaConf
 
-from mixup_sweeps.config import CONF_DIR, SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV, ConfigError
+from mixup_sweeps.config import CONF_DIR, ConfigError
+from mixup_sweeps.sweep import jobs_at_once, progress_overrides
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +73,6 @@ ConfigStore.instance().store(
 )
 
 
-def jobs_at_once(launcher: Launcher | None, settings: Mapping[str, Any]) -> int:
-    """How many jobs the sweep's launcher runs at once (the ETA's divisor): its own answer where it gives one
-    (`jobs_at_once()`: the project's launchers); for Hydra's joblib and Ray launchers, read from their settings
-    (`hydra.launcher`): joblib's `n_jobs` (-1: every CPU), Ray's CPUs over the CPUs a job asks for; else 1."""
-    if launcher is not None and callable(own := getattr(launcher, "jobs_at_once", None)):
-        return max(1, int(own()))
-    if n_jobs := int(settings.get("n_jobs") or 0):
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 all, -2 all but one
-    ray = settings.get("ray") or {}
-    cpus, per_job = (ray.get("init") or {}).get("num_cpus"), (ray.get("remote") or {}).get("num_cpus")
-    if cpus and per_job:
-        return max(1, int(cpus) // int(per_job))
-    return 1
-
-
 class VariantsSweeper(BasicSweeper):
     def __init__(
         self,
@@ -122,11 +106,7 @@ class VariantsSweeper(BasicSweeper):
         `[5/12, ETA ...]`)."""
         self.total_jobs = first_index + len(jobs)
         settings = self.config.hydra.launcher if self.config is not None else {}
-        extra = [
-            f"++hydra.job.env_set.{SWEEP_JOBS_ENV}={self.total_jobs}",
-            f"++hydra.job.env_set.{SWEEP_STARTED_ENV}={self.started:.0f}",
-            f"++hydra.job.env_set.{SWEEP_PARALLEL_ENV}={jobs_at_once(self.launcher, settings)}",
-        ]
+        extra = progress_overrides(self.total_jobs, self.started, jobs_at_once(self.launcher, settings))
         return [job + extra for job in jobs]
 
     def sweep(self, arguments: list[str]) -> Any:

@@ -16,6 +16,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from mixup_sweeps.probes import BEST_EPOCH, EPOCH_TEST_ACCURACY, MEMORIZED, TEST_ACCURACY_BEST
+from mixup_sweeps.report import search as search_report
 from mixup_sweeps.report.figures import (
     MEMORIZATION_PLOT,
     PLOTS,
@@ -218,6 +219,10 @@ def write_report(
         plots.append(MEMORIZATION_PLOT)
 
     answer = verdicts(summary, baseline)
+    if run_set.search:  # the search's answer first: the confirmed comparison beside the search's own best score
+        answer = [*run_set.search.get("lines", []), *answer]
+        plots += search_report.write_figures(run_set.search, out)
+        files.update({name: out / name for name in plots})
     if run_set.race:
         answer = [f"race: {line.strip()}" for line in race_answer(summary, run_set.race)] + answer
     link = ui_runs_link(run_set.experiment_id, ui_url)
@@ -236,6 +241,8 @@ def write_report(
     ]  # fmt: skip
     md = [f"# Report: {run_set.label}", "", "## Answer", "", *(f"- {line}" for line in answer or ["no comparison"])]
     md += ["", *details, f"Runs in the MLflow UI: {link}", ""]
+    if run_set.search:
+        md += search_report.section(run_set.search)
     html_tables = []
     for table_key, rows in tables(summary):
         title = " / ".join(f"{k}={v}" for k, v in zip(TABLE_KEYS, table_key)) or "all runs"

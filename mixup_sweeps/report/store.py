@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps import liveness, sweep, tracking
+from mixup_sweeps import liveness, search, sweep, tracking
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class RunSet:
     parent_run_id: str | None
     until: dict[str, Any] | None = None  # the sweep's `hydra.sweeper.until` (Stein's procedure), if it used it
     race: dict[str, Any] | None = None  # the sweep's race outcome (`racing.to_record`), if it raced
+    search: dict[str, Any] | None = None  # the sweep's search record (`search/search.json`), if it searched
 
 
 @contextmanager
@@ -176,7 +177,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
             df[column] = None
     is_parent = df[f"tags.{sweep.PARENT_TAG}"] == "true"
     parents, runs = df[is_parent], df[~is_parent]
-    parent_run_id, until, race = None, None, None
+    parent_run_id, until, race, search_record = None, None, None, None
     if sweep_id == "all":
         label = "all"
     else:
@@ -195,18 +196,37 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
         until = json.loads(until_tag) if isinstance(until_tag, str) else None
         race_tag = parent.get(f"tags.{sweep.RACE_RESULT_TAG}")
         race = json.loads(race_tag) if isinstance(race_tag, str) else None
+        if isinstance(parent.get(f"tags.{sweep.SEARCH_RESULT_TAG}"), str):
+            search_record = _search_record(client, parent_run_id)
         in_sweep = runs["tags.sweep_id"] == label
         reused = f"tags.{tracking.REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
         if reused in runs:
             in_sweep |= runs[reused].notna()
         runs = runs[in_sweep]
+    pruned = f"tags.{search.PRUNED_TAG}"
+    if pruned in runs:  # stopped by a search's pruner: counted apart from failures
+        runs = runs.assign(status=runs["status"].where(runs[pruned] != "true", "PRUNED"))
     left_out = runs.loc[runs["status"] != "FINISHED", "status"].value_counts().to_dict()
     finished = runs[runs["status"] == "FINISHED"]
     if finished.empty:
         raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
     params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
     params += [k for k in TAG_KEYS if f"tags.{k}" in finished]
-    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until, race)
+    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until, race, search_record)
+
+
+def _search_record(client: MlflowClient, parent_run_id: str) -> dict[str, Any] | None:
+    """A search's whole record (every trial, the best, the confirmation), the artifact its sweeper left."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(parent_run_id, search.RECORD_ARTIFACT, tmp)
+            with open(path) as file:
+                return json.load(file)
+    except Exception as exc:  # noqa: BLE001 - an artifact store out of reach leaves the search section out
+        log.warning("the search's record (%s) could not be read: %s", search.RECORD_ARTIFACT, exc)
+        return None
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:

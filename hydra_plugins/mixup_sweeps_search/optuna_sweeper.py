@@ -1,0 +1,269 @@
+"""`hydra/sweeper=optuna`: a search over ranges with Optuna 5's ask/tell, trials on paired seeds, pruned by epoch,
+the winner confirmed on fresh seeds (the why and the rules: `mixup_sweeps.search`).
+
+Each launch is a batch of trials, as many as the launcher runs jobs at once (`jobs_at_once`) divided by the
+seeds per trial, so `hydra/launcher=packed` trains a batch as one program and Ray spreads it. Each job is an
+ordinary run under the sweep's one parent. The study is stored: a trial that a killed sweep left RUNNING is marked
+failed (user attribute `interrupted`, not counted) and its parameters are asked again first, so its jobs skip or
+resume from their checkpoints; finished trials are never run again.
+"""
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import MISSING, OmegaConf
+
+from mixup_sweeps.config import CONF_DIR
+from mixup_sweeps.sweep import jobs_at_once, progress_overrides
+
+log = logging.getLogger(__name__)
+INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left RUNNING (marked FAIL, asked again)
+OWNER = "owner"  # user attribute: the process that asked the trial (`liveness.process_tags`)
+MODEL_EPOCHS, MODEL_EPOCHS_UNPRUNED = "model_epochs", "model_epochs_unpruned"  # user attributes of a told trial
+
+
+# The schema (types only): every default is in conf/hydra/sweeper/optuna.yaml.
+@dataclass
+class OptunaSearchConf:
+    _target_: str = MISSING
+    n_trials: int = MISSING
+    seeds_per_trial: int = MISSING
+    metric: str = MISSING
+    sampler: str = MISSING
+    sampler_seed: int | None = MISSING
+    pruner: str = MISSING
+    n_startup_trials: int = MISSING
+    n_warmup_epochs: int = MISSING
+    storage: str | None = MISSING
+    study_name: str | None = MISSING
+    confirm_seeds: int = MISSING
+    baseline: str | None = MISSING
+    params: dict[str, str] | None = MISSING
+
+
+ConfigStore.instance().store(
+    group="hydra/schema/sweeper", name="optuna", node=OptunaSearchConf, provider="mixup_sweeps"
+)
+
+
+def _failure(ret: JobReturn) -> BaseException | None:
+    """The exception a failed job ended with (Hydra keeps it where `return_value` would raise it)."""
+    if ret.status == JobStatus.COMPLETED:
+        return None
+    exc = getattr(ret, "_return_value", None)
+    return exc if isinstance(exc, BaseException) else RuntimeError(f"job ended {ret.status}")
+
+
+class OptunaSweeper(BasicSweeper):
+    def __init__(self, params: dict[str, str] | None = None, **settings: Any) -> None:
+        super().__init__(max_batch_size=None, params=params)
+        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "optuna.yaml")  # also for a sweeper made by hand
+        merged = OmegaConf.merge({k: v for k, v in defaults.items() if k != "defaults"}, settings)
+        self.settings_node: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
+        self.started = time.time()
+        self.job_idx = 0
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from mixup_sweeps import search, sweep
+
+        assert self.config is not None and self.launcher is not None
+        settings = search.settings_of(self.settings_node)
+        space, fixed = search.search_space(self._parse_config() + list(arguments))
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as the basic sweeper does
+        url = search.storage_url(settings, str(Path(self.config.paths.output_dir).resolve()))
+        name = search.study_name(settings, sweep.sweep_fingerprint(self.config))
+        study = search.open_study(settings, url, name)
+        study.sampler = search.make_sampler(settings, trials_so_far=len(study.get_trials(deepcopy=False)))
+        log.info("Search: study %r in %s, %d trials of %d seeds", name, search.shown_url(url), settings.n_trials,
+                 settings.seeds_per_trial)  # fmt: skip
+        self._recover(study)
+        parallel = jobs_at_once(self.launcher, self.config.hydra.launcher)
+        per_launch = max(1, parallel // settings.seeds_per_trial)
+        seeds = range(settings.seeds_per_trial)
+        while (done := self._counted(study)) < settings.n_trials:
+            trials = [study.ask(space) for _ in range(min(per_launch, settings.n_trials - done))]
+            total = self.job_idx + (settings.n_trials - done) * len(seeds) + 2 * settings.confirm_seeds
+            extra = progress_overrides(total, self.started, parallel)
+            jobs, owners = [], []
+            for trial in trials:
+                trial.set_user_attr(OWNER, _owner())
+                env = [f"++hydra.job.env_set.{search.TRIAL_ENV}={trial.number}",
+                       f"++hydra.job.env_set.{search.TRIAL_ID_ENV}={trial._trial_id}",
+                       f"++hydra.job.env_set.{search.STUDY_ENV}={name}"]  # fmt: skip
+                for seed in seeds:
+                    jobs.append([*fixed, *search.overrides_of(trial.params), f"{search.SEED}={seed}", *env, *extra])
+                    owners.append(trial)
+            log.info("Search: trials %s (%d jobs)", ", ".join(f"#{t.number}" for t in trials), len(jobs))
+            returns = self._launch(jobs)
+            for trial in trials:
+                self._tell(study, trial, [r for r, t in zip(returns, owners) if t is trial], settings)
+        record = self._record(study, settings, space, name, url)
+        if settings.confirm_seeds and record.get("best"):
+            record["confirmation"] = self._confirm(record["best"]["params"], fixed, settings)
+        self._publish(record)
+        return record
+
+    # --- trials -----------------------------------------------------------------------------------------
+    def _launch(self, jobs: list[list[str]]) -> list[JobReturn]:
+        assert self.launcher is not None
+        self.validate_batch_is_legal(jobs)
+        returns = list(self.launcher.launch(jobs, initial_job_idx=self.job_idx))
+        self.job_idx += len(jobs)
+        return returns
+
+    def _tell(self, study: Any, trial: Any, returns: list[JobReturn], settings: Any) -> None:
+        """A trial's outcome from its jobs: the mean metric, PRUNED when a job was pruned, FAIL when one failed."""
+        import optuna
+
+        from mixup_sweeps.search import objective
+        from mixup_sweeps.training import Pruned
+
+        assert self.config is not None
+        full = int(trial.params.get("trainer.epochs", self.config.trainer.epochs))
+        failures = [_failure(ret) for ret in returns]
+        spent = sum(exc.epoch if isinstance(exc, Pruned) else full for exc in failures)
+        trial.set_user_attr(MODEL_EPOCHS, int(spent))
+        trial.set_user_attr(MODEL_EPOCHS_UNPRUNED, full * len(returns))
+        if any(isinstance(exc, Pruned) for exc in failures):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("Search: trial #%d pruned", trial.number)
+        elif any(failures):
+            first = next(exc for exc in failures if exc is not None)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.warning("Search: trial #%d failed: %s: %s", trial.number, type(first).__name__, first)
+        else:
+            value = objective([float(ret.return_value[settings.metric]) for ret in returns])
+            study.tell(trial, value)
+            log.info("Search: trial #%d %s=%.4f %s", trial.number, settings.metric, value, trial.params)
+
+    @staticmethod
+    def _counted(study: Any) -> int:
+        """Trials that count towards n_trials: finished (complete, pruned or failed), not interrupted."""
+        import optuna
+
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        return sum(1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(INTERRUPTED))
+
+    @staticmethod
+    def _recover(study: Any) -> None:
+        """Trials left RUNNING by a sweep that died (its process is gone): marked FAIL and `interrupted`, and their
+        parameters asked again first, so their jobs skip (finished) or resume (checkpointed) instead of being lost."""
+        import optuna
+
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if _alive(trial.user_attrs.get(OWNER) or {}):
+                continue  # another sweep on the same study is running it
+            optuna.trial.Trial(study, trial._trial_id).set_user_attr(INTERRUPTED, True)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            log.info("Search: trial #%d was interrupted; its parameters are tried again first", trial.number)
+
+    # --- the winner confirmed -------------------------------------------------------------------------------
+    def _confirm(self, params: dict[str, Any], fixed: list[str], settings: Any) -> dict[str, Any]:
+        """The best configuration and its baseline on `confirm_seeds` seeds the search never used, paired."""
+        from mixup_sweeps import search
+        from mixup_sweeps.sweep import DEFAULT_BASELINE, config_key, override_key, override_values, parse_baseline
+
+        baseline = parse_baseline(settings.baseline or DEFAULT_BASELINE.override)
+        best = [*fixed, *search.overrides_of(params)]
+        if baseline.includes(override_values(best)):
+            return {"note": f"the best trial is the baseline ({baseline.name}) itself: nothing to confirm against"}
+        keep = [o for o in best if not baseline.owns(config_key(override_key(o))) and config_key(override_key(o))
+                != baseline.key]  # fmt: skip
+        base = [*keep, baseline.override]
+        seeds = range(settings.seeds_per_trial, settings.seeds_per_trial + settings.confirm_seeds)
+        extra = progress_overrides(self.job_idx + 2 * len(seeds), self.started, 1)
+        jobs = [[*group, f"{search.SEED}={seed}", f"++hydra.job.env_set.{search.CONFIRM_ENV}={role}", *extra]
+                for role, group in (("best", best), ("baseline", base)) for seed in seeds]  # fmt: skip
+        log.info("Search: confirming the best trial and %s on seeds %d-%d (%d jobs)", baseline.name, seeds.start,
+                 seeds.stop - 1, len(jobs))  # fmt: skip
+        returns = self._launch(jobs)
+        failures = [exc for exc in map(_failure, returns) if exc is not None]
+        if failures:
+            return {"note": f"confirmation failed: {type(failures[0]).__name__}: {failures[0]}"}
+        accuracy = [float(ret.return_value["test_accuracy"]) for ret in returns]
+        n = len(seeds)
+        return {**search.confirmation(accuracy[:n], accuracy[n:]), "baseline": baseline.name,
+                "seeds_used": [seeds.start, seeds.stop - 1], "overrides": best, "baseline_overrides": base}  # fmt: skip
+
+    # --- the record -------------------------------------------------------------------------------------
+    def _record(self, study: Any, settings: Any, space: dict, name: str, url: str) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        import optuna
+
+        from mixup_sweeps import search
+
+        trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
+        finished = [t for t in trials if t.state.is_finished()]
+        complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+        best = None
+        if complete:
+            winner = study.best_trial
+            best = {"number": winner.number, "params": winner.params, "value": winner.value}
+        return {
+            "settings": {**asdict(settings), "storage": search.shown_url(url), "direction": settings.direction},
+            "study": name,
+            "space": {key: optuna.distributions.distribution_to_json(dist) for key, dist in space.items()},
+            "counts": dict(Counter(t.state.name for t in finished)),
+            "model_epochs": sum(int(t.user_attrs.get(MODEL_EPOCHS, 0)) for t in finished),
+            "model_epochs_unpruned": sum(int(t.user_attrs.get(MODEL_EPOCHS_UNPRUNED, 0)) for t in finished),
+            "trials": [
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "params": t.params,
+                    "model_epochs": t.user_attrs.get(MODEL_EPOCHS),
+                }
+                for t in finished
+            ],  # fmt: skip
+            "best": best,
+        }
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        """The search's lines on the parent run (tag `search_result`, the sweep's last lines) and the whole
+        record as its artifact `search/search.json`."""
+        from mixup_sweeps import search, sweep, tracking
+
+        assert self.config is not None
+        record["lines"] = lines = search.describe(record)
+        client, experiment_id = tracking.connect(self.config.tracking, check=False)  # checked at the start
+        parent = sweep.find_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
+        if parent is None:  # no parent callback: the lines go to the log here (else they are the sweep's last)
+            for line in lines:
+                log.info("Search: %s", line)
+            return
+        client.set_tag(parent.info.run_id, sweep.SEARCH_RESULT_TAG, json.dumps(lines)[:5000])
+        path = Path(self.config.hydra.sweep.dir) / Path(search.RECORD_ARTIFACT).name
+        path.write_text(search.to_json(record))
+        client.log_artifact(parent.info.run_id, str(path), str(Path(search.RECORD_ARTIFACT).parent))
+
+
+def _owner() -> dict[str, str]:
+    from mixup_sweeps import liveness
+
+    return liveness.process_tags()
+
+
+def _alive(owner: dict[str, str]) -> bool:
+    """Whether the process that asked a trial still runs (on this host; another host's is taken for alive)."""
+    import socket
+
+    from mixup_sweeps import liveness
+
+    if not owner:
+        return False
+    if owner.get(liveness.HOST_TAG) != socket.gethostname():
+        return True
+    return liveness.process_start(int(owner[liveness.PID_TAG])) == owner.get(liveness.PROCESS_TAG)
