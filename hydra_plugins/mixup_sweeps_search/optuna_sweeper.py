@@ -244,7 +244,10 @@ class OptunaSweeper(BasicSweeper):
             for line in lines:
                 log.info("Search: %s", line)
             return
-        client.set_tag(parent.info.run_id, sweep.SEARCH_RESULT_TAG, json.dumps(lines)[:5000])
+        shown = [line[:1000] for line in lines]
+        while len(json.dumps(shown)) > 5000:  # MLflow's tag limit: whole lines dropped, the JSON stays valid
+            shown.pop()
+        client.set_tag(parent.info.run_id, sweep.SEARCH_RESULT_TAG, json.dumps(shown))
         path = Path(self.config.hydra.sweep.dir) / Path(search.RECORD_ARTIFACT).name
         path.write_text(search.to_json(record))
         client.log_artifact(parent.info.run_id, str(path), str(Path(search.RECORD_ARTIFACT).parent))
