@@ -117,7 +117,10 @@ def check_search(config: DictConfig) -> list[list[str]]:
     from mixup_sweeps.sweep import task_overrides
 
     sweeper = config.hydra.sweeper
-    settings = OmegaConf.to_container(sweeper, resolve=True)
+    try:
+        settings = OmegaConf.to_container(sweeper, resolve=True)
+    except Exception as exc:  # an interpolation (an unset ${oc.env:...}) that does not resolve
+        raise ConfigError(f"hydra.sweeper: {str(exc).splitlines()[0]}") from None
     search.settings_of(settings)  # type: ignore[arg-type]
     params = sweeper.get("params") or {}
     space, fixed = search.search_space([f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))

@@ -377,3 +377,8 @@ def test_a_packed_search_prunes_a_member_alone(tmp_path, real_data_dir):
     assert by_trial[3].data.tags.get(search.PRUNED_TAG) == "true" and by_trial[3].info.status == "KILLED"
     assert steps(client, by_trial[3].info.run_id, "val_accuracy") == [1, 2]
     assert by_trial[2].info.status == "FINISHED" and steps(client, by_trial[2].info.run_id, "val_accuracy") == [1, 2, 3]
+
+
+def test_a_storage_password_is_never_recorded():
+    assert search.shown_url("postgresql+psycopg://ann:s3cret@db/optuna") == "postgresql+psycopg://ann:***@db/optuna"
+    assert search.shown_url("sqlite:////tmp/outputs/optuna.db") == "sqlite:////tmp/outputs/optuna.db"
