@@ -117,11 +117,7 @@ def check_search(config: DictConfig) -> list[list[str]]:
     from mixup_sweeps.sweep import task_overrides
 
     sweeper = config.hydra.sweeper
-    try:
-        settings = OmegaConf.to_container(sweeper, resolve=True)
-    except Exception as exc:  # an interpolation (an unset ${oc.env:...}) that does not resolve
-        raise ConfigError(f"hydra.sweeper: {str(exc).splitlines()[0]}") from None
-    search.settings_of(settings)  # type: ignore[arg-type]
+    search.settings_of(_resolved(sweeper, "hydra.sweeper"))
     params = sweeper.get("params") or {}
     space, fixed = search.search_space([f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))
     return [[*fixed, *corner] for corner in search.corner_overrides(space)]
@@ -177,6 +173,8 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
     from mixup_sweeps import racing, search
     from mixup_sweeps.sweep import race, seeds_until
 
+    _resolved(config.hydra.sweeper, "hydra.sweeper")
+    _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
     if search.is_search(config.hydra.sweeper):
         check_search(config)
         return
@@ -199,6 +197,15 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
             f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
             "set trainer.test_every_epoch=true"
         )
+
+
+def _resolved(node: Any, key: str) -> dict[str, Any]:
+    """A settings node with its interpolations resolved; one that does not resolve (an unset ${oc.env:...}) is a
+    `ConfigError` naming `key`."""
+    try:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)  # type: ignore[return-value]
+    except Exception as exc:
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
 
 
 def _task(config: DictConfig) -> DictConfig:

@@ -10,6 +10,9 @@ no other outcome. What it found on the way: nothing beyond what trying the bound
 building it (a sweep's variants handed to `OmegaConf.to_container` as a Python list, Hydra's "Error merging
 override" headline without its reason, group-option errors listing Hydra's search path); an earlier campaign
 failed only because the schemas moved in the ConfigStore while it ran. The suite runs 80 cases (~40 s).
+Second campaign (2026-12-01, with `hydra/sweeper=optuna`'s keys and search ranges, `FUZZ_EXAMPLES=300`): it found
+a sweeper setting set to an unset `${oc.env:...}` in a multirun (`hydra.sweeper.race.epsilon`) ending in a
+traceback; sweeper and launcher settings are now resolved first, one line naming the node (`preflight._resolved`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def fuzzed_keys() -> list[tuple[list[str], str]]:
         sweeper = compose_config(return_hydra_config=True).hydra.sweeper[section]
         keys += [([], f"hydra.sweeper.{section}.{key}") for key in sweeper]
     keys.append((["hydra/launcher=packed", "backend=jax"], "hydra.launcher.pack_size"))
+    search = compose_config(["hydra/sweeper=optuna"], return_hydra_config=True).hydra.sweeper
+    keys += [(["hydra/sweeper=optuna"], f"hydra.sweeper.{key}") for key in search if key not in ("_target_", "params")]
     return keys
 
 
@@ -122,6 +127,19 @@ def test_every_key_with_any_value_runs_or_is_one_line(selected, value, multirun)
         print(f"fuzzed {CASES}")
 
 
+SEARCHABLE = ["aug.alpha", "trainer.learning_rate", "trainer.epochs", "dataset.label_noise", "seed", "nokey"]
+BOUNDS = st.one_of(st.integers(-5, 20), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["x", "'1'"]))
+
+
+@settings(max_examples=max(10, EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=os.environ.get("CI") == "true")  # fmt: skip
+@given(st.sampled_from(SEARCHABLE), BOUNDS, BOUNDS, st.sampled_from(["{}", "tag(log, {})", "int({})"]))
+def test_any_search_range_runs_or_is_one_line(key, low, high, form):
+    """hydra/sweeper=optuna with a range on a key (or a non-key), any bounds, log or int: accepted or one line."""
+    interval = form.format(f"interval({render(low)}, {render(high)})")
+    assert_one_line_or_accepted(["-m", "hydra/sweeper=optuna", f"{key}={interval}"])
+
+
 KNOWN_BAD = [["trainer.epochs=abc"], ["nokey=1"], ["aug=nope"], ["aug.alpha=0.1,0.2"], ["-m", "seed=0,-1"],
              ["-m", "aug=none,mixup", "aug.alpha=x"], ["'a=[1,'"]]  # fmt: skip
 
@@ -142,5 +160,7 @@ def test_the_fuzzer_covers_every_schema_and_found_both_outcomes():
         "trainer.epochs",
         "hydra.sweeper.race.delta",
         "hydra.launcher.pack_size",
+        "hydra.sweeper.n_trials",
+        "hydra.sweeper.confirm_seeds",
     } <= keys
     assert {"dataset.label_noise", "model.kernel_size", "tracking.heartbeat_timeout_s", "seed", "backend"} <= keys
