@@ -70,6 +70,75 @@ def prepare(backend: str, deterministic: bool = False) -> None:
             importlib.import_module(name)
 
 
+JOB_THREADS_ENV = "MIXUP_JOB_THREADS"  # set by hydra/launcher=local: the threads each of its jobs may use
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"  # XLA's CPU pool off
+_THREADS: dict[str, int] = {}  # what this process's pools were set to (TensorFlow's cannot change after start)
+
+
+def job_threads(configured: int | None) -> tuple[int, str]:
+    """(threads, where the number came from) for this job's pools: `trainer.threads` when set; else what the
+    launcher gave the job: hydra/launcher=local's threads per job, Ray's CPUs for the task, SLURM's
+    cpus_per_task, an OMP_NUM_THREADS set for the process; else every core it may use."""
+    if configured:
+        return int(configured), "trainer.threads"
+    if os.environ.get(JOB_THREADS_ENV):
+        return int(os.environ[JOB_THREADS_ENV]), "hydra/launcher=local"
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized() and (cpus := ray.get_runtime_context().get_assigned_resources().get("CPU")):
+            return max(1, int(cpus)), "ray num_cpus"
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"]), "slurm cpus_per_task"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    return cpu_cores(), "cores"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or a batch system's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int, backend: str) -> None:
+    """Size the job's compute pools before its backend starts: TensorFlow's intra- and inter-op pools, XLA's CPU
+    pool (one thread: off), OpenMP's. A process whose TensorFlow already started keeps its pools (a worker
+    reused by the next job: the launcher gives every job the same threads)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if (
+        backend == "jax"
+        and threads == 1
+        and XLA_ONE_THREAD not in os.environ.get("XLA_FLAGS", "")
+        and ("jax" not in sys.modules)
+    ):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
+    if backend == "tensorflow" and installed("tensorflow"):
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow started in this process: its pools stay as they are
+            pass
+    _THREADS["threads"] = threads
+
+
+def thread_tags(backend: str) -> dict[str, str]:
+    """Tags: the pools this job ran with, read back from the libraries (what a test checks)."""
+    tags = {"threads": str(_THREADS.get("threads", "")), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tags["tf_intra_op_threads"] = str(tf.config.threading.get_intra_op_parallelism_threads())
+        tags["tf_inter_op_threads"] = str(tf.config.threading.get_inter_op_parallelism_threads())
+    else:
+        tags["xla_cpu_one_thread"] = str(XLA_ONE_THREAD in os.environ.get("XLA_FLAGS", "")).lower()
+    return tags
+
+
 PACKAGE = __name__.rsplit(".", 1)[0]
 
 

@@ -66,6 +66,7 @@ class TrainerConfig:
     precision: str = MISSING  # Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 (softmax stays float32)
     test_every_epoch: bool = MISSING  # test accuracy per epoch: the best-validation epoch's test accuracy
     memorization_probe: int = MISSING  # corrupted (and clean) training examples probed per epoch; 0 = off
+    threads: int | None = MISSING  # CPU threads of the job's TensorFlow/XLA pools; None: what the launcher gave it
 
 
 @dataclass
@@ -95,7 +96,7 @@ POOLINGS = ("global_average", "flatten")
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a job can run on (mixup_sweeps.backends sets them up)
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
-PLUMBING_PREFIXES = ("paths.", "tracking.", "resume", "trainer.steps_per_execution")
+PLUMBING_PREFIXES = ("paths.", "tracking.", "resume", "trainer.steps_per_execution", "trainer.threads")
 # What the variants sweeper tells each job about its sweep (as hydra.job.env_set: not a task override, so
 # neither in a run's name nor in its fingerprint): how many jobs the sweep has so far, when it started.
 SWEEP_JOBS_ENV, SWEEP_STARTED_ENV = "MIXUP_SWEEP_JOBS", "MIXUP_SWEEP_STARTED"
@@ -258,6 +259,9 @@ def validate(cfg: DictConfig) -> None:
     require(math.isfinite(lr) and lr > 0, "trainer.learning_rate", lr, "must be a finite number > 0")
     spe = trainer.steps_per_execution
     require(spe >= 1, "trainer.steps_per_execution", spe, "must be an integer >= 1")
+    threads = trainer.get("threads")
+    require(threads is None or threads >= 1, "trainer.threads", threads,
+            "must be null (what the launcher gives the job) or an integer >= 1")  # fmt: skip
     require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
     probe = trainer.memorization_probe
     require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")

@@ -147,12 +147,30 @@ def load(dataset_cfg: DictConfig, seed: int = 0) -> Dataset:
     return clean
 
 
+_READ: dict[tuple, Dataset] = {}  # the clean splits this process has read (one entry: the latest)
+
+
 def read_splits(
     path: str | None, *, val_size: int, train_size: int | None, image_shape: tuple[int, ...], num_classes: int,
     download: bool,
 ) -> Dataset:  # fmt: skip
-    """Load and check all four files; the first `val_size` training images become the validation set."""
+    """Load and check all four files; the first `val_size` training images become the validation set.
+
+    The splits are read once per process and shared, read-only: the members of a pack (and the jobs one after
+    another in a process) hold one copy of the pixels, not one each; a file changed on disk is read again."""
     directory = find_data_dir(path, download)
+    files = [directory / name for name in FILES.values()]
+    key = (str(directory), tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists()), val_size,
+           train_size, tuple(image_shape), num_classes)  # fmt: skip
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = _read_splits(directory, val_size, train_size, tuple(image_shape), num_classes)
+    return _READ[key]
+
+
+def _read_splits(
+    directory: Path, val_size: int, train_size: int | None, image_shape: tuple[int, ...], num_classes: int
+) -> Dataset:
     arrays, sha256 = {}, {}
     for key, name in FILES.items():
         magic = IDX_UBYTE_IMAGES if key.endswith("images") else IDX_UBYTE_LABELS
@@ -187,6 +205,9 @@ def read_splits(
             f"({n_train} training images - dataset.val_size={val_size}), or null for all"
         )
     end = n_train if train_size is None else val_size + train_size
+
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every job of this process: nobody may change it
 
     def split(images: np.ndarray, labels: np.ndarray, lo: int, hi: int | None) -> Split:
         return Split(images[lo:hi].reshape(-1, *image_shape), labels[lo:hi])

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mixup_sweeps import augment, models, probes, training
+from mixup_sweeps import augment, backends, models, probes, training
 from mixup_sweeps.data import Dataset, Split
 from mixup_sweeps.training import INTERRUPTS, Member
 
@@ -55,7 +56,7 @@ def _fit(member: Member) -> training.TrainResult:
         epochs=trainer.epochs,
         shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
         callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=0 if os.environ.get(backends.JOB_THREADS_ENV) else 1 if sys.stdout.isatty() else 2,  # workers: quiet
     )
     INTERRUPTS.raise_pending()
     epoch = training.first_diverged_epoch(member.history, trainer.epochs)

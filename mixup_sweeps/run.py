@@ -97,6 +97,9 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     from mixup_sweeps import backends
 
     backends.prepare(cfg.backend, cfg.trainer.deterministic)  # Keras starts after this, on cfg.backend
+    threads, source = backends.job_threads(cfg.trainer.get("threads"))
+    backends.set_threads(threads, cfg.backend)
+    log.debug("%d threads (%s)", threads, source)
     run_id = _open_run(decision, client, experiment_id, cfg, dataset, name, parent, backup_dir)
     for key, value in search_tags.items():
         client.set_tag(run_id, key, value)
@@ -294,7 +297,11 @@ def _before_training(job: Job) -> Path:
     from mixup_sweeps import backends, tracking, training
 
     keras.backend.clear_session()
-    for key, value in {**backends.versions(), "accelerator": backends.accelerator()}.items():
+    for key, value in {
+        **backends.versions(),
+        "accelerator": backends.accelerator(),
+        **backends.thread_tags(job.cfg.backend),
+    }.items():
         job.client.set_tag(job.run_id, key, value)
     weights = _job_initial_weights(job)
     training.seed_everything(job.cfg.seed, job.cfg.trainer.deterministic)

@@ -5,7 +5,7 @@ callbacks). Jobs whose compiled program is the same (`mixup_sweeps.config.progra
 aug, dataset.label_noise and trainer.learning_rate) are grouped, at most `pack_size` per pack; each job is
 checked and opened as usual (skip / resume / start, its own MLflow child run), then the pack trains its
 members at once (`mixup_sweeps.run.execute`) and each member is recorded as an ordinary run. A job that fits
-no pack runs as it would with the basic launcher. Packing needs backend=jax.
+no pack, or cannot be packed (a TensorFlow job, another Hydra app's job), runs as the basic launcher runs it.
 """
 
 import logging
@@ -17,23 +17,32 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import MISSING, DictConfig, open_dict
+from omegaconf import DictConfig, open_dict
 
 from mixup_sweeps.config import ConfigError, program_key
 
 log = logging.getLogger(__name__)
 
 
-# The schema (types only): the default pack size, and why, is in conf/hydra/launcher/packed.yaml.
 @dataclass
 class PackedLauncherConf:
-    _target_: str = MISSING
-    pack_size: int = MISSING
+    """`hydra/launcher=packed` (a Hydra plugin's config, in the ConfigStore: any Hydra app can select it)."""
+
+    _target_: str = "hydra_plugins.mixup_sweeps_packed.packed_launcher.PackedLauncher"
+    # Members per program. On an H100 the vmapped CNN's throughput levels off at 64 members (12.4 model-epochs/s,
+    # 13.0 at 256), measured with the shared probe vmap_pack_probe.py that lives beside this repository (in the
+    # workplace's shared/probes/, not in it), while memory grows with each member; 64 leaves most of a GPU free.
+    # On a CPU a pack is as fast per model-epoch as its members one by one (docs/benchmarks.md).
+    pack_size: int = 64
 
 
-ConfigStore.instance().store(
-    group="hydra/schema/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps"
-)
+ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
+
+
+def packable(config: DictConfig) -> bool:
+    """A job this launcher can pack: one of this harness's jobs on the JAX backend. Anything else (a TensorFlow
+    job, another Hydra app's job) runs as Hydra's basic launcher would run it."""
+    return config.get("backend") == "jax" and "trainer" in config and "dataset" in config
 
 
 class PackedLauncher(Launcher):
@@ -64,15 +73,11 @@ class PackedLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            if sweep_config.get("backend") != "jax":
-                raise ConfigError(
-                    f"hydra/launcher=packed trains Keras-JAX programs: set backend=jax (job #{idx} has "
-                    f"backend={sweep_config.get('backend')})"
-                )
             configs.append((idx, sweep_config))
         packs: dict[str, list[tuple[int, DictConfig]]] = {}
-        for idx, sweep_config in configs:
-            packs.setdefault(program_key(sweep_config), []).append((idx, sweep_config))
+        for idx, sweep_config in configs:  # a job that cannot be packed is a pack of its own (run as basic)
+            key = program_key(sweep_config) if packable(sweep_config) else f"alone-{idx}"
+            packs.setdefault(key, []).append((idx, sweep_config))
         size = self.pack_size
         chunks = [members[i : i + size] for members in packs.values() for i in range(0, len(members), size)]
         log.info("Launching %d jobs as %d packed programs (pack_size %d)", len(configs), len(chunks), self.pack_size)

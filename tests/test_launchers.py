@@ -1,0 +1,49 @@
+"""The project's launchers as Hydra plugins: the test suites Hydra's own launchers pass (joblib, Ray, submitit),
+run on `packed` (which packs this harness's JAX jobs and runs every other job as the basic launcher would) and
+`local` (jobs side by side in worker processes, and in this process with one job at a time); and the project's
+sweeper with the basic launcher. Hydra's test apps are plain functions: nothing trains here."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+
+from hydra_plugins.mixup_sweeps_local.local_launcher import LocalLauncher
+from mixup_sweeps.config import CONF_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]  # Hydra's apps: ~1 min
+
+
+@pytest.mark.parametrize(
+    "launcher_name, overrides",
+    [
+        ("packed", []),
+        ("local", ["hydra.launcher.jobs=2"]),
+        ("local", ["hydra.launcher.jobs=1"]),
+        ("basic", ["hydra/sweeper=variants", f"hydra.searchpath=[file://{CONF_DIR}]"]),  # the project's sweeper
+    ],
+)
+class TestLauncherSuite(LauncherTestSuite):
+    """Hydra's LauncherTestSuite on both launchers, and on the basic launcher under the project's `variants`
+    sweeper (found through conf/ on the search path, as the app finds it)."""
+
+
+@pytest.mark.parametrize(
+    "task_launcher_cfg, extra_flags",
+    [({}, ["-m", "hydra/launcher=packed"]), ({}, ["-m", "hydra/launcher=local", "hydra.launcher.jobs=2"])],
+)
+class TestIntegrationSuite(IntegrationTestSuite):
+    pass
+
+
+def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
+    from hydra_plugins.mixup_sweeps_local import local_launcher
+
+    monkeypatch.setattr(local_launcher, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(local_launcher, "cpu_cores", lambda: 16)
+    assert LocalLauncher(threads=1).jobs_at_once() == 16
+    assert LocalLauncher(threads=2).jobs_at_once() == 8
+    assert LocalLauncher(threads=32).jobs_at_once() == 1
+    assert LocalLauncher(jobs=3, threads=2).jobs_at_once() == 3
+    monkeypatch.setattr(local_launcher, "has_nvidia_gpu", lambda: True)
+    assert LocalLauncher().jobs_at_once() == 1  # a GPU: one job at a time (packs or ray_gpu share it better)
