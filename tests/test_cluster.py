@@ -172,6 +172,8 @@ def test_three_job_sweep_through_ray_reaches_the_server(cluster):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
         assert {"test_accuracy", "test_ece", "test_nll"} <= set(run.data.metrics)
         assert run.data.params["tracking.uri"] == "${oc.env:MLFLOW_TRACKING_URI,null}"  # the text, not the URI
+        # remote.num_cpus: 1 -> the job's pools have one thread (TensorFlow's own default would be every core)
+        assert (run.data.tags["threads"], run.data.tags["tf_intra_op_threads"]) == ("1", "1")
     # nothing went to a local store: the driver's output dir has no MLflow database or artifact folder
     assert not (out / "mlflow.db").exists() and not (out / "mlartifacts").exists()
 

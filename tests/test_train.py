@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mixup_sweeps import data, fit, models, training
-from tests.helpers import compose_config, dataset_config
+from tests.helpers import TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +59,20 @@ def test_mixed_bfloat16_trains_from_the_same_initial_weights(subset, tmp_path):
     result = fit_one(cfg, subset, weights, tmp_path / "backup")
     assert result.trained_network().layers[1].compute_dtype == "bfloat16"
     assert result.test_accuracy > 0.4 and 0 <= result.test_reliability.ece < 0.3  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_a_job_reads_back_the_threads_it_was_given_and_threads_change_no_result(tmp_path, real_data_dir):
+    """trainer.threads sizes TensorFlow's pools (read back from TensorFlow into the run's tags); it is not part of
+    the run's fingerprint, and one thread or two give the same training up to float reordering (each job in
+    its own process: TensorFlow's pools are fixed at its start)."""
+    accuracies = {}
+    for threads in (1, 2):
+        out = tmp_path / str(threads)
+        result = run_cli(*TINY, f"trainer.threads={threads}", "trainer.deterministic=true", f"paths.output_dir={out}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run,) = mlflow_runs(out)[1]
+        assert (run.data.tags["threads"], run.data.tags["tf_intra_op_threads"]) == (str(threads), str(threads))
+        accuracies[threads] = (run.data.tags["config_fingerprint"], run.data.metrics["test_accuracy"])
+    assert accuracies[1][0] == accuracies[2][0]  # the same computation
+    assert abs(accuracies[1][1] - accuracies[2][1]) <= 5 / 10000  # at most 5 of 10,000 test images differ

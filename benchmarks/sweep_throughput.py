@@ -1,0 +1,77 @@
+"""The default sweep's jobs job after job and filling the machine, both backends, in one run: wall time and
+model-epochs per second side by side, and whether every run's result is the same.
+
+`experiment=default_sweep` (aug=none and mixup α=0.2, seeds 0-2: six jobs) on --train-size images for --epochs
+epochs, each arm in a fresh output directory:
+- job after job: `hydra/launcher=basic` (one job on every core, as every multirun ran before `local`);
+- filling the machine: `hydra/launcher=local` (the default now: cores // threads jobs at once, `threads` each).
+The answer check: each job's test accuracy in the machine-filling arm against the same job's job-after-job
+result (threads change the order of float sums, not the computation).
+
+  .venv/bin/python benchmarks/sweep_throughput.py --train-size 16384 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = {  # name -> overrides
+    "job after job (basic)": ["hydra/launcher=basic"],
+    "filling the machine (local)": ["hydra/launcher=local"],
+}
+
+
+def sweep(output_dir: Path, backend: str, overrides: list[str], train_size: int, epochs: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.run", "-m", "experiment=default_sweep", f"backend={backend}",
+         f"dataset.train_size={train_size}", f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}", *overrides],
+        cwd=ROOT, check=True, capture_output=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def results(output_dir: Path) -> dict[str, float]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("mixup-fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    return {r.info.run_name: r.data.metrics["test_accuracy"] for r in runs if "test_accuracy" in r.data.metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-size", type=int, default=16384)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--backends", default="tensorflow,jax")
+    args = parser.parse_args()
+    jobs = 6
+    print(f"default sweep: {jobs} jobs x {args.epochs} epochs on {args.train_size} images, {os.cpu_count()} cores")
+    print(f"{'backend':<11} {'arm':<29} {'wall s':>7} {'model-epochs/s':>15} {'vs job after job':>17} {'max |Δ acc|':>12}")
+    for backend in args.backends.split(","):
+        reference: tuple[float, dict[str, float]] | None = None
+        for name, overrides in ARMS.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                wall = sweep(Path(tmp), backend, overrides, args.train_size, args.epochs)
+                accuracies = results(Path(tmp))
+            assert len(accuracies) == jobs, accuracies
+            rate = jobs * args.epochs / wall
+            if reference is None:
+                reference = (rate, accuracies)
+                ratio, delta = "1.00x", "-"
+            else:
+                ratio = f"{rate / reference[0]:.2f}x"
+                delta = f"{max(abs(accuracies[k] - reference[1][k]) for k in accuracies):.4f}"
+            print(f"{backend:<11} {name:<29} {wall:>7.1f} {rate:>15.3f} {ratio:>17} {delta:>12}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
