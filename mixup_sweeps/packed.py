@@ -20,6 +20,7 @@ What this engine shares with `fit` is in `training`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -33,8 +34,10 @@ import keras
 import numpy as np
 
 from mixup_sweeps import augment, augmentations, files, models, probes, training
+from mixup_sweeps.sweep import format_duration
 from mixup_sweeps.training import INTERRUPTS, Member
 
+log = logging.getLogger(__name__)
 STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs (`training.METADATA` names it)
 
 
@@ -291,6 +294,7 @@ class PackedProgram:
                 except training.MemberStopped as exc:  # pruned by a search: alone, the pack goes on
                     member.fail(exc)
             INTERRUPTS.raise_pending()
+            self._progress(epoch + 1, seconds, [m.history[-1]["val_accuracy"] for m in self.members if not m.failed])
             if all(member.failed for member in self.members):
                 return
         probabilities = self._probabilities(self.members[0].dataset.test.images)
@@ -303,6 +307,15 @@ class PackedProgram:
                 probabilities[i], member.dataset, member.history, images_per_second, self._network_with(*trained)
             )
             shutil.rmtree(member.backup_dir, ignore_errors=True)  # done: nothing to resume
+
+    def _progress(self, epoch: int, seconds: float, val_accuracy: list[float]) -> None:
+        """One line per epoch for the whole pack: members still training, their mean validation accuracy, ETA."""
+        if len(self.members) < 2:
+            return  # a lone job: its own lines say it
+        left = (self.trainer.epochs - epoch) * seconds
+        mean = f"{np.mean(val_accuracy):.4f}" if val_accuracy else "n/a"
+        log.info("pack of %d: epoch %d/%d, %d training, mean val_accuracy %s, ETA %s", len(self.members), epoch,
+                 self.trainer.epochs, len(val_accuracy), mean, format_duration(left))  # fmt: skip
 
     def _network_with(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> Callable[[], keras.Model]:
         """A member's trained network: the pack's one network, given this member's weights when asked for."""

@@ -22,6 +22,7 @@ def study_of(record: dict[str, Any]) -> Any:
     from optuna.distributions import json_to_distribution
     from optuna.trial import TrialState, create_trial
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {key: json_to_distribution(text) for key, text in record["space"].items()}
     study = optuna.create_study(direction=record["settings"]["direction"])
     for trial in sorted(record["trials"], key=lambda t: t["number"]):

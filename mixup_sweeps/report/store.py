@@ -217,8 +217,10 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
 
 def _search_record(client: MlflowClient, parent_run_id: str) -> dict[str, Any] | None:
     """A search's whole record (every trial, the best, the confirmation), the artifact its sweeper left."""
+    import os
     import tempfile
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(parent_run_id, search.RECORD_ARTIFACT, tmp)
