@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
 pytestmark = pytest.mark.slow
 
@@ -212,9 +212,49 @@ print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))
 
 def test_the_packed_launcher_runs_a_tensorflow_job_as_the_basic_launcher_would(tmp_path):
     """Jobs it cannot pack (not backend=jax) are not refused: each runs alone, as Hydra's basic launcher runs it."""
-    result = run_cli(*PACKED, "aug=none,mixup", "backend=tensorflow", f"paths.output_dir={tmp_path}")
+    result = run_cli(*PACKED, "aug=none,mixup", "backend=tensorflow", *TINY, f"paths.output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = children(tmp_path)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["keras_backend"] for r in runs} == {"tensorflow"}
     assert not any("pack_members" in r.data.tags for r in runs)
+
+
+def _same_runs_as_the_local_pack(packed_sweep, out, tmp_path) -> None:
+    (client, runs), (reference_client, reference) = mlflow_runs(out), mlflow_runs(packed_sweep[0])
+    runs = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["pack_members"] for r in runs} == {"2"}  # two packs of two
+    assert len({r.data.tags["pid"] for r in runs}) == 2  # ... each trained by a worker process of its own
+    for run in runs:
+        params = {k: run.data.params[k] for k in ("aug.name", "seed")}
+        local = member(reference, **params)
+        assert_same_training(
+            (history(client, run), weights(client, run, tmp_path)),
+            (history(reference_client, local), weights(reference_client, local, tmp_path)),
+        )
+
+
+def test_two_packs_in_two_processes_land_the_same_runs_as_one_local_pack(packed_sweep, tmp_path):
+    """`hydra.launcher.processes=2` (what a machine with two GPUs gets, one GPU per process)."""
+    out = tmp_path / "processes"
+    result = run_cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL, "hydra.launcher.pack_size=2",
+                     "hydra.launcher.processes=2", f"paths.output_dir={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training 2 packs in 2 processes" in result.stdout + result.stderr
+    _same_runs_as_the_local_pack(packed_sweep, out, tmp_path)
+
+
+def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_sweep, tmp_path):
+    """`hydra.launcher.ray=true` on a local Ray instance of 2 CPUs, no GPU asked for (on a cluster: one each)."""
+    out = tmp_path / "ray"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a local instance, not a cluster
+    result = subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.run", *PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
+         "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
+         "+hydra.launcher.ray_init.num_cpus=2", f"paths.output_dir={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training 2 packs as Ray tasks" in result.stdout + result.stderr
+    _same_runs_as_the_local_pack(packed_sweep, out, tmp_path)

@@ -9,9 +9,11 @@ no pack, or cannot be packed (a TensorFlow job, another Hydra app's job), runs a
 """
 
 import logging
+import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -34,6 +36,13 @@ class PackedLauncherConf:
     # workplace's shared/probes/, not in it), while memory grows with each member; 64 leaves most of a GPU free.
     # On a CPU a pack is as fast per model-epoch as its members one by one (docs/benchmarks.md).
     pack_size: int = 64
+    # Packs trained at once, each in a worker process of its own: None = one per GPU on a machine with two or
+    # more (each process sees one GPU), else every pack in this process, one after another.
+    processes: int | None = None
+    # Packs as Ray tasks (on RAY_ADDRESS's cluster, or a local instance): ray.init's and each task's options.
+    ray: bool = False
+    ray_init: dict[str, Any] = field(default_factory=dict)
+    ray_remote: dict[str, Any] = field(default_factory=lambda: {"num_gpus": 1})
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mixup_sweeps")
@@ -45,17 +54,57 @@ def packable(config: DictConfig) -> bool:
     return config.get("backend") == "jax" and "trainer" in config and "dataset" in config
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs this machine shows (their device files), 0 on a CPU machine."""
+    import glob
+
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def _packs_in_worker(payload: bytes, env: dict[str, str]) -> bytes:
+    """Packs trained in a worker process (one of `processes`, or a Ray task): the launcher's state unpickled,
+    Hydra's globals set up as a launched job expects, then each pack as the local launcher trains it."""
+    import os
+
+    from hydra.core.singleton import Singleton
+
+    os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES: this worker's GPU, before JAX starts
+    state, hydra_context, config, task_function, pack_size, chunks = pickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(state)
+    launcher = PackedLauncher(pack_size=pack_size)
+    launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+    from joblib.externals import cloudpickle
+
+    return cloudpickle.dumps(launcher._run_chunks(chunks))  # the job returns hold config classes Hydra re-imported
+
+
 class PackedLauncher(Launcher):
-    def __init__(self, pack_size: int) -> None:
+    def __init__(
+        self,
+        pack_size: int,
+        processes: int | None = None,
+        ray: bool = False,
+        ray_init: Any = None,
+        ray_remote: Any = None,
+    ) -> None:
         super().__init__()
-        self.pack_size = pack_size
+        self.pack_size, self.processes, self.ray = pack_size, processes, ray
+        self.ray_init = dict(ray_init or {})
+        self.ray_remote = dict(ray_remote if ray_remote is not None else {"num_gpus": 1})
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
     def jobs_at_once(self) -> int:
-        """At most one pack trains at a time, and a pack trains all its members at once."""
-        return self.pack_size
+        """A pack trains all its members at once; `processes` packs train at once (Ray: as the cluster allows)."""
+        return self.pack_size * max(1, self._workers())
+
+    def _workers(self) -> int:
+        """Worker processes for packs: `processes`, else one per GPU on a machine with two or more, else 0."""
+        if self.processes is not None:
+            return int(self.processes)
+        return gpu_count() if gpu_count() > 1 else 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -81,12 +130,72 @@ class PackedLauncher(Launcher):
         size = self.pack_size
         chunks = [members[i : i + size] for members in packs.values() for i in range(0, len(members), size)]
         log.info("Launching %d jobs as %d packed programs (pack_size %d)", len(configs), len(chunks), self.pack_size)
-        returns: dict[int, JobReturn] = {}
         for chunk in chunks:
             for idx, sweep_config in chunk:
                 log.info("\t#%d : %s", idx, " ".join(filter_overrides(sweep_config.hydra.overrides.task)))
-            returns.update(self._run_single(chunk[0]) if len(chunk) == 1 else self._run_pack(chunk))
+        workers = self._workers()
+        if self.ray:
+            returns = self._on_ray(chunks)
+        elif workers > 1 and len(chunks) > 1:
+            returns = self._in_processes(chunks, workers)
+        else:
+            returns = self._run_chunks(chunks)
         return [returns[idx] for idx, _ in configs]
+
+    def _run_chunks(self, chunks: list[list[tuple[int, DictConfig]]]) -> dict[int, JobReturn]:
+        """Each pack in this process, one after another (a lone job as the basic launcher runs it)."""
+        returns: dict[int, JobReturn] = {}
+        for chunk in chunks:
+            returns.update(self._run_single(chunk[0]) if len(chunk) == 1 else self._run_pack(chunk))
+        return returns
+
+    def _payload(self, chunks: list[list[tuple[int, DictConfig]]]) -> bytes:
+        from hydra.core.singleton import Singleton
+        from joblib.externals import cloudpickle
+
+        state = Singleton.get_state()
+        return cloudpickle.dumps((state, self.hydra_context, self.config, self.task_function, self.pack_size, chunks))
+
+    def _in_processes(self, chunks: list[list[tuple[int, DictConfig]]], workers: int) -> dict[int, JobReturn]:
+        """Packs spread over `workers` fresh processes (spawned: each starts its own JAX), at once; on a machine
+        with GPUs worker i sees GPU i only. Each worker trains its packs one after another."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = min(workers, len(chunks))
+        gpus = gpu_count()
+        shares = [chunks[i::workers] for i in range(workers)]
+        log.info("Training %d packs in %d processes%s", len(chunks), workers, f" over {gpus} GPUs" if gpus else "")
+        context = multiprocessing.get_context("spawn")
+        pools = [ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in shares]
+        try:
+            futures = [
+                pool.submit(
+                    _packs_in_worker, self._payload(share), {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {}
+                )
+                for i, (pool, share) in enumerate(zip(pools, shares))
+            ]
+            returns: dict[int, JobReturn] = {}
+            for future in futures:
+                returns.update(pickle.loads(future.result()))
+            return returns
+        finally:
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
+
+    def _on_ray(self, chunks: list[list[tuple[int, DictConfig]]]) -> dict[int, JobReturn]:
+        """Each pack a Ray task (`ray_remote`, by default one GPU each) on RAY_ADDRESS's cluster or a local one."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(**self.ray_init)
+        task = ray.remote(**self.ray_remote)(_packs_in_worker)
+        log.info("Training %d packs as Ray tasks (%s)", len(chunks), self.ray_remote)
+        futures = [task.remote(self._payload([chunk]), {}) for chunk in chunks]
+        returns: dict[int, JobReturn] = {}
+        for result in ray.get(futures):
+            returns.update(pickle.loads(result))
+        return returns
 
     def _in_job_context(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
         """`task_function(config)` as Hydra runs a job: its directory, `.hydra/` files, logging, callbacks."""
