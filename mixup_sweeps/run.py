@@ -106,7 +106,8 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     parent_run_id = parent.info.run_id if parent is not None else None
     job_dir = Path(hydra_cfg.runtime.output_dir)
     reporter = search.reporter_for(hydra_cfg, str(output_dir), cfg.seed)
-    return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir, reporter)
+    log_file = job_dir / f"{hydra_cfg.job.name}.log"
+    return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir, reporter, log_file)
 
 
 def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: str) -> tuple[Run | None, str]:
@@ -216,8 +217,8 @@ def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
                 job.client.set_terminated(job.run_id, "FINISHED")
                 final = {**result.history[-1], **recorded}
                 outcomes[i] = outcome(final, [epoch.get("val_accuracy", float("nan")) for epoch in result.history])
-                log.info("done %s: test_accuracy=%.4f in %.1f s (run %s)",
-                         job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
+                job.log(logging.INFO, "done %s: test_accuracy=%.4f in %.1f s (run %s)",
+                        job.name, result.test_accuracy, time.perf_counter() - started, job.run_id)  # fmt: skip
             except Exception as exc:
                 outcomes[i] = _fail(job, exc, started)
     except BaseException as exc:  # an interrupt, or the engine failed: no run may stay RUNNING
@@ -237,10 +238,11 @@ def _fail(job: Job, exc: BaseException, started: float) -> BaseException:
 
     if isinstance(exc, training.Pruned):
         tracking.end_pruned_run(job.client, job.run_id, exc.epoch, str(exc))
-        log.info("PRUNED %s after epoch %d (%.1f s)", job.name, exc.epoch, time.perf_counter() - started)
+        job.log(logging.INFO, "PRUNED %s after epoch %d (%.1f s)", job.name, exc.epoch, time.perf_counter() - started)
         return exc
     tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
-    log.error("FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started, type(exc).__name__, exc)
+    job.log(logging.ERROR, "FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started,
+            type(exc).__name__, exc)  # fmt: skip
     return exc
 
 
@@ -285,6 +287,21 @@ class Job:
     output_dir: Path  # paths.output_dir: initial-weights cache, backups, store
     backup_dir: Path  # BackupAndRestore state of this computation (fingerprint)
     reporter: EpochReporter | None = None  # a search trial's job: reports each epoch, may prune it
+    log_file: Path | None = None  # Hydra's log file of this job (`<job dir>/<job name>.log`)
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        """Log a line about this job, and put it in the job's own log file when that file is not where the
+        logging goes now (a pack's members are trained after their job contexts closed)."""
+        log.log(level, message, *args)
+        path = self.log_file
+        if path is None or not path.parent.is_dir():
+            return
+        handlers = logging.getLogger().handlers + log.handlers
+        if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in handlers):
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(path, "a") as file:
+            file.write(f"[{stamp}][{log.name}][{logging.getLevelName(level)}] - {message % args}\n")
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)

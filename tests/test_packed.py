@@ -258,3 +258,15 @@ def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Training 2 packs as Ray tasks" in result.stdout + result.stderr
     _same_runs_as_the_local_pack(packed_sweep, out, tmp_path)
+
+
+def test_each_member_logs_to_its_own_job_log_and_the_pack_logs_its_epochs(packed_sweep):
+    out, output = packed_sweep
+    logs = sorted(out.glob("multirun/*/*/run.log"))
+    assert len(logs) == 4
+    for path in logs:
+        text = path.read_text()
+        (name,) = {line.split("start ", 1)[1].split(" (run")[0] for line in text.splitlines() if "] - start " in line}
+        assert f"done {name}: test_accuracy=" in text  # written after the pack trained, into this job's file
+        assert text.count("] - done ") == 1  # and no other member's
+    assert "pack of 4: epoch 2/2, 4 training, mean val_accuracy" in output
