@@ -47,3 +47,22 @@ def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
     assert LocalLauncher(jobs=3, threads=2).jobs_at_once() == 3
     monkeypatch.setattr(local_launcher, "has_nvidia_gpu", lambda: True)
     assert LocalLauncher().jobs_at_once() == 1  # a GPU: one job at a time (packs or ray_gpu share it better)
+
+
+def test_a_default_multirun_runs_jobs_side_by_side_pinned_with_one_line_per_start_and_end(tmp_path, real_data_dir):
+    """The default launcher on this machine: the two jobs run at once in two workers, each on its own core with
+    a one-thread pool, and the console has their start and end lines but no Keras epoch lines."""
+    from tests.helpers import TINY, mlflow_runs, run_cli
+
+    result = run_cli("-m", "aug.alpha=0.1,0.4", *TINY, f"paths.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Launching 2 jobs, 2 at once (1 threads each)" in output
+    assert output.count("] - start ") == 2 and output.count("] - done ") == 2
+    assert "Epoch 1/2" not in output  # Keras is quiet in workers
+    runs = [r for r in mlflow_runs(tmp_path)[1] if r.data.tags.get("sweep_parent") != "true"]
+    assert {r.data.tags["threads"] for r in runs} == {"1"} and {r.data.tags["tf_intra_op_threads"] for r in runs} == {
+        "1"
+    }
+    assert len({r.data.tags["pid"] for r in runs}) == 2  # two worker processes
+    assert sorted(r.data.tags["cpu_affinity"] for r in runs) == ["0", "1"]  # each pinned to a core of its own

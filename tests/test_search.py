@@ -19,7 +19,7 @@ import pytest
 from mixup_sweeps import liveness, preflight, search
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.report import fetch_runs, write_report
-from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli, steps
+from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli, steps, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 SEARCH = ["hydra/sweeper=optuna", "dataset.train_size=1024", "dataset.val_size=200"]
@@ -292,15 +292,16 @@ def test_optunas_dashboard_shows_the_stored_study(searched, tmp_path):
     command = [str(dashboard), f"sqlite:///{out}/optuna.db", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert server.poll() is None, "optuna-dashboard exited"
+        try:
+            return urllib.request.urlopen(f"{url}/api/studies", timeout=2).status == 200
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/studies", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
-                time.sleep(0.5)
+        wait_until(up, "optuna-dashboard", timeout=60)
         name = _study_name(out)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -46,6 +46,27 @@ def has_nvidia_gpu() -> bool:
     return os.path.exists("/dev/nvidiactl") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") not in ("", "-1")
 
 
+_SLOT: list[Any] = []  # the open lock file of the cores a worker holds, for its lifetime
+
+
+def _pin_worker(slots_dir: str, cores: list[list[int]]) -> None:
+    """A new worker takes a free set of `threads` cores for its lifetime (a lock file per set, released when the
+    process ends) and pins itself there before TensorFlow or XLA start their threads, which inherit it: two jobs
+    then never share a core while one sits idle. No free set (a worker restarted while its lock lingers): no pin."""
+    import fcntl
+
+    for index, chosen in enumerate(cores):
+        handle = open(Path(slots_dir) / f"cores-{index}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _SLOT.append(handle)
+        os.sched_setaffinity(0, chosen)
+        return
+
+
 def _in_worker(threads: int, *args: Any) -> JobReturn:
     """One job in a worker process: its pools' size in the environment, Keras quiet, then Hydra's job."""
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
@@ -58,6 +79,7 @@ class LocalLauncher(Launcher):
     def __init__(self, jobs: int | None = None, threads: int = THREADS_PER_JOB) -> None:
         super().__init__()
         self.jobs, self.threads = jobs, threads
+        self._slots: str | None = None  # where the workers' core locks live
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -90,16 +112,34 @@ class LocalLauncher(Launcher):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         if at_once <= 1:
             return [self._here(idx, overrides) for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
-        from joblib import Parallel, delayed
-
         state = Singleton.get_state()
-        runs = Parallel(n_jobs=at_once, backend="loky")(
-            delayed(_in_worker)(
-                self.threads, idx, overrides, self.hydra_context, self.config, self.task_function, state
+        executor = self._workers(at_once)
+        futures = [
+            executor.submit(
+                _in_worker, self.threads, idx, overrides, self.hydra_context, self.config, self.task_function, state
             )  # fmt: skip
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx)
-        )
-        return list(runs)
+        ]
+        return [future.result() for future in futures]
+
+    def _workers(self, count: int) -> Any:
+        """joblib's loky pool of `count` workers, each pinned to its own `threads` cores (`_pin_worker`), kept
+        for the sweep's later launches (a search's batches, a race's rounds)."""
+        import tempfile
+
+        from joblib.externals.loky import get_reusable_executor
+
+        if self._slots is None:
+            import atexit
+            import shutil
+
+            self._slots = tempfile.mkdtemp(prefix="mixup-cores-")
+            atexit.register(shutil.rmtree, self._slots, True)
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cores = [affinity[i * self.threads : (i + 1) * self.threads] for i in range(count)]
+        cores = [chosen for chosen in cores if len(chosen) == self.threads]
+        return get_reusable_executor(max_workers=count, timeout=3600, initializer=_pin_worker,
+                                     initargs=(self._slots, cores))  # fmt: skip
 
     def _here(self, idx: int, overrides: Sequence[str]) -> JobReturn:
         """A job in this process, as Hydra's basic launcher runs it."""
