@@ -14,6 +14,19 @@ from mixup_sweeps.config import CONF_DIR
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]  # Hydra's apps: ~1 min
 
 
+@pytest.fixture(autouse=True)
+def hydra_version_base_unset():
+    """Hydra's suites expect an app without a version_base (jobs change into their directory); the compose
+    calls of other test files in this process set it to 1.3 (a process-wide singleton): unset it here."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    saved = Singleton._instances.pop(VersionBase, None)  # type: ignore[attr-defined]
+    yield
+    if saved is not None:
+        Singleton._instances[VersionBase] = saved  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     "launcher_name, overrides",
     [

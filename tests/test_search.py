@@ -204,6 +204,7 @@ def searched(tmp_path_factory, real_data_dir):
         "-m", *SEARCH, "trainer.epochs=3", "aug.alpha=interval(0.1, 1.0)", RATES,
         "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler=random", "hydra.sweeper.sampler_seed=0",
         "hydra.sweeper.n_startup_trials=1", "hydra.sweeper.confirm_seeds=2", f"paths.output_dir={out}",
+        "hydra/launcher=basic",  # one trial at a time: #1 is judged against the finished #0
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     client, runs = mlflow_runs(out)
