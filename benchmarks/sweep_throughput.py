@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     jobs = 6
     print(f"default sweep: {jobs} jobs x {args.epochs} epochs on {args.train_size} images, {os.cpu_count()} cores")
-    print(f"{'backend':<11} {'arm':<29} {'wall s':>7} {'model-epochs/s':>15} {'vs job after job':>17} {'max |Δ acc|':>12}")
+    header = f"{'backend':<11} {'arm':<29} {'wall s':>7} {'model-epochs/s':>15} {'vs job after job':>17}"
+    print(f"{header} {'max |Δ acc|':>12}")
     for backend in args.backends.split(","):
         reference: tuple[float, dict[str, float]] | None = None
         for name, overrides in ARMS.items():
