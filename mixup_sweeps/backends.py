@@ -51,7 +51,7 @@ def prepare(backend: str, deterministic: bool = False) -> None:
     if deterministic and backend == "jax" and XLA_DETERMINISTIC not in os.environ.get("XLA_FLAGS", ""):
         if "jax" in sys.modules:
             log.warning("JAX has started in this process: trainer.deterministic cannot set %s now", XLA_DETERMINISTIC)
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_DETERMINISTIC}".strip()
+        add_xla_flag(XLA_DETERMINISTIC)
     os.environ["KERAS_BACKEND"] = backend
     if "keras" not in sys.modules:
         return
@@ -95,6 +95,23 @@ def job_threads(configured: int | None) -> tuple[int, str]:
     return cpu_cores(), "cores"
 
 
+def add_xla_flag(flag: str) -> None:
+    """Add `flag` to XLA_FLAGS once (XLA reads it when JAX starts)."""
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
+def gpu_count() -> int:
+    """The NVIDIA GPUs this process may use: the machine's device files, or CUDA_VISIBLE_DEVICES where it is set."""
+    import glob
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = len(glob.glob("/dev/nvidia[0-9]*"))
+    if visible is None or not devices:
+        return devices
+    return 0 if visible.strip() in ("", "-1") else len(visible.split(","))
+
+
 def cpu_cores() -> int:
     """The cores this process may run on (its CPU affinity: a container's or a batch system's share)."""
     try:
@@ -108,13 +125,8 @@ def set_threads(threads: int, backend: str) -> None:
     pool (one thread: off), OpenMP's. A process whose TensorFlow already started keeps its pools (a worker
     reused by the next job: the launcher gives every job the same threads)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    if (
-        backend == "jax"
-        and threads == 1
-        and XLA_ONE_THREAD not in os.environ.get("XLA_FLAGS", "")
-        and ("jax" not in sys.modules)
-    ):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
+    if backend == "jax" and threads == 1 and "jax" not in sys.modules:
+        add_xla_flag(XLA_ONE_THREAD)
     if backend == "tensorflow" and installed("tensorflow"):
         import tensorflow as tf
 

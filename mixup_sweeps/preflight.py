@@ -85,7 +85,7 @@ def check(argv: Sequence[str]) -> None:
     from mixup_sweeps import search
 
     if search.is_search(config.hydra.sweeper):
-        for job in check_search(config):
+        for job in check_search(config):  # its launcher's settings too
             _check_job(job)
         return
     jobs = sweep_jobs(config)
@@ -116,6 +116,7 @@ def check_search(config: DictConfig) -> list[list[str]]:
     from mixup_sweeps import search
     from mixup_sweeps.sweep import task_overrides
 
+    _check_launcher(config)
     sweeper = config.hydra.sweeper
     search.settings_of(_resolved(sweeper, "hydra.sweeper"))
     params = sweeper.get("params") or {}
@@ -173,16 +174,14 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
     from mixup_sweeps import racing, search
     from mixup_sweeps.sweep import race, seeds_until
 
-    _resolved(config.hydra.sweeper, "hydra.sweeper")
-    _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
     if search.is_search(config.hydra.sweeper):
         check_search(config)
         return
+    _resolved(config.hydra.sweeper, "hydra.sweeper")
+    _check_launcher(config)
     jobs = sweep_jobs(config) if jobs is None else jobs
-    sweeper, launcher = config.hydra.sweeper, config.hydra.get("launcher") or OmegaConf.create({})
+    sweeper = config.hydra.sweeper
     check_until(sweeper.get("until") or {})
-    if "pack_size" in launcher and not (isinstance(launcher.pack_size, int) and launcher.pack_size >= 1):
-        raise ConfigError(f"Invalid value hydra.launcher.pack_size={launcher.pack_size!r}: must be an integer >= 1")
     settings = race(config)
     if settings is None:
         return
@@ -197,6 +196,14 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
             f"hydra.sweeper.race.metric={checked.metric} reports the chosen epoch's test accuracy: "
             "set trainer.test_every_epoch=true"
         )
+
+
+def _check_launcher(config: DictConfig) -> None:
+    """The launcher's settings that can be checked before a sweep starts (every sweeper's)."""
+    launcher = _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
+    pack_size = launcher.get("pack_size", 1)
+    if not (isinstance(pack_size, int) and pack_size >= 1):
+        raise ConfigError(f"Invalid value hydra.launcher.pack_size={pack_size!r}: must be an integer >= 1")
 
 
 def _resolved(node: Any, key: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from mixup_sweeps.backends import JOB_THREADS_ENV, cpu_cores  # light: no Keras, no backend
+from mixup_sweeps.backends import JOB_THREADS_ENV, cpu_cores, gpu_count  # light: no Keras, no backend
 
 log = logging.getLogger(__name__)
 THREADS_PER_JOB = 1  # measured best on this CNN (docs/benchmarks.md, "Sweeps that fill the machine")
@@ -43,7 +43,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="local", node=LocalLau
 
 
 def has_nvidia_gpu() -> bool:
-    return os.path.exists("/dev/nvidiactl") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") not in ("", "-1")
+    return gpu_count() > 0
 
 
 _SLOT: list[Any] = []  # the open lock file of the cores a worker holds, for its lifetime

@@ -9,6 +9,7 @@ no pack, or cannot be packed (a TensorFlow job, another Hydra app's job), runs a
 """
 
 import logging
+import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from mixup_sweeps.backends import gpu_count  # light: no Keras, no backend
 from mixup_sweeps.config import ConfigError, program_key
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,6 @@ def packable(config: DictConfig) -> bool:
     """A job this launcher can pack: one of this harness's jobs on the JAX backend. Anything else (a TensorFlow
     job, another Hydra app's job) runs as Hydra's basic launcher would run it."""
     return config.get("backend") == "jax" and "trainer" in config and "dataset" in config
-
-
-def gpu_count() -> int:
-    """NVIDIA GPUs this machine shows (their device files), 0 on a CPU machine."""
-    import glob
-
-    return len(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def _packs_in_worker(payload: bytes, env: dict[str, str]) -> bytes:
@@ -164,6 +159,8 @@ class PackedLauncher(Launcher):
 
         workers = min(workers, len(chunks))
         gpus = gpu_count()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the ids this process may use, if it is restricted
+        ids = visible.split(",") if visible and gpus else [str(i) for i in range(gpus)]
         shares = [chunks[i::workers] for i in range(workers)]
         log.info("Training %d packs in %d processes%s", len(chunks), workers, f" over {gpus} GPUs" if gpus else "")
         context = multiprocessing.get_context("spawn")
@@ -171,7 +168,7 @@ class PackedLauncher(Launcher):
         try:
             futures = [
                 pool.submit(
-                    _packs_in_worker, self._payload(share), {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {}
+                    _packs_in_worker, self._payload(share), {"CUDA_VISIBLE_DEVICES": ids[i % gpus]} if gpus else {}
                 )
                 for i, (pool, share) in enumerate(zip(pools, shares))
             ]
