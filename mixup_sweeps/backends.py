@@ -141,7 +141,7 @@ def set_threads(threads: int, backend: str) -> None:
 def thread_tags(backend: str) -> dict[str, str]:
     """Tags: the pools this job ran with, read back from the libraries (what a test checks)."""
     tags = {"threads": str(_THREADS.get("threads", "")), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")}
-    if hasattr(os, "sched_getaffinity"):  # the cores the job may run on (hydra/launcher=local pins its workers)
+    if hasattr(os, "sched_getaffinity"):  # the cores the job may run on (a container's or batch system's share)
         tags["cpu_affinity"] = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
     if backend == "tensorflow":
         import tensorflow as tf

@@ -5,6 +5,8 @@ sweeper with the basic launcher. Hydra's test apps are plain functions: nothing 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
@@ -62,9 +64,9 @@ def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
     assert LocalLauncher().jobs_at_once() == 1  # a GPU: one job at a time (packs or ray_gpu share it better)
 
 
-def test_a_default_multirun_runs_jobs_side_by_side_pinned_with_one_line_per_start_and_end(tmp_path, real_data_dir):
-    """The default launcher on this machine: the two jobs run at once in two workers, each on its own core with
-    a one-thread pool, and the console has their start and end lines but no Keras epoch lines."""
+def test_a_default_multirun_runs_jobs_side_by_side_with_one_line_per_start_and_end(tmp_path, real_data_dir):
+    """The default launcher on this machine: the two jobs run at once in two workers, each with one-thread
+    pools, free to run on any core, and the console has their start and end lines but no Keras epoch lines."""
     from tests.helpers import TINY, mlflow_runs, run_cli
 
     result = run_cli("-m", "aug.alpha=0.1,0.4", *TINY, f"paths.output_dir={tmp_path}")
@@ -78,4 +80,5 @@ def test_a_default_multirun_runs_jobs_side_by_side_pinned_with_one_line_per_star
         "1"
     }
     assert len({r.data.tags["pid"] for r in runs}) == 2  # two worker processes
-    assert sorted(r.data.tags["cpu_affinity"] for r in runs) == ["0", "1"]  # each pinned to a core of its own
+    every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
+    assert {r.data.tags["cpu_affinity"] for r in runs} == {every_core}  # not pinned (docs/benchmarks.md)

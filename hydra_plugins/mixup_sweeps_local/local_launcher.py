@@ -1,11 +1,15 @@
 """`hydra/launcher=local`: the jobs of a launch side by side on this machine's cores, the default of every multirun.
 
 One tiny CNN cannot use a machine's cores (measured in docs/benchmarks.md: on a 2-core machine two jobs of one
-thread each train 1.6x the model-epochs per second of one job on both cores), so this launcher runs
+thread each train about 1.4x the model-epochs per second of one job on both cores), so this launcher runs
 `jobs` jobs at once (default: the cores this process may use, divided by `threads`), each in a worker process
 (joblib's loky pool, as Hydra's joblib launcher: the same `run_job`, job directories, `.hydra/` files and
 callbacks) whose TensorFlow / XLA pools get `threads` threads (`backends.job_threads` reads it from
 `MIXUP_JOB_THREADS`). Workers are reused by later jobs, so a sweep pays TensorFlow's start-up once per worker.
+Workers are not pinned to cores: a TensorFlow job with one intra-op thread still keeps more than one thread
+busy (the calling thread runs kernels beside the pool's), and pinned to one core they take turns; unpinned,
+the scheduler lends a job the core another job is not using (between epochs, at the end of a sweep). Measured
+in docs/benchmarks.md: the same sweep 1.12x job after job with each worker pinned, 1.38x unpinned.
 A launch of one job, one job at a time (`jobs: 1`) or a machine with an NVIDIA GPU (where a pack or `ray_gpu`
 shares the device better) runs the jobs in this process, one after another, as Hydra's basic launcher does.
 The sweep's parent run, the progress lines and the ETA are the sweeper's: each job logs one line when it
@@ -46,27 +50,6 @@ def has_nvidia_gpu() -> bool:
     return gpu_count() > 0
 
 
-_SLOT: list[Any] = []  # the open lock file of the cores a worker holds, for its lifetime
-
-
-def _pin_worker(slots_dir: str, cores: list[list[int]]) -> None:
-    """A new worker takes a free set of `threads` cores for its lifetime (a lock file per set, released when the
-    process ends) and pins itself there before TensorFlow or XLA start their threads, which inherit it: two jobs
-    then never share a core while one sits idle. No free set (a worker restarted while its lock lingers): no pin."""
-    import fcntl
-
-    for index, chosen in enumerate(cores):
-        handle = open(Path(slots_dir) / f"cores-{index}.lock", "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _SLOT.append(handle)
-        os.sched_setaffinity(0, chosen)
-        return
-
-
 def _in_worker(threads: int, *args: Any) -> JobReturn:
     """One job in a worker process: its pools' size in the environment, Keras quiet, then Hydra's job."""
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
@@ -79,7 +62,6 @@ class LocalLauncher(Launcher):
     def __init__(self, jobs: int | None = None, threads: int = THREADS_PER_JOB) -> None:
         super().__init__()
         self.jobs, self.threads = jobs, threads
-        self._slots: str | None = None  # where the workers' core locks live
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -123,23 +105,11 @@ class LocalLauncher(Launcher):
         return [future.result() for future in futures]
 
     def _workers(self, count: int) -> Any:
-        """joblib's loky pool of `count` workers, each pinned to its own `threads` cores (`_pin_worker`), kept
-        for the sweep's later launches (a search's batches, a race's rounds)."""
-        import tempfile
-
+        """joblib's loky pool of `count` workers, kept for the sweep's later launches (a search's batches, a
+        race's rounds). Not pinned to cores: see the module's docstring."""
         from joblib.externals.loky import get_reusable_executor
 
-        if self._slots is None:
-            import atexit
-            import shutil
-
-            self._slots = tempfile.mkdtemp(prefix="mixup-cores-")
-            atexit.register(shutil.rmtree, self._slots, True)
-        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        cores = [affinity[i * self.threads : (i + 1) * self.threads] for i in range(count)]
-        cores = [chosen for chosen in cores if len(chosen) == self.threads]
-        return get_reusable_executor(max_workers=count, timeout=3600, initializer=_pin_worker,
-                                     initargs=(self._slots, cores))  # fmt: skip
+        return get_reusable_executor(max_workers=count, timeout=3600)
 
     def _here(self, idx: int, overrides: Sequence[str]) -> JobReturn:
         """A job in this process, as Hydra's basic launcher runs it."""
