@@ -7,6 +7,11 @@ epochs, each arm in a fresh output directory:
 - filling the machine: `hydra/launcher=local` (the default now: cores // threads jobs at once, `threads` each).
 The answer check: each job's test accuracy in the machine-filling arm against the same job's job-after-job
 result (threads change the order of float sums, not the computation).
+The steady column is the median seconds of an epoch after the first (no start-up, tracing or test pass). The
+ceiling line: one job alone pinned to one core (`trainer.threads=1`) against the job-after-job arm's epochs
+on every core: jobs side by side, one core each, can train at most cores x (s/epoch on every core) / (s/epoch
+on one core) times the model-epochs per second of job after job while all are training; anything above that
+comes from overlapping what is not training (start-up, the test pass, artifacts).
 
   .venv/bin/python benchmarks/sweep_throughput.py --train-size 16384 --epochs 4
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +46,26 @@ def sweep(output_dir: Path, backend: str, overrides: list[str], train_size: int,
     return time.perf_counter() - started
 
 
+def one_core_job(output_dir: Path, backend: str, train_size: int, epochs: int) -> None:
+    """One mixup job alone, pinned to the first core this process may use, with one-thread pools."""
+    core = min(os.sched_getaffinity(0))
+    subprocess.run(
+        [sys.executable, "-m", "mixup_sweeps.run", "aug=mixup", f"backend={backend}", "trainer.threads=1",
+         f"dataset.train_size={train_size}", f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}"],
+        cwd=ROOT, check=True, capture_output=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )  # fmt: skip
+
+
+def steady_epoch_seconds(output_dir: Path) -> float:
+    """The median seconds of the epochs after the first, over the store's finished runs."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
+    experiment = client.get_experiment_by_name("mixup-fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    seconds = [m.value for r in runs for m in client.get_metric_history(r.info.run_id, "epoch_seconds") if m.step > 1]
+    return statistics.median(seconds)
+
+
 def results(output_dir: Path) -> dict[str, float]:
     client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
     experiment = client.get_experiment_by_name("mixup-fashion-mnist")
@@ -53,25 +79,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--backends", default="tensorflow,jax")
     args = parser.parse_args()
-    jobs = 6
-    print(f"default sweep: {jobs} jobs x {args.epochs} epochs on {args.train_size} images, {os.cpu_count()} cores")
+    jobs, cores = 6, len(os.sched_getaffinity(0))
+    print(f"default sweep: {jobs} jobs x {args.epochs} epochs on {args.train_size} images, {cores} cores")
     header = f"{'backend':<11} {'arm':<29} {'wall s':>7} {'model-epochs/s':>15} {'vs job after job':>17}"
-    print(f"{header} {'max |Δ acc|':>12}")
+    print(f"{header} {'max |Δ acc|':>12} {'steady s/epoch':>15}")
     for backend in args.backends.split(","):
         reference: tuple[float, dict[str, float]] | None = None
+        every_core = 0.0
         for name, overrides in ARMS.items():
             with tempfile.TemporaryDirectory() as tmp:
                 wall = sweep(Path(tmp), backend, overrides, args.train_size, args.epochs)
                 accuracies = results(Path(tmp))
+                steady = steady_epoch_seconds(Path(tmp))
             assert len(accuracies) == jobs, accuracies
             rate = jobs * args.epochs / wall
             if reference is None:
-                reference = (rate, accuracies)
+                reference, every_core = (rate, accuracies), steady
                 ratio, delta = "1.00x", "-"
             else:
                 ratio = f"{rate / reference[0]:.2f}x"
                 delta = f"{max(abs(accuracies[k] - reference[1][k]) for k in accuracies):.4f}"
-            print(f"{backend:<11} {name:<29} {wall:>7.1f} {rate:>15.3f} {ratio:>17} {delta:>12}", flush=True)
+            print(f"{backend:<11} {name:<29} {wall:>7.1f} {rate:>15.3f} {ratio:>17} {delta:>12} {steady:>15.2f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            one_core_job(Path(tmp), backend, args.train_size, args.epochs)
+            one_core = steady_epoch_seconds(Path(tmp))
+        print(f"{backend:<11} ceiling: one job alone on one core {one_core:.2f} s/epoch, on every core {every_core:.2f}"
+              f" s/epoch: {cores} jobs side by side at most {cores * every_core / one_core:.2f}x while training",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
