@@ -25,11 +25,12 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from mixup_sweeps import launching
 from mixup_sweeps.backends import JOB_THREADS_ENV, cpu_cores, gpu_count  # light: no Keras, no backend
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,5 @@ class LocalLauncher(Launcher):
     def _here(self, idx: int, overrides: Sequence[str]) -> JobReturn:
         """A job in this process, as Hydra's basic launcher runs it."""
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
-        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return ret
+        sweep_config = launching.job_config(self.hydra_context, self.config, overrides, idx)
+        return launching.run_here(self.hydra_context, self.config, self.task_function, sweep_config)

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from mixup_sweeps import launching
 from mixup_sweeps.backends import gpu_count  # light: no Keras, no backend
 from mixup_sweeps.config import ConfigError, program_key
 
@@ -113,11 +114,7 @@ class PackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            configs.append((idx, sweep_config))
+            configs.append((idx, launching.job_config(self.hydra_context, self.config, overrides, idx)))
         packs: dict[str, list[tuple[int, DictConfig]]] = {}
         for idx, sweep_config in configs:  # a job that cannot be packed is a pack of its own (run as basic)
             key = program_key(sweep_config) if packable(sweep_config) else f"alone-{idx}"
@@ -197,15 +194,7 @@ class PackedLauncher(Launcher):
     def _in_job_context(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
         """`task_function(config)` as Hydra runs a job: its directory, `.hydra/` files, logging, callbacks."""
         assert self.hydra_context is not None and self.config is not None
-        ret = run_job(
-            hydra_context=self.hydra_context,
-            task_function=task_function,
-            config=config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return ret
+        return launching.run_here(self.hydra_context, self.config, task_function, config)
 
     def _run_single(self, job: tuple[int, DictConfig]) -> dict[int, JobReturn]:
         """A job that fits no pack: the task function, as the basic launcher runs it."""
