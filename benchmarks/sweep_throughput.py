@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -35,12 +36,14 @@ ARMS = {  # name -> (overrides, jobs at once: None for one per core)
 }
 
 
-def sweep(output_dir: Path, backend: str, overrides: list[str], train_size: int, epochs: int) -> float:
+def harness(output_dir: Path, backend: str, train_size: int, epochs: int, *args: str, **popen: Any) -> float:
+    """`python -m mixup_sweeps.run ARGS` on this backend and size into `output_dir`: its wall seconds."""
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.run", "-m", "experiment=default_sweep", f"backend={backend}",
-         f"dataset.train_size={train_size}", f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}", *overrides],
+        [sys.executable, "-m", "mixup_sweeps.run", *args, f"backend={backend}", f"dataset.train_size={train_size}",
+         f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}"],
         cwd=ROOT, check=True, capture_output=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        **popen,
     )  # fmt: skip
     return time.perf_counter() - started
 
@@ -48,27 +51,26 @@ def sweep(output_dir: Path, backend: str, overrides: list[str], train_size: int,
 def one_core_job(output_dir: Path, backend: str, train_size: int, epochs: int) -> None:
     """One mixup job alone, pinned to the first core this process may use, with one-thread pools."""
     core = min(os.sched_getaffinity(0))
-    subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.run", "aug=mixup", f"backend={backend}", "trainer.threads=1",
-         f"dataset.train_size={train_size}", f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}"],
-        cwd=ROOT, check=True, capture_output=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
-    )  # fmt: skip
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {core})
+
+    harness(output_dir, backend, train_size, epochs, "aug=mixup", "trainer.threads=1", preexec_fn=pin)
 
 
-def steady_epoch_seconds(output_dir: Path) -> float:
-    """The median seconds of the epochs after the first, over the store's finished runs."""
+def finished_runs(output_dir: Path) -> tuple[MlflowClient, list]:
     client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
     experiment = client.get_experiment_by_name("mixup-fashion-mnist")
-    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    return client, client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+
+
+def steady_epoch_seconds(client: MlflowClient, runs: list) -> float:
+    """The median seconds of the epochs after the first, over the runs."""
     seconds = [m.value for r in runs for m in client.get_metric_history(r.info.run_id, "epoch_seconds") if m.step > 1]
     return statistics.median(seconds)
 
 
-def results(output_dir: Path) -> dict[str, float]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir}/mlflow.db")
-    experiment = client.get_experiment_by_name("mixup-fashion-mnist")
-    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+def test_accuracies(runs: list) -> dict[str, float]:
     return {r.info.run_name: r.data.metrics["test_accuracy"] for r in runs if "test_accuracy" in r.data.metrics}
 
 
@@ -87,9 +89,10 @@ def main() -> None:
         steady_reference = 0.0
         for name, (overrides, at_once) in ARMS.items():
             with tempfile.TemporaryDirectory() as tmp:
-                wall = sweep(Path(tmp), backend, overrides, args.train_size, args.epochs)
-                accuracies = results(Path(tmp))
-                steady = steady_epoch_seconds(Path(tmp))
+                wall = harness(Path(tmp), backend, args.train_size, args.epochs, "-m", "experiment=default_sweep",
+                               *overrides)  # fmt: skip
+                client, runs = finished_runs(Path(tmp))
+                accuracies, steady = test_accuracies(runs), steady_epoch_seconds(client, runs)
             assert len(accuracies) == jobs, accuracies
             rate = jobs * args.epochs / wall
             if reference is None:
@@ -103,7 +106,7 @@ def main() -> None:
             print(f"{row} {steady_ratio:>24}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             one_core_job(Path(tmp), backend, args.train_size, args.epochs)
-            one_core = steady_epoch_seconds(Path(tmp))
+            one_core = steady_epoch_seconds(*finished_runs(Path(tmp)))
         print(f"{backend:<11} one job alone pinned to one core: {one_core:.2f} s/epoch", flush=True)
 
 

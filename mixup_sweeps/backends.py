@@ -101,15 +101,21 @@ def add_xla_flag(flag: str) -> None:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
-def gpu_count() -> int:
-    """The NVIDIA GPUs this process may use: the machine's device files, or CUDA_VISIBLE_DEVICES where it is set."""
+def gpu_ids() -> list[str]:
+    """The NVIDIA GPUs this process may use, as CUDA numbers them for it: CUDA_VISIBLE_DEVICES where it is set,
+    else every device file of the machine; [] on a machine without one."""
     import glob
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = len(glob.glob("/dev/nvidia[0-9]*"))
     if visible is None or not devices:
-        return devices
-    return 0 if visible.strip() in ("", "-1") else len(visible.split(","))
+        return [str(i) for i in range(devices)]
+    return [] if visible.strip() in ("", "-1") else visible.split(",")
+
+
+def gpu_count() -> int:
+    """How many GPUs this process may use (`gpu_ids`)."""
+    return len(gpu_ids())
 
 
 def cpu_cores() -> int:

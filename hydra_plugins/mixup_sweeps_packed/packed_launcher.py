@@ -9,7 +9,6 @@ no pack, or cannot be packed (a TensorFlow job, another Hydra app's job), runs a
 """
 
 import logging
-import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from mixup_sweeps import launching
-from mixup_sweeps.backends import gpu_count  # light: no Keras, no backend
+from mixup_sweeps.backends import gpu_count, gpu_ids  # light: no Keras, no backend
 from mixup_sweeps.config import ConfigError, program_key
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,8 @@ class PackedLauncher(Launcher):
         """Worker processes for packs: `processes`, else one per GPU on a machine with two or more, else 0."""
         if self.processes is not None:
             return int(self.processes)
-        return gpu_count() if gpu_count() > 1 else 0
+        gpus = gpu_count()
+        return gpus if gpus > 1 else 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -155,9 +155,8 @@ class PackedLauncher(Launcher):
         from concurrent.futures import ProcessPoolExecutor
 
         workers = min(workers, len(chunks))
-        gpus = gpu_count()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # the ids this process may use, if it is restricted
-        ids = visible.split(",") if visible and gpus else [str(i) for i in range(gpus)]
+        ids = gpu_ids()  # the GPUs this process may use, as it numbers them
+        gpus = len(ids)
         shares = [chunks[i::workers] for i in range(workers)]
         log.info("Training %d packs in %d processes%s", len(chunks), workers, f" over {gpus} GPUs" if gpus else "")
         context = multiprocessing.get_context("spawn")
