@@ -58,11 +58,12 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
     import tfdata_stream
     from train_throughput import ROOT, EpochTimer  # the sibling benchmark: same epoch timer
 
-    from mixup_sweeps import data, models
     from mixup_sweeps.config import load_config
+    from mixup_sweeps.data import datasets
+    from mixup_sweeps.train import models
 
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
-    ds = data.load(load_config(ROOT / "outputs").dataset)  # the default dataset config: all 58,000 images
+    ds = datasets.load(load_config(ROOT / "outputs").dataset)  # the default dataset config: all 58,000 images
     steps = -(-len(ds.train) // 64)
     stream = tfdata_stream.training_stream(ds.train, "mixup", 64, 10, seed=0)
     if spec.get("data_threads"):

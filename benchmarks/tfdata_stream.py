@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mixup_sweeps.data import Split
+from mixup_sweeps.data.datasets import Split
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER = 6400  # BATCH_SIZE * 100, as in the seed

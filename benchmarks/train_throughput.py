@@ -6,14 +6,15 @@ Arms (every run trains the seed CNN from the same initial weights on the real da
   with 6,400-element buffers, `zip`, `map(mix_up)` with the direct Gamma ratio, one step per call);
 - `tfdata`: the harness's stream until the one-stream change (`benchmarks/tfdata_stream.py`: uint8 images,
   gather + scale + mix in the tf.data graph, prefetch) with `steps_per_execution: 32`, the reference;
-- `stream-tensorflow`, `stream-jax`: what the fit engine (`mixup_sweeps.fit`) does now:
-  `augment.TrainingStream` (an epoch's plan drawn in NumPy, uint8 batches) -> `augment.training_model` (scale
-  + mix in the compiled step) with `steps_per_execution: 32`, on that Keras backend (`stream-jax` needs no TensorFlow).
+- `stream-tensorflow`, `stream-jax`: what the fit engine (`mixup_sweeps.train.fit`) does now:
+  `training_stream.TrainingStream` (an epoch's plan drawn in NumPy, uint8 batches) ->
+  `training_stream.training_model` (scale + mix in the compiled step) with `steps_per_execution: 32`, on that
+  Keras backend (`stream-jax` needs no TensorFlow).
 Each run is a fresh process (a process has one Keras backend); the arms alternate (seed 0: every arm, then
 seed 1, ...) so machine noise hits all alike. The first epoch (tracing, compiling) is left out of min/median.
 `--jobs-at-once 1 2 4 8` instead starts that many runs of one arm together (a sweep's jobs sharing one GPU
 or CPU) and prints the images per second of all of them together. `--packed 1 4 16 64` instead trains N
-jobs (seeds 0..N-1) as one packed program (`mixup_sweeps.packed`, what `hydra/launcher=packed` and every JAX
+jobs (seeds 0..N-1) as one packed program (`mixup_sweeps.train.packed`, what `hydra/launcher=packed` and every JAX
 job run) beside the `stream-jax` arm (Keras's fit on JAX, one job), in one run: seconds per epoch (training
 only, as the fit arms) and model-epochs per second. `--train-size` trains on fewer images (CPU runs).
 
@@ -38,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from mixup_sweeps.augmentations import AUGMENTATIONS  # noqa: E402 (NumPy only)
 from mixup_sweeps.config import PRECISIONS  # noqa: E402 (trainer.precision; config imports no Keras)
+from mixup_sweeps.data.augmentations import AUGMENTATIONS  # noqa: E402 (NumPy only)
 
 BATCH_SIZE = 64
 ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax", "packed")  # packed: `--packed N...` (default 1 4 16 64)
@@ -74,13 +75,14 @@ def seed_recipe_stream(x_train, y_train, aug: str):
 
 def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path, spe: int, train_size: int) -> dict:
     """`members` jobs (seeds 0..members-1) as one packed program; seconds of each epoch's training."""
-    from mixup_sweeps import backends
+    from mixup_sweeps.train import backends
 
     backends.prepare("jax")
     import jax
 
-    from mixup_sweeps import data, models, packed, training
     from mixup_sweeps.config import load_config
+    from mixup_sweeps.data import datasets
+    from mixup_sweeps.train import models, packed, training
 
     pack = []
     for seed in range(members):
@@ -89,7 +91,7 @@ def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path,
         cfg = load_config(cache, overrides)
         weights = models.create_initial_weights(cache, cfg.model, (28, 28, 1), 10, seed)
         backup = cache / f"packed-{members}-{seed}"
-        pack.append(training.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None, backup, print))
+        pack.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None, backup, print))
     program = packed.PackedProgram(pack)
     seconds = []
     for epoch in range(epochs):
@@ -105,17 +107,18 @@ def run_arm(
     arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32, train_size: int = 0
 ) -> dict:
     """One training run in this process; returns per-epoch seconds, epoch end times and test accuracy."""
-    from mixup_sweeps import backends
+    from mixup_sweeps.train import backends
 
     backends.prepare("jax" if arm == "stream-jax" else "tensorflow")
     import keras
     import numpy as np
     from omegaconf import OmegaConf
 
-    from mixup_sweeps import augment, augmentations, data, models, training
     from mixup_sweeps.config import load_config
+    from mixup_sweeps.data import augmentations, datasets, training_stream
+    from mixup_sweeps.train import models, training
 
-    ds = data.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)
+    ds = datasets.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
     weights = models.create_initial_weights(cache, model_cfg, (28, 28, 1), 10, seed)
     keras.utils.set_random_seed(seed)
@@ -125,7 +128,7 @@ def run_arm(
     callbacks = []
     if arm == "seed":
         model, steps_per_execution = network, 1
-        x = augment.scaled(ds.train)
+        x = training_stream.scaled(ds.train)
         stream = seed_recipe_stream(x, np.eye(10, dtype="float32")[ds.train.labels], aug)
     elif arm == "tfdata":
         import tfdata_stream
@@ -133,14 +136,14 @@ def run_arm(
         model, steps_per_execution = network, spe
         stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
     else:
-        model, steps_per_execution = augment.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
-        stream = augment.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
+        model, steps_per_execution = training_stream.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
+        stream = training_stream.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
         callbacks.append(stream.epoch_callback())
     model.compile(optimizer=training.make_optimizer(0.001, precision), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
     timer = EpochTimer()
     model.fit(stream, epochs=epochs, callbacks=[*callbacks, timer], shuffle=False, verbose=0)
-    probabilities = network.predict(augment.scaled(ds.test), batch_size=BATCH_SIZE, verbose=0)
+    probabilities = network.predict(training_stream.scaled(ds.test), batch_size=BATCH_SIZE, verbose=0)
     accuracy = float(np.mean(probabilities.argmax(1) == ds.test.labels))
     return {"seconds": timer.seconds, "ends": timer.ends, "accuracy": accuracy, "images": len(ds.train),
             "device": backends.accelerator(), **backends.versions()}  # fmt: skip

@@ -1,12 +1,19 @@
-"""Files written whole or not at all: a reader (a resumed job, another process) sees the old file or the new
-one, never half of one. Checkpoints, journals, initial weights and fetched artifacts all go through here."""
+"""Files written whole or not at all, and file locks that say who holds them.
+
+A reader (a resumed job, another process) sees the old file or the new one, never half of one: checkpoints,
+journals, initial weights and fetched artifacts all go through `atomic_path`. The locks beside the SQLite store
+and the initial weights wait a stated time, then name the holder instead of hanging behind it for ever."""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import filelock
+from hydra.errors import CompactHydraException
 
 
 @contextmanager
@@ -28,3 +35,36 @@ def write_atomic(path: Path, content: bytes | str) -> None:
     """`path` holds `content` (text as UTF-8), or what it held before."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+class LockTimeout(CompactHydraException):
+    """A file lock was held longer than its stated wait: one line naming the file and the holder."""
+
+
+@contextmanager
+def file_lock(path: Path, timeout_s: float, guards: str) -> Iterator[None]:
+    """Hold the exclusive lock `path` (across processes) for the block; wait at most `timeout_s` seconds.
+
+    The holder writes who it is beside the lock (`<path>.owner`, removed on release), so a waiter that gives
+    up can say which process on which host holds it. A holder that dies releases the lock with it (flock).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), timeout=timeout_s)
+    owner = path.with_name(path.name + ".owner")
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            holder = owner.read_text().strip()
+        except OSError:
+            holder = "an unknown process"
+        raise LockTimeout(
+            f"{path}: waited {timeout_s:g} s for the lock on {guards}, held by {holder}; "
+            "end that process if it hangs, then run the command again"
+        ) from None
+    try:
+        owner.write_text(f"process {os.getpid()} on {socket.gethostname()}")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)  # before the release: the next holder writes its own
+        lock.release()

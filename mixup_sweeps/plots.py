@@ -3,6 +3,7 @@ well its confidence matches its accuracy on the test set (reliability.png); `sav
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mixup_sweeps.calibration import Reliability  # noqa: E402
-from mixup_sweeps.data import CLASS_NAMES  # noqa: E402
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
@@ -24,19 +24,20 @@ def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
     return path
 
 
-def soft_label_title(label: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> str:
+def soft_label_title(label: np.ndarray, class_names: Sequence[str] = ()) -> str:
     """'0.73 Coat + 0.27 Bag': the classes with weight >= 0.01, largest first."""
     order = [i for i in np.argsort(label)[::-1] if label[i] >= 0.01]
     names = [class_names[i] if i < len(class_names) else str(i) for i in order]
     return " + ".join(f"{label[i]:.2f} {name}" for i, name in zip(order, names))
 
 
-def save_samples(images: np.ndarray, labels: np.ndarray, path: Path) -> Path:
-    """A 3x3 grid of training images after augmentation, titled with their soft labels (the seed's preview)."""
+def save_samples(images: np.ndarray, labels: np.ndarray, path: Path, class_names: Sequence[str] = ()) -> Path:
+    """A 3x3 grid of training images after augmentation, titled with their soft labels (the seed's preview);
+    a class without a name in `class_names` is shown by its number."""
     fig, axes = plt.subplots(3, 3, figsize=(9, 9.5))
     for ax, image, label in zip(axes.flat, images[:9], labels[:9]):
         ax.imshow(image.squeeze(), cmap="gray", vmin=0.0, vmax=1.0)
-        ax.set_title(soft_label_title(label), fontsize=8)
+        ax.set_title(soft_label_title(label, class_names), fontsize=8)
         ax.axis("off")
     for ax in axes.flat[len(images[:9]) :]:
         ax.axis("off")

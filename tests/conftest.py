@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mixup_sweeps.data import DataError, find_data_dir
+from mixup_sweeps.data.datasets import DataError, find_data_dir
 
 
 @pytest.fixture(scope="session")

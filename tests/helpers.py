@@ -16,8 +16,9 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mixup_sweeps.config import CONF_DIR, load_config
-from mixup_sweeps.data import FILES
+from mixup_sweeps.config import CONF_DIR
+from mixup_sweeps.data.datasets import FILES
+from mixup_sweeps.job.compose import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR

@@ -8,8 +8,8 @@ import pytest
 from keras import ops
 from omegaconf import OmegaConf
 
-from mixup_sweeps import augment, augmentations
-from mixup_sweeps.data import Split
+from mixup_sweeps.data import augmentations, training_stream
+from mixup_sweeps.data.datasets import Split
 
 MIXUP = {"name": "mixup", "alpha": 0.4, "lam": "per_sample", "pairing": "two_streams"}
 CUTMIX = {"name": "cutmix", "alpha": 1.0}
@@ -46,15 +46,15 @@ def _split(n=200):
     return Split(images=images, labels=(np.arange(n) % 10).astype(np.uint8))
 
 
-def epoch_batches(stream: augment.TrainingStream, epoch: int):
+def epoch_batches(stream: training_stream.TrainingStream, epoch: int):
     """(model inputs, mixed float images as the train step makes them, soft labels) for each batch of an epoch."""
     for index in range(stream.num_batches):
         inputs, labels = stream.batch(epoch, index)
-        yield inputs, ops.convert_to_numpy(augment.MixImages(stream.form)(list(inputs))), labels
+        yield inputs, ops.convert_to_numpy(training_stream.MixImages(stream.form)(list(inputs))), labels
 
 
 def test_plain_stream_visits_every_image_once_per_epoch_in_a_new_order_with_one_hot_labels():
-    stream = augment.TrainingStream(_split(200), OmegaConf.create({"name": "none"}), 64, 10, seed=0)
+    stream = training_stream.TrainingStream(_split(200), OmegaConf.create({"name": "none"}), 64, 10, seed=0)
     assert stream.num_batches == 4
     orders = []
     for epoch in range(2):
@@ -72,7 +72,7 @@ def test_plain_stream_visits_every_image_once_per_epoch_in_a_new_order_with_one_
 
 def test_mixup_stream_pairs_two_independent_shuffles_with_the_same_lambda_on_images_and_labels():
     split = _split(200)
-    stream = augment.TrainingStream(split, OmegaConf.create(MIXUP), 50, 10, seed=0)
+    stream = training_stream.TrainingStream(split, OmegaConf.create(MIXUP), 50, 10, seed=0)
     mixed = 0
     for (first, second, lam), images, labels in epoch_batches(stream, 0):
         assert first.dtype == np.uint8 and lam.shape == (50,) and images.shape == (50, 28, 28, 1)
@@ -91,7 +91,7 @@ def test_mixup_stream_pairs_two_independent_shuffles_with_the_same_lambda_on_ima
 @pytest.mark.parametrize("pairing", ["two_streams", "permute"])
 def test_per_batch_lambda_is_one_draw_shared_by_the_whole_batch(pairing):
     aug = OmegaConf.create({**MIXUP, "lam": "per_batch", "pairing": pairing})
-    stream, draws = augment.TrainingStream(_split(200), aug, 50, 10, seed=7), []
+    stream, draws = training_stream.TrainingStream(_split(200), aug, 50, 10, seed=7), []
     for epoch in range(2):
         for (_, _, lam), _, labels in epoch_batches(stream, epoch):
             np.testing.assert_allclose(labels.sum(1), 1.0, atol=1e-5)
@@ -102,7 +102,7 @@ def test_per_batch_lambda_is_one_draw_shared_by_the_whole_batch(pairing):
 
 @pytest.mark.parametrize("aug", [{**MIXUP, "pairing": "permute"}, CUTMIX], ids=["permute", "cutmix"])
 def test_partners_are_a_permutation_of_the_batch_itself(aug):
-    stream = augment.TrainingStream(_split(200), OmegaConf.create(aug), 50, 10, seed=3)
+    stream = training_stream.TrainingStream(_split(200), OmegaConf.create(aug), 50, 10, seed=3)
     for epoch in range(2):
         for (first, second, _), _, _ in epoch_batches(stream, epoch):
             assert sorted(first[:, 0, 0, 0].tolist()) == sorted(second[:, 0, 0, 0].tolist())
@@ -114,7 +114,7 @@ def test_cutmix_pastes_a_box_of_a_batch_member_and_weights_labels_by_its_pixels(
     split = Split(
         images=np.stack([np.full((28, 28, 1), i, np.uint8) for i in range(n)]), labels=np.arange(n, dtype=np.uint8)
     )
-    stream = augment.TrainingStream(split, OmegaConf.create(CUTMIX), n, n, seed=1)
+    stream = training_stream.TrainingStream(split, OmegaConf.create(CUTMIX), n, n, seed=1)
     smaller_parts = []
     for epoch in range(3):
         for _, mixed, soft in epoch_batches(stream, epoch):
@@ -133,16 +133,16 @@ def test_cutmix_pastes_a_box_of_a_batch_member_and_weights_labels_by_its_pixels(
 def test_a_batch_is_a_function_of_seed_epoch_and_index_only(aug):
     """Fetched in any order, by any number of streams, after any other epochs: the same bytes."""
     aug, split = OmegaConf.create(aug), _split(300)
-    forward = augment.TrainingStream(split, aug, 64, 10, seed=5)
+    forward = training_stream.TrainingStream(split, aug, 64, 10, seed=5)
     batches = {(e, i): forward.batch(e, i) for e in range(3) for i in range(forward.num_batches)}
-    backward = augment.TrainingStream(split, aug, 64, 10, seed=5)
+    backward = training_stream.TrainingStream(split, aug, 64, 10, seed=5)
     for (epoch, index), (inputs, labels) in reversed(list(batches.items())):
         again_inputs, again_labels = backward.batch(epoch, index)
         assert (
             all(a.tobytes() == b.tobytes() for a, b in zip(inputs, again_inputs))
             and labels.tobytes() == again_labels.tobytes()
         )
-    other_seed = augment.TrainingStream(split, aug, 64, 10, seed=6).batch(1, 0)
+    other_seed = training_stream.TrainingStream(split, aug, 64, 10, seed=6).batch(1, 0)
     assert other_seed[0][0].tobytes() != batches[(1, 0)][0][0].tobytes()
     assert batches[(0, 0)][0][0].tobytes() != batches[(1, 0)][0][0].tobytes()
 
@@ -151,7 +151,8 @@ def test_every_variant_sees_the_images_in_the_same_order():
     """The shuffle has its own random stream: aug=none and mixup of one (seed, epoch) share the first images."""
     split = _split(300)
     orders = [
-        augment.epoch_plan(split, OmegaConf.create(a), 64, 10, 4, 2).order for a in ({"name": "none"}, MIXUP, CUTMIX)
+        training_stream.epoch_plan(split, OmegaConf.create(a), 64, 10, 4, 2).order
+        for a in ({"name": "none"}, MIXUP, CUTMIX)
     ]
     assert all(np.array_equal(orders[0], order) for order in orders[1:])
 
@@ -160,9 +161,9 @@ def test_validation_inputs_pass_through_unmixed():
     split = _split(40)
     for aug in ({"name": "none"}, MIXUP, CUTMIX):
         form = augmentations.of(aug).inputs
-        inputs = augment.unmixed_inputs(split.images, form)
-        images = ops.convert_to_numpy(augment.MixImages(form)(list(inputs)))
-        np.testing.assert_array_equal(images, augment.scaled(split))
+        inputs = training_stream.unmixed_inputs(split.images, form)
+        images = ops.convert_to_numpy(training_stream.MixImages(form)(list(inputs)))
+        np.testing.assert_array_equal(images, training_stream.scaled(split))
 
 
 def test_worker_threads_fetching_at_once_get_the_same_batches():
@@ -170,8 +171,8 @@ def test_worker_threads_fetching_at_once_get_the_same_batches():
     from concurrent.futures import ThreadPoolExecutor
 
     aug, split = OmegaConf.create(MIXUP), _split(640)
-    expected = augment.TrainingStream(split, aug, 64, 10, seed=2)
-    shared = augment.TrainingStream(split, aug, 64, 10, seed=2, workers=4)
+    expected = training_stream.TrainingStream(split, aug, 64, 10, seed=2)
+    shared = training_stream.TrainingStream(split, aug, 64, 10, seed=2, workers=4)
     keys = [(e, i) for e in (3, 4) for i in range(shared.num_batches)] * 2
     with ThreadPoolExecutor(max_workers=8) as pool:
         fetched = list(pool.map(lambda key: shared.batch(*key), keys))
@@ -207,14 +208,14 @@ def golden_digests() -> dict[str, dict[str, str]]:
     for name, aug in GOLDEN.items():
         aug = OmegaConf.create(aug)
         for epoch in (0, 1):
-            plan = augment.epoch_plan(split, aug, 64, 10, 3, epoch)
-            stream = augment.TrainingStream(split, aug, 64, 10, seed=3)
+            plan = training_stream.epoch_plan(split, aug, 64, 10, 3, epoch)
+            stream = training_stream.TrainingStream(split, aug, 64, 10, seed=3)
             fit = [
-                ops.convert_to_numpy(augment.MixImages(stream.form)(list(stream.batch(epoch, i)[0])))
+                ops.convert_to_numpy(training_stream.MixImages(stream.form)(list(stream.batch(epoch, i)[0])))
                 for i in range(stream.num_batches)
             ]
             order, partner, lam, box, _ = plan.arrays(pack_form)
-            packed = augment.MixImages(pack_form)([split.images[order], split.images[partner], lam, box])
+            packed = training_stream.MixImages(pack_form)([split.images[order], split.images[partner], lam, box])
             found[f"{name}/{epoch}"] = {
                 "order": digest(plan.order), "partner": digest(partner), "labels": digest(plan.labels),
                 "fit": digest(np.concatenate(fit)), "packed": digest(ops.convert_to_numpy(packed)),

@@ -80,7 +80,7 @@ def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
 
 PREPARED = """
 import json, os, sys
-from mixup_sweeps import backends
+from mixup_sweeps.train import backends
 backends.prepare(sys.argv[1], deterministic=sys.argv[2] == "true")
 import keras
 keys = ("KERAS_BACKEND", "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
@@ -125,7 +125,7 @@ def test_the_default_backend_without_tensorflow_installed_is_one_line_exit_2_and
 def test_mixed_images_are_bit_for_bit_what_they_were_on_jax_too():
     """tests/test_augment.py's golden digests, computed on the JAX backend (a process has one backend)."""
     code = (
-        "from mixup_sweeps import backends; backends.prepare('jax'); import json; "
+        "from mixup_sweeps.train import backends; backends.prepare('jax'); import json; "
         "from tests.test_augment import golden_digests; print(json.dumps(golden_digests()))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -296,7 +296,7 @@ def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, rea
 def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
     """`hydra.sweeper.storage=postgresql+psycopg://...`: a database of its own beside MLflow's (both keep an Alembic
     version table); the sweeper's process asks, a job's process reports its epochs to the trial through it."""
-    from mixup_sweeps import search
+    from mixup_sweeps.sweeps import study as studies
     from tests.test_search import settings
 
     port = postgres.rsplit(":", 1)[1].split("/")[0]
@@ -304,14 +304,14 @@ def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
                    check=True, capture_output=True)  # fmt: skip
     url = f"postgresql+psycopg://mlflow@127.0.0.1:{port}/optuna"
     chosen = settings(storage=url)
-    study = search.open_study(chosen, url, "pg-study")
+    study = studies.open_study(chosen, url, "pg-study")
     trial = study.ask({"x": __import__("optuna").distributions.FloatDistribution(0, 1)})
     job = (
-        "from mixup_sweeps import search; from tests.test_search import settings\n"
-        f"reporter = search.EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial._trial_id}, 0)\n"
+        "from mixup_sweeps.sweeps.study import EpochReporter; from tests.test_search import settings\n"
+        f"reporter = EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial._trial_id}, 0)\n"
         "reporter(1, {'val_accuracy': 0.25}); reporter(2, {'val_accuracy': 0.5})\n"
     )
     subprocess.run([sys.executable, "-c", job], cwd=ROOT, check=True, capture_output=True, timeout=120)
     assert study.get_trials()[0].intermediate_values == {0: 0.25, 1: 0.5}
     study.tell(trial, 0.5)
-    assert search.open_study(chosen, url, "pg-study").best_value == 0.5
+    assert studies.open_study(chosen, url, "pg-study").best_value == 0.5

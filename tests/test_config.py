@@ -9,14 +9,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from mixup_sweeps.config import (
-    FINGERPRINT_DEFAULTS,
-    PLUMBING_PREFIXES,
-    ConfigError,
-    config_fingerprint,
-    flatten,
-    validate,
-)
+from mixup_sweeps.config import FINGERPRINT_DEFAULTS, PLUMBING_PREFIXES, config_fingerprint, flatten
+from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.job.compose import validate
+from mixup_sweeps.sweeps import until
 from tests.helpers import CONF, ROOT, compose_config, mlflow_runs, run_cli
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
@@ -148,26 +144,22 @@ def test_variants_sweeper_command_line_replaces_preset_params_and_until_needs_a_
     assert [job[:2] for job in jobs] == [["seed=5", "aug=none"], ["seed=5", "aug=mixup"]]
     assert all(job[2].startswith("++hydra.job.env_set.MIXUP_SWEEP_JOBS=2") for job in jobs)  # progress count
     with pytest.raises(ConfigError, match="add aug=none"):
-        sweeper._baseline(("aug=mixup", "aug.alpha=0.4"), [("aug=mixup", "aug.alpha=0.4"), ("aug=mixup",)])
-    assert sweeper._baseline(("x=1", "aug=mixup"), [("x=1", "aug=mixup"), ("x=1", "aug=none")]) == ("x=1", "aug=none")
+        until.pair_with_baselines([("aug=mixup", "aug.alpha=0.4"), ("aug=mixup",)], None)
+    paired = until.pair_with_baselines([("x=1", "aug=mixup"), ("x=1", "aug=none")], None)
+    assert paired[("x=1", "aug=mixup")] == ("x=1", "aug=none")
 
 
 def test_seeds_until_pairs_with_any_baseline_the_report_accepts():
-    """`hydra.sweeper.until.baseline` uses the report's rule (sweep.baselines_of): here float32 vs bfloat16."""
-    from hydra_plugins.mixup_sweeps_variants.variants_sweeper import VariantsSweeper
-
-    until = {"half_width": 0.01, "baseline": "trainer.precision=float32"}
-    sweeper = VariantsSweeper(max_batch_size=None, variants=[["aug=none"], ["aug=mixup"]], until=until)
+    """`hydra.sweeper.until.baseline` uses the report's rule (sweeps.baseline): here float32 vs bfloat16."""
     groups = [(f"trainer.precision={p}", a) for p in ("float32", "mixed_bfloat16") for a in ("aug=none", "aug=mixup")]
-    assert sweeper._baseline(groups[3], groups) == groups[1]  # bf16 mixup <- float32 mixup, not <- none
-    assert sweeper._baseline(groups[2], groups) == groups[0]
-    assert sweeper._baseline(groups[0], groups) is None
+    paired = until.pair_with_baselines(groups, "trainer.precision=float32")
+    assert paired[groups[3]] == groups[1]  # bf16 mixup <- float32 mixup, not <- none
+    assert paired[groups[2]] == groups[0]
+    assert paired[groups[0]] is None
     with pytest.raises(ConfigError, match="add trainer.precision=float32"):
-        sweeper._baseline(groups[3], groups[2:])
+        until.pair_with_baselines(groups[2:], "trainer.precision=float32")
     with pytest.raises(ConfigError, match="hydra.sweeper.until.baseline 'precision': expected KEY=VALUE"):
-        VariantsSweeper(max_batch_size=None, until={"half_width": 0.01, "baseline": "precision"})._baseline(
-            groups[3], groups
-        )
+        until.pair_with_baselines(groups, "precision")
 
 
 def test_server_tracking_without_uri_is_a_clear_error(monkeypatch):
@@ -262,7 +254,7 @@ def preset_jobs() -> dict[str, list[str]]:
     sweeper expands them) and a few single runs, each as the overrides that compose it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mixup_sweeps.sweep import expand_jobs
+    from mixup_sweeps.sweeps.overrides import expand_jobs
 
     singles = [[], ["aug=none"], ["aug=cutmix"], ["backend=jax"], ["trainer.precision=mixed_bfloat16"],
                ["model=wide_cnn"], ["model=flat_cnn"], ["dataset.label_noise=0.2"]]  # fmt: skip

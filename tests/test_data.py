@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from mixup_sweeps import data
-from mixup_sweeps.data import FILES, DataError
+from mixup_sweeps.data import datasets
+from mixup_sweeps.data.datasets import FILES, DataError
 from tests.helpers import dataset_config, write_fake_dataset, write_idx
 
 
@@ -17,12 +17,12 @@ def no_ambient_data(monkeypatch, tmp_path):
     """Search only where each test says: no env var, an empty home, no Debian copy."""
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", tmp_path / "no-debian")
 
 
 def test_round_trip_and_seed_split(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120, n_test=30)
-    ds = data.load(dataset_config(directory, val_size=20))
+    ds = datasets.load(dataset_config(directory, val_size=20))
     assert ds.source_dir == directory
     assert (len(ds.train), len(ds.val), len(ds.test)) == (100, 20, 30)
     assert ds.train.images.shape == (100, 28, 28, 1) and ds.train.images.dtype == np.uint8
@@ -34,16 +34,16 @@ def test_round_trip_and_seed_split(tmp_path):
 
 def test_train_size_limits_the_training_split(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120)
-    ds = data.load(dataset_config(directory, val_size=20, train_size=50))
+    ds = datasets.load(dataset_config(directory, val_size=20, train_size=50))
     assert len(ds.train) == 50 and len(ds.val) == 20 and int(ds.train.images[0, 0, 0, 0]) == 20
     with pytest.raises(DataError, match="dataset.train_size=101"):
-        data.load(dataset_config(directory, val_size=20, train_size=101))
+        datasets.load(dataset_config(directory, val_size=20, train_size=101))
 
 
 def test_val_size_must_be_smaller_than_training_set(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm", n_train=120)
     with pytest.raises(DataError, match="dataset.val_size=120"):
-        data.load(dataset_config(directory, val_size=120))
+        datasets.load(dataset_config(directory, val_size=120))
 
 
 def test_truncated_file_is_an_error_naming_the_file(tmp_path):
@@ -51,7 +51,7 @@ def test_truncated_file_is_an_error_naming_the_file(tmp_path):
     path = directory / FILES["train_images"]
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
 
 
 def test_short_payload_in_valid_gzip_is_an_error(tmp_path):
@@ -59,7 +59,7 @@ def test_short_payload_in_valid_gzip_is_an_error(tmp_path):
     path = directory / FILES["test_images"]
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-28]))
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: header says \(30, 28, 28\)"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
 
 
 def test_corrupt_gzip_is_an_error(tmp_path):
@@ -69,29 +69,29 @@ def test_corrupt_gzip_is_an_error(tmp_path):
     blob[20:40] = b"\xff" * 20
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
 
 
 def test_wrong_magic_number_is_an_error(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm")
     write_idx(directory / FILES["train_labels"], np.zeros(120), magic=0x0803)  # images magic on labels
     with pytest.raises(DataError, match="magic"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
 
 
 def test_count_mismatch_and_bad_labels_are_errors(tmp_path):
     directory = write_fake_dataset(tmp_path / "fm")
     write_idx(directory / FILES["train_labels"], np.zeros(119))
     with pytest.raises(DataError, match="120 images but"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
     write_idx(directory / FILES["train_labels"], np.full(120, 12))
     with pytest.raises(DataError, match="label 12"):
-        data.load(dataset_config(directory, val_size=20))
+        datasets.load(dataset_config(directory, val_size=20))
 
 
 def test_missing_everywhere_lists_where_it_looked_and_how_to_get_it(tmp_path):
     with pytest.raises(DataError) as info:
-        data.find_data_dir(None, download=False)
+        datasets.find_data_dir(None, download=False)
     message = str(info.value)
     assert "no-debian" in message and ".keras/datasets/fashion-mnist" in message
     assert "apt-get install -y dataset-fashion-mnist" in message and "\n" not in message
@@ -103,30 +103,30 @@ def test_explicit_path_is_the_only_place_looked(tmp_path, monkeypatch):
     partial.mkdir()
     write_idx(partial / FILES["train_labels"], np.zeros(10))
     with pytest.raises(DataError, match="dataset.path=.*missing train-images-idx3-ubyte.gz"):
-        data.find_data_dir(str(partial))
+        datasets.find_data_dir(str(partial))
 
 
 def test_search_order_env_then_keras_cache_then_debian(tmp_path, monkeypatch):
     debian = write_fake_dataset(tmp_path / "no-debian")
-    assert data.find_data_dir() == debian
+    assert datasets.find_data_dir() == debian
     keras_cache = write_fake_dataset(tmp_path / "home" / ".keras" / "datasets" / "fashion-mnist")
-    assert data.find_data_dir() == keras_cache
+    assert datasets.find_data_dir() == keras_cache
     env_dir = write_fake_dataset(tmp_path / "env")
     monkeypatch.setenv("FASHION_MNIST_DIR", str(env_dir))
-    assert data.find_data_dir() == env_dir
-    assert data.find_data_dir(str(debian)) == debian
+    assert datasets.find_data_dir() == env_dir
+    assert datasets.find_data_dir(str(debian)) == debian
 
 
 def test_real_fashion_mnist_loads_with_the_seed_split(real_data_dir):
-    ds = data.load(dataset_config(real_data_dir))
+    ds = datasets.load(dataset_config(real_data_dir))
     assert (len(ds.train), len(ds.val), len(ds.test)) == (58000, 2000, 10000)
     assert sorted(np.unique(ds.train.labels)) == list(range(10))
 
 
 def _noisy(tmp_path, fraction, seed, n_train=1020):
     directory = write_fake_dataset(tmp_path / "fm", n_train=n_train, n_test=30)
-    clean = data.load(dataset_config(directory, val_size=20))
-    return clean, data.with_label_noise(clean, fraction, 10, seed)
+    clean = datasets.load(dataset_config(directory, val_size=20))
+    return clean, datasets.with_label_noise(clean, fraction, 10, seed)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 1.0])

@@ -13,9 +13,11 @@ import pytest
 from keras import ops
 from omegaconf import OmegaConf
 
-from mixup_sweeps import augment, augmentations, data, fit, models, training
-from mixup_sweeps.config import ConfigError, validate
-from mixup_sweeps.data import Split
+from mixup_sweeps.data import augmentations, datasets, training_stream
+from mixup_sweeps.data.datasets import Split
+from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.job.compose import validate
+from mixup_sweeps.train import fit, models, training
 from tests.helpers import ROOT, TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
 FMIX = {"name": "fmix", "alpha": 1.0, "decay_power": 3.0}
@@ -55,22 +57,27 @@ def test_masks_are_low_frequency_blobs_smoother_for_a_larger_decay_power():
 def test_the_same_seed_and_epoch_give_the_same_masks():
     split = Split(np.zeros((300, 28, 28, 1), np.uint8), (np.arange(300) % 10).astype(np.uint8))
     aug = OmegaConf.create(FMIX)
-    one, again = (augment.epoch_plan(split, aug, 64, 10, 7, 2) for _ in range(2))
-    other_epoch, other_seed = augment.epoch_plan(split, aug, 64, 10, 7, 3), augment.epoch_plan(split, aug, 64, 10, 8, 2)
+    one, again = (training_stream.epoch_plan(split, aug, 64, 10, 7, 2) for _ in range(2))
+    other_epoch, other_seed = (
+        training_stream.epoch_plan(split, aug, 64, 10, 7, 3),
+        training_stream.epoch_plan(split, aug, 64, 10, 8, 2),
+    )
     assert one.masks["pasted"].tobytes() == again.masks["pasted"].tobytes()
     assert one.labels.tobytes() == again.labels.tobytes()
     assert one.masks["pasted"].tobytes() != other_epoch.masks["pasted"].tobytes()
     assert one.masks["pasted"].tobytes() != other_seed.masks["pasted"].tobytes()
-    assert np.array_equal(one.order, augment.epoch_plan(split, OmegaConf.create({"name": "none"}), 64, 10, 7, 2).order)
+    assert np.array_equal(
+        one.order, training_stream.epoch_plan(split, OmegaConf.create({"name": "none"}), 64, 10, 7, 2).order
+    )
 
 
 def test_an_fmix_batch_takes_masked_pixels_of_a_batch_member_and_labels_by_the_masks_mean():
     n = 64  # pixel value = class: every output pixel says where it came from
     split = Split(np.stack([np.full((28, 28, 1), i, np.uint8) for i in range(n)]), np.arange(n, dtype=np.uint8))
-    stream = augment.TrainingStream(split, OmegaConf.create(FMIX), n, n, seed=1)
+    stream = training_stream.TrainingStream(split, OmegaConf.create(FMIX), n, n, seed=1)
     assert stream.form == ("pasted",)
     (images, partners, pasted), soft = stream.batch(0, 0)
-    mixed = np.round(ops.convert_to_numpy(augment.MixImages(stream.form)([images, partners, pasted])) * 255)
+    mixed = np.round(ops.convert_to_numpy(training_stream.MixImages(stream.form)([images, partners, pasted])) * 255)
     mixed = mixed.astype(int)[..., 0]
     assert sorted(partners[:, 0, 0, 0]) == sorted(images[:, 0, 0, 0])  # partners come from the batch
     for image, partner, taken, mixed_image, label in zip(images, partners, pasted, mixed, soft):
@@ -129,7 +136,7 @@ def test_fmix_resumes_exactly_from_an_epochs_checkpoint(tmp_path, real_data_dir)
     """The fit engine, deterministic: a run continued from its checkpoint after epoch 1 ends as the run that
     was never stopped (every epoch's metrics and the test accuracy)."""
     cfg = compose_config(["aug=fmix", "trainer.epochs=2", "trainer.deterministic=true"])
-    dataset = data.load(dataset_config(real_data_dir, val_size=200, train_size=512), 0)
+    dataset = datasets.load(dataset_config(real_data_dir, val_size=200, train_size=512), 0)
     weights = models.create_initial_weights(tmp_path / "iw", cfg.model, (28, 28, 1), 10, cfg.seed)
 
     def run(backup_dir, on_epoch=lambda epoch, metrics: None) -> training.TrainResult:

@@ -10,7 +10,7 @@ no other outcome. What it found on the way: nothing beyond what trying the bound
 building it (a sweep's variants handed to `OmegaConf.to_container` as a Python list, Hydra's "Error merging
 override" headline without its reason, group-option errors listing Hydra's search path); an earlier campaign
 failed only because the schemas moved in the ConfigStore while it ran. The suite runs 80 cases (~40 s).
-Second campaign (2026-12-01, with `hydra/sweeper=optuna`'s keys and search ranges, `FUZZ_EXAMPLES=300`): it found
+Second campaign (2026-12-01, with `hydra/sweeper=search`'s keys and search ranges, `FUZZ_EXAMPLES=300`): it found
 a sweeper setting set to an unset `${oc.env:...}` in a multirun (`hydra.sweeper.race.epsilon`) ending in a
 traceback; sweeper and launcher settings are now resolved first, one line naming the node (`preflight._resolved`).
 """
@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from mixup_sweeps import augmentations, preflight
+from mixup_sweeps.data import augmentations
 from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.multirun import preflight
 from tests.helpers import compose_config
 
 CASES = {"run": 0, "accepted": 0, "one_line_errors": 0}
@@ -48,8 +49,8 @@ def fuzzed_keys() -> list[tuple[list[str], str]]:
         sweeper = compose_config(return_hydra_config=True).hydra.sweeper[section]
         keys += [([], f"hydra.sweeper.{section}.{key}") for key in sweeper]
     keys.append((["hydra/launcher=packed", "backend=jax"], "hydra.launcher.pack_size"))
-    search = compose_config(["hydra/sweeper=optuna"], return_hydra_config=True).hydra.sweeper
-    keys += [(["hydra/sweeper=optuna"], f"hydra.sweeper.{key}") for key in search if key not in ("_target_", "params")]
+    search = compose_config(["hydra/sweeper=search"], return_hydra_config=True).hydra.sweeper
+    keys += [(["hydra/sweeper=search"], f"hydra.sweeper.{key}") for key in search if key not in ("_target_", "params")]
     return keys
 
 
@@ -135,9 +136,9 @@ BOUNDS = st.one_of(st.integers(-5, 20), st.floats(allow_nan=True, allow_infinity
           derandomize=os.environ.get("CI") == "true")  # fmt: skip
 @given(st.sampled_from(SEARCHABLE), BOUNDS, BOUNDS, st.sampled_from(["{}", "tag(log, {})", "int({})"]))
 def test_any_search_range_runs_or_is_one_line(key, low, high, form):
-    """hydra/sweeper=optuna with a range on a key (or a non-key), any bounds, log or int: accepted or one line."""
+    """hydra/sweeper=search with a range on a key (or a non-key), any bounds, log or int: accepted or one line."""
     interval = form.format(f"interval({render(low)}, {render(high)})")
-    assert_one_line_or_accepted(["-m", "hydra/sweeper=optuna", f"{key}={interval}"])
+    assert_one_line_or_accepted(["-m", "hydra/sweeper=search", f"{key}={interval}"])
 
 
 KNOWN_BAD = [["trainer.epochs=abc"], ["nokey=1"], ["aug=nope"], ["aug.alpha=0.1,0.2"], ["-m", "seed=0,-1"],

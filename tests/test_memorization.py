@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixup_sweeps import data, probes
+from mixup_sweeps.data import datasets
+from mixup_sweeps.train import probes
 from tests.helpers import ROOT, dataset_config, mlflow_runs, run_cli, steps, write_fake_dataset
 
 PROBE_METRICS = (probes.MEMORIZED, probes.NOISY_TRUE_LABEL, probes.CLEAN_TRAIN_ACCURACY)
@@ -19,7 +20,7 @@ PROBED = ["model=flat_cnn", "trainer.test_every_epoch=true", "trainer.memorizati
 
 def noisy_dataset(tmp_path, fraction=0.5, seed=0, **values):
     directory = write_fake_dataset(tmp_path / "data", n_train=220)
-    return data.load(dataset_config(directory, val_size=20, label_noise=fraction, **values), seed)
+    return datasets.load(dataset_config(directory, val_size=20, label_noise=fraction, **values), seed)
 
 
 def test_probe_metrics_count_memorized_true_label_and_clean_accuracy():
@@ -51,10 +52,10 @@ def test_no_probe_without_noise_or_with_size_zero(tmp_path):
 
 
 def test_validation_labels_stay_clean_unless_noisy_validation(tmp_path):
-    clean_val = data.load(dataset_config(write_fake_dataset(tmp_path / "d", n_train=1020), val_size=1000), 0).val
-    kept = data.load(dataset_config(tmp_path / "d", val_size=1000, label_noise=0.3), 0)
+    clean_val = datasets.load(dataset_config(write_fake_dataset(tmp_path / "d", n_train=1020), val_size=1000), 0).val
+    kept = datasets.load(dataset_config(tmp_path / "d", val_size=1000, label_noise=0.3), 0)
     assert np.array_equal(kept.val.labels, clean_val.labels) and not kept.noisy_validation
-    noisy = data.load(dataset_config(tmp_path / "d", val_size=1000, label_noise=0.3, noisy_validation=True), 0)
+    noisy = datasets.load(dataset_config(tmp_path / "d", val_size=1000, label_noise=0.3, noisy_validation=True), 0)
     assert noisy.noisy_validation and np.mean(noisy.val.labels != clean_val.labels) == pytest.approx(0.3)
     assert np.array_equal(noisy.train.labels, kept.train.labels)  # the training noise does not change
 

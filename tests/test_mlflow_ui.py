@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from mixup_sweeps.tracking import UI_URL
+from mixup_sweeps.store.tracking import UI_URL
 from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mixup_sweeps import models
+from mixup_sweeps.train import models
 from tests.helpers import ROOT, compose_config
 
 
@@ -75,7 +75,7 @@ def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
 
 CREATE = """
 import sys
-from mixup_sweeps import models
+from mixup_sweeps.train import models
 from tests.helpers import compose_config
 path = models.create_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
 print(models.sha256_file(path))

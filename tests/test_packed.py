@@ -182,17 +182,20 @@ def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_dat
     code = f"""
 import json, sys
 from pathlib import Path
-from mixup_sweeps import backends
+from mixup_sweeps.train import backends
 backends.prepare("jax")
-from mixup_sweeps import data, models, packed, training
-from mixup_sweeps.config import load_config
+from mixup_sweeps.data import datasets
+from mixup_sweeps.train import models
+from mixup_sweeps.train import packed
+from mixup_sweeps.train import training
+from mixup_sweeps.job.compose import load_config
 packed.BATCHED = sys.argv[1] == "batched"
 members = []
 for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
     cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
                                      "trainer.epochs=2", "trainer.steps_per_execution=2"])
     weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
-    members.append(training.Member(cfg, data.load(cfg.dataset, seed), weights, lambda e, m: None,
+    members.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None,
                                    Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
 packed.train(members)
 print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))

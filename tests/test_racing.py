@@ -1,4 +1,4 @@
-"""The racing rule (`mixup_sweeps.racing`) in thousands of simulated races with known normal noise: the best arm
+"""The racing rule (`mixup_sweeps.sweeps.racing`) in thousands of simulated races with known normal noise: the best arm
 is eliminated in at most δ of races, in a separable regime the race spends at most half the exhaustive grid, in
 a near-equal regime it says the arms cannot be told apart, and the naive rule (an uncorrected 95 % interval at
 every look) breaks the guarantee. NumPy only: no training."""
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixup_sweeps import racing
 from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.sweeps import racing
 from tests.helpers import ROOT, mlflow_runs, run_cli
 
 SETTINGS = racing.RaceSettings(epsilon=0.0, delta=0.05, min_seeds=3, max_seeds=30)

@@ -1,4 +1,4 @@
-"""The search (`hydra/sweeper=optuna`): its space and settings, pruning paired by seed, a killed study continued,
+"""The search (`hydra/sweeper=search`): its space and settings, pruning paired by seed, a killed study continued,
 and real searches end to end (pruned jobs, the confirmation on fresh seeds, the report, packed members, the
 dashboard). Fast tests build Optuna studies directly; slow ones train tiny models."""
 
@@ -16,13 +16,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mixup_sweeps import liveness, preflight, search
 from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.multirun import preflight
 from mixup_sweeps.report import fetch_runs, write_report
+from mixup_sweeps.store import liveness, tags
+from mixup_sweeps.sweeps import identity, search
+from mixup_sweeps.sweeps import study as studies
 from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli, steps, wait_until
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-SEARCH = ["hydra/sweeper=optuna", "dataset.train_size=1024", "dataset.val_size=200"]
+SEARCH = ["hydra/sweeper=search", "dataset.train_size=1024", "dataset.val_size=200"]
 SLOW_LR, GOOD_LR, BAD_LR = 0.001, 0.003, 1e-7  # 1e-7: the model does not move from chance
 RATES = f"trainer.learning_rate=choice({SLOW_LR}, {GOOD_LR}, {BAD_LR})"
 
@@ -30,7 +33,7 @@ RATES = f"trainer.learning_rate=choice({SLOW_LR}, {GOOD_LR}, {BAD_LR})"
 def settings(**changes) -> search.SearchSettings:
     from omegaconf import OmegaConf
 
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/hydra/sweeper/optuna.yaml"))
+    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/hydra/sweeper/search.yaml"))
     node.pop("defaults")
     return search.settings_of({**node, **changes})
 
@@ -88,29 +91,28 @@ def test_a_space_that_cannot_be_searched_is_one_line(argument, message):
 )
 def test_preflight_refuses_a_search_that_cannot_work(argv, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
-        preflight.check(["-m", "hydra/sweeper=optuna", *argv])
+        preflight.check(["-m", "hydra/sweeper=search", *argv])
     assert "\n" not in str(info.value)
 
 
 def test_a_bad_search_from_the_command_line_is_one_line_exit_2_and_records_nothing(tmp_path):
     result = run_cli(
-        "-m", "hydra/sweeper=optuna", "aug.alpha=tag(log, interval(-1, 8))", f"paths.output_dir={tmp_path}"
+        "-m", "hydra/sweeper=search", "aug.alpha=tag(log, interval(-1, 8))", f"paths.output_dir={tmp_path}"
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "tag(log, interval(low, high)) needs low > 0" in result.stderr.strip().splitlines()[-1]
-    assert not mlflow_runs(tmp_path)[1] and not (tmp_path / search.STUDY_FILE).exists()
+    assert not mlflow_runs(tmp_path)[1] and not (tmp_path / studies.STUDY_FILE).exists()
 
 
 def test_the_study_is_defined_by_the_search_not_by_how_many_trials(tmp_path):
-    from mixup_sweeps import sweep
     from tests.helpers import compose_config
 
     def fingerprint(*overrides: str) -> str:
         settings = [o for o in overrides if o.startswith("hydra.")]
-        config = compose_config(["hydra/sweeper=optuna", *settings], str(tmp_path), return_hydra_config=True)
-        config.hydra.overrides.task = ["hydra/sweeper=optuna", *overrides]  # as Hydra records a multirun's
-        return sweep.sweep_fingerprint(config)
+        config = compose_config(["hydra/sweeper=search", *settings], str(tmp_path), return_hydra_config=True)
+        config.hydra.overrides.task = ["hydra/sweeper=search", *overrides]  # as Hydra records a multirun's
+        return identity.sweep_fingerprint(config)
 
     space = "aug.alpha=interval(0.1, 1)"
     assert fingerprint(space) == fingerprint(space, "hydra.sweeper.n_trials=99", "hydra.sweeper.confirm_seeds=5")
@@ -121,14 +123,14 @@ def test_the_study_is_defined_by_the_search_not_by_how_many_trials(tmp_path):
 # --- pruning paired by seed ----------------------------------------------------------------------------------
 def _study(pruner: str, seeds: int, **changes) -> tuple[optuna.Study, search.SearchSettings]:
     chosen = settings(pruner=pruner, seeds_per_trial=seeds, n_startup_trials=1, n_warmup_epochs=1, **changes)
-    return search.open_study(chosen, "sqlite:///:memory:", "test"), chosen
+    return studies.open_study(chosen, "sqlite:///:memory:", "test"), chosen
 
 
 def _finished_trial(study: optuna.Study, curves: dict[int, list[float]], seeds: int) -> None:
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     for seed, curve in curves.items():
         for epoch, value in enumerate(curve, start=1):
-            trial.report(value, search.step_of(epoch, seed, seeds))
+            trial.report(value, studies.step_of(epoch, seed, seeds))
     study.tell(trial, sum(curve[-1] for curve in curves.values()) / len(curves))
 
 
@@ -138,25 +140,25 @@ def test_the_median_pruner_compares_a_job_with_other_trials_at_the_same_epoch_an
     _finished_trial(study, {0: [0.50, 0.60, 0.70], 1: [0.80, 0.85, 0.90]}, seeds=2)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     for epoch, (seed0, seed1) in enumerate([(0.55, 0.70), (0.65, 0.75)], start=1):
-        trial.report(seed0, search.step_of(epoch, 0, 2))
-        trial.report(seed1, search.step_of(epoch, 1, 2))
+        trial.report(seed0, studies.step_of(epoch, 0, 2))
+        trial.report(seed1, studies.step_of(epoch, 1, 2))
     # epoch 2: seed 0's best 0.65 beats the finished trial's seed 0 (0.60); seed 1's 0.75 is below its 0.85
-    assert not search.should_prune(study, trial._trial_id, seed=0, seeds=2)
-    assert search.should_prune(study, trial._trial_id, seed=1, seeds=2)
+    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=2)
+    assert studies.should_prune(study, trial._trial_id, seed=1, seeds=2)
     # the pooled comparison would prune neither (0.70 mean vs the finished trial's 0.725 mean: close)
 
 
 def test_no_pruning_before_the_warmup_epoch_or_the_startup_trials():
     study, _ = _study("median", seeds=1)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    trial.report(0.1, search.step_of(2, 0, 1))
-    assert not search.should_prune(study, trial._trial_id, seed=0, seeds=1)  # no finished trial yet
+    trial.report(0.1, studies.step_of(2, 0, 1))
+    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=1)  # no finished trial yet
     _finished_trial(study, {0: [0.5, 0.6]}, seeds=1)
     late = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    late.report(0.1, search.step_of(1, 0, 1))
-    assert not search.should_prune(study, late._trial_id, seed=0, seeds=1)  # epoch 1: warm-up
-    late.report(0.1, search.step_of(2, 0, 1))
-    assert search.should_prune(study, late._trial_id, seed=0, seeds=1)
+    late.report(0.1, studies.step_of(1, 0, 1))
+    assert not studies.should_prune(study, late._trial_id, seed=0, seeds=1)  # epoch 1: warm-up
+    late.report(0.1, studies.step_of(2, 0, 1))
+    assert studies.should_prune(study, late._trial_id, seed=0, seeds=1)
 
 
 def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
@@ -165,16 +167,16 @@ def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     for epoch in (1, 2, 3):
         for seed in range(3):
-            trial.report(0.2 + 0.01 * seed, search.step_of(epoch, seed, 3))
-    assert search.should_prune(study, trial._trial_id, seed=0, seeds=3)
+            trial.report(0.2 + 0.01 * seed, studies.step_of(epoch, seed, 3))
+    assert studies.should_prune(study, trial._trial_id, seed=0, seeds=3)
 
 
 # --- a killed study --------------------------------------------------------------------------------------------
 def test_a_trial_left_running_by_a_dead_sweep_is_asked_again_and_not_counted(tmp_path):
-    from hydra_plugins.mixup_sweeps_search.optuna_sweeper import INTERRUPTED, OWNER, OptunaSweeper
+    from mixup_sweeps.multirun.search import INTERRUPTED, OWNER, SearchRun
 
     url = f"sqlite:///{tmp_path}/optuna.db"
-    study = search.open_study(settings(), url, "s")
+    study = studies.open_study(settings(), url, "s")
     space = {"x": optuna.distributions.FloatDistribution(0, 1)}
     done = study.ask(space)
     study.tell(done, 0.5)
@@ -184,11 +186,11 @@ def test_a_trial_left_running_by_a_dead_sweep_is_asked_again_and_not_counted(tmp
     ghost.set_user_attr(OWNER, {"host": os.uname().nodename, "pid": str(dead.pid), "process_start": "1:1"})
     alive = study.ask(space)
     alive.set_user_attr(OWNER, liveness.process_tags())  # this test's own process: alive
-    OptunaSweeper._recover(study)
+    SearchRun._recover(study)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[ghost.number].state == optuna.trial.TrialState.FAIL and trials[ghost.number].user_attrs[INTERRUPTED]
     assert trials[alive.number].state == optuna.trial.TrialState.RUNNING  # another live sweep's trial is left alone
-    assert OptunaSweeper._counted(study) == 1  # the finished trial; the interrupted one does not count
+    assert SearchRun._counted(study) == 1  # the finished trial; the interrupted one does not count
     again = study.ask(space)
     assert again.params == ghost.params  # its parameters come first: its jobs skip or resume
 
@@ -220,12 +222,12 @@ def test_every_trial_is_ordinary_runs_under_one_parent_and_the_bad_one_is_pruned
     assert parent.info.status == "FINISHED"  # a pruned trial is no failure
     children = [r for r in runs if r is not parent]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    trials = [r for r in children if search.TRIAL_TAG in r.data.tags]
-    assert sorted(int(r.data.tags[search.TRIAL_TAG]) for r in trials) == [0, 1, 2]
+    trials = [r for r in children if tags.TRIAL in r.data.tags]
+    assert sorted(int(r.data.tags[tags.TRIAL]) for r in trials) == [0, 1, 2]
     assert {r.data.params["seed"] for r in trials} == {"0"}  # the same seed for every trial: paired
-    (pruned,) = [r for r in trials if r.data.tags.get(search.PRUNED_TAG) == "true"]
+    (pruned,) = [r for r in trials if r.data.tags.get(tags.PRUNED) == "true"]
     assert float(pruned.data.params["trainer.learning_rate"]) == BAD_LR
-    assert pruned.info.status == "KILLED" and pruned.data.tags[search.PRUNED_EPOCH_TAG] == "2"
+    assert pruned.info.status == "KILLED" and pruned.data.tags[tags.PRUNED_EPOCH] == "2"
     assert steps(client, pruned.info.run_id, "val_accuracy") == [1, 2]  # stopped mid-training
     for run in trials:
         if run is not pruned:
@@ -235,7 +237,7 @@ def test_every_trial_is_ordinary_runs_under_one_parent_and_the_bad_one_is_pruned
     states = {t.number: t.state.name for t in study.trials}
     assert states == {0: "COMPLETE", 1: "PRUNED", 2: "COMPLETE"}
     assert study.trials[0].value == pytest.approx(
-        next(r for r in trials if r.data.tags[search.TRIAL_TAG] == "0").data.metrics["val_accuracy"]
+        next(r for r in trials if r.data.tags[tags.TRIAL] == "0").data.metrics["val_accuracy"]
     )
 
 
@@ -250,16 +252,16 @@ def test_the_winner_is_confirmed_on_seeds_the_search_never_used(searched):
     record = run_set.search
     best = record["best"]
     assert best["params"]["trainer.learning_rate"] in (SLOW_LR, GOOD_LR)
-    confirm = [r for r in runs if search.CONFIRM_TAG in r.data.tags]
-    assert sorted((r.data.tags[search.CONFIRM_TAG], r.data.params["seed"]) for r in confirm) == [
+    confirm = [r for r in runs if tags.CONFIRM in r.data.tags]
+    assert sorted((r.data.tags[tags.CONFIRM], r.data.params["seed"]) for r in confirm) == [
         ("baseline", "1"), ("baseline", "2"), ("best", "1"), ("best", "2")
     ]  # fmt: skip
-    search_seeds = {r.data.params["seed"] for r in runs if search.TRIAL_TAG in r.data.tags}
+    search_seeds = {r.data.params["seed"] for r in runs if tags.TRIAL in r.data.tags}
     assert search_seeds.isdisjoint({r.data.params["seed"] for r in confirm})
     for run in confirm:  # the baseline is aug=none at the winner's learning rate (the report's baseline rule)
         assert float(run.data.params["trainer.learning_rate"]) == best["params"]["trainer.learning_rate"]
-        assert run.data.params["aug.name"] == ("none" if run.data.tags[search.CONFIRM_TAG] == "baseline" else "mixup")
-    by = {(r.data.tags[search.CONFIRM_TAG], r.data.params["seed"]): r.data.metrics["test_accuracy"] for r in confirm}
+        assert run.data.params["aug.name"] == ("none" if run.data.tags[tags.CONFIRM] == "baseline" else "mixup")
+    by = {(r.data.tags[tags.CONFIRM], r.data.params["seed"]): r.data.metrics["test_accuracy"] for r in confirm}
     delta = sum(by[("best", s)] - by[("baseline", s)] for s in ("1", "2")) / 2
     assert record["confirmation"]["delta"] == pytest.approx(delta)
     assert f"Δ {delta:+.4f}" in output  # the sweep's last lines say it
@@ -355,7 +357,7 @@ def test_a_killed_search_continues_without_losing_or_repeating_a_finished_trial(
         assert (study.trials[number].params, study.trials[number].value) == (params, value)  # not lost
     assert len({json.dumps(t.params, sort_keys=True) for t in counted}) == 3  # none repeated
     _, runs = mlflow_runs(tmp_path)
-    finished = [r for r in runs if r.info.status == "FINISHED" and search.TRIAL_TAG in r.data.tags]
+    finished = [r for r in runs if r.info.status == "FINISHED" and tags.TRIAL in r.data.tags]
     fingerprints = [r.data.tags["config_fingerprint"] for r in finished]
     assert len(fingerprints) == len(set(fingerprints)) == 3  # no job trained to the end twice
 
@@ -373,14 +375,14 @@ def test_a_packed_search_prunes_a_member_alone(tmp_path, real_data_dir):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     client, runs = mlflow_runs(tmp_path)
-    by_trial = {int(r.data.tags[search.TRIAL_TAG]): r for r in runs if search.TRIAL_TAG in r.data.tags}
+    by_trial = {int(r.data.tags[tags.TRIAL]): r for r in runs if tags.TRIAL in r.data.tags}
     assert sorted(by_trial) == [0, 1, 2, 3]
     assert {r.data.tags["pack_members"] for r in by_trial.values()} == {"2"}  # trained as packs of two
-    assert by_trial[3].data.tags.get(search.PRUNED_TAG) == "true" and by_trial[3].info.status == "KILLED"
+    assert by_trial[3].data.tags.get(tags.PRUNED) == "true" and by_trial[3].info.status == "KILLED"
     assert steps(client, by_trial[3].info.run_id, "val_accuracy") == [1, 2]
     assert by_trial[2].info.status == "FINISHED" and steps(client, by_trial[2].info.run_id, "val_accuracy") == [1, 2, 3]
 
 
 def test_a_storage_password_is_never_recorded():
-    assert search.shown_url("postgresql+psycopg://ann:s3cret@db/optuna") == "postgresql+psycopg://ann:***@db/optuna"
-    assert search.shown_url("sqlite:////tmp/outputs/optuna.db") == "sqlite:////tmp/outputs/optuna.db"
+    assert studies.shown_url("postgresql+psycopg://ann:s3cret@db/optuna") == "postgresql+psycopg://ann:***@db/optuna"
+    assert studies.shown_url("sqlite:////tmp/outputs/optuna.db") == "sqlite:////tmp/outputs/optuna.db"

@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from hydra_plugins.mixup_sweeps_packed.packed_launcher import PackedLauncher
-from mixup_sweeps import sweep, tracking
-from mixup_sweeps.config import SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV
-from mixup_sweeps.sweep import jobs_at_once
+from mixup_sweeps.store import tags, tracking
+from mixup_sweeps.sweeps import progress
+from mixup_sweeps.sweeps.progress import SWEEP_JOBS_ENV, SWEEP_PARALLEL_ENV, SWEEP_STARTED_ENV, jobs_at_once
 from tests.helpers import compose_config
 
 
@@ -21,15 +21,15 @@ def job_hydra(num: int, total: int, launcher: dict) -> object:
 
 
 def test_eta_is_jobs_left_over_parallel_jobs_times_the_mean_finished_job():
-    assert sweep.estimate_remaining([10.0, 20.0], jobs_left=5, parallel=2) == 3 * 15.0
-    assert sweep.estimate_remaining([10.0, 20.0], jobs_left=5, parallel=1) == 5 * 15.0
-    assert sweep.estimate_remaining([], jobs_left=5, parallel=1) is None  # nothing finished: no guess
+    assert progress.estimate_remaining([10.0, 20.0], jobs_left=5, parallel=2) == 3 * 15.0
+    assert progress.estimate_remaining([10.0, 20.0], jobs_left=5, parallel=1) == 5 * 15.0
+    assert progress.estimate_remaining([], jobs_left=5, parallel=1) is None  # nothing finished: no guess
     basic = job_hydra(num=4, total=10, launcher={})
-    assert sweep.progress(basic, []) == "[5/10] "  # e.g. the first 4 jobs were skipped: they say nothing
-    assert sweep.progress(basic, [60.0, 60.0]) == "[5/10, ETA 6 min] "  # 6 jobs left, one at a time
+    assert progress.progress(basic, []) == "[5/10] "  # e.g. the first 4 jobs were skipped: they say nothing
+    assert progress.progress(basic, [60.0, 60.0]) == "[5/10, ETA 6 min] "  # 6 jobs left, one at a time
     joblib = job_hydra(num=4, total=10, launcher={"n_jobs": 2})
-    assert sweep.progress(joblib, [60.0, 60.0]) == "[5/10, ETA 3 min] "  # two at a time
-    assert sweep.progress(job_hydra(num=9, total=10, launcher={"n_jobs": 4}), [30.0]) == "[10/10, ETA 30 s] "
+    assert progress.progress(joblib, [60.0, 60.0]) == "[5/10, ETA 3 min] "  # two at a time
+    assert progress.progress(job_hydra(num=9, total=10, launcher={"n_jobs": 4}), [30.0]) == "[10/10, ETA 30 s] "
 
 
 @pytest.mark.parametrize(
@@ -50,12 +50,13 @@ def test_launcher_parallelism(launcher, parallel):
 def test_finished_durations_count_this_sweeps_finished_jobs_only(tmp_path):
     """Fake clock: runs created with chosen start and end times (ms), under one parent."""
     client, experiment_id = tracking.connect(compose_config(output_dir=str(tmp_path)).tracking)
-    parent = client.create_run(experiment_id, run_name="sweep", tags={sweep.PARENT_TAG: "true"})
+    parent = client.create_run(experiment_id, run_name="sweep", tags={tags.PARENT: "true"})
     since = 1_000_000.0  # the sweep started here (seconds)
 
     def child(name: str, start: float, end: float | None, status: str) -> None:
-        tags = {tracking.NESTED_TAG: parent.info.run_id}
-        run = client.create_run(experiment_id, run_name=name, start_time=int(start * 1000), tags=tags)
+        run = client.create_run(
+            experiment_id, run_name=name, start_time=int(start * 1000), tags={tags.NESTED: parent.info.run_id}
+        )
         if end is not None:
             client.set_terminated(run.info.run_id, status, end_time=int(end * 1000))
 
@@ -64,4 +65,4 @@ def test_finished_durations_count_this_sweeps_finished_jobs_only(tmp_path):
     child("trained too", since + 70, since + 160, "FINISHED")
     child("failed", since + 160, since + 170, "FAILED")
     child("running", since + 170, None, "RUNNING")
-    assert sorted(sweep.finished_durations(client, experiment_id, parent, since)) == [60.0, 90.0]
+    assert sorted(tracking.finished_durations(client, experiment_id, parent, since)) == [60.0, 90.0]

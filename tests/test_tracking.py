@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mixup_sweeps import liveness, report, tracking
+from mixup_sweeps import files, report
+from mixup_sweeps.store import liveness, tags, tracking
 from tests.helpers import compose_config, free_port, run_cli
 
 
@@ -32,8 +33,8 @@ def dead_pid() -> int:
 
 
 def start_run(client, experiment_id: str, name: str, host: str, pid: int, started: str) -> str:
-    tags = {liveness.HOST_TAG: host, liveness.PID_TAG: str(pid), liveness.PROCESS_TAG: started}
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    owner = {tags.HOST: host, tags.PID: str(pid), tags.PROCESS_START: started}
+    return client.create_run(experiment_id, run_name=name, tags=owner).info.run_id
 
 
 def test_next_job_ends_ghost_runs_of_this_host_and_leaves_the_rest(tmp_path, live_process):
@@ -58,7 +59,7 @@ def test_next_job_ends_ghost_runs_of_this_host_and_leaves_the_rest(tmp_path, liv
 
     liveness.claim_run(client, runs["ghost"])  # a resumed job takes the run over with its own process tags
     claimed = client.get_run(runs["ghost"])
-    assert claimed.info.status == "RUNNING" and claimed.data.tags[liveness.PID_TAG] == str(_own_process()[0])
+    assert claimed.info.status == "RUNNING" and claimed.data.tags[tags.PID] == str(_own_process()[0])
     assert liveness.end_ghost_runs(client, experiment_id) == []
 
 
@@ -71,15 +72,15 @@ def test_the_report_ends_ghost_runs_too(tmp_path):
 
 
 def _own_process() -> tuple[int, str]:
-    tags = liveness.process_tags()
-    return int(tags[liveness.PID_TAG]), tags[liveness.PROCESS_TAG]
+    owner = liveness.process_tags()
+    return int(owner[tags.PID]), owner[tags.PROCESS_START]
 
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from mixup_sweeps import liveness
-with liveness.file_lock(Path(sys.argv[1]), 5, "a test"):
+from mixup_sweeps import files
+with files.file_lock(Path(sys.argv[1]), 5, "a test"):
     print("held", flush=True)
     time.sleep(60)
 """
@@ -90,8 +91,8 @@ def test_a_lock_held_too_long_names_the_file_and_its_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(liveness.LockTimeout) as caught:
-            with liveness.file_lock(lock, 0.5, "the MLflow store"):
+        with pytest.raises(files.LockTimeout) as caught:
+            with files.file_lock(lock, 0.5, "the MLflow store"):
                 pass
         message = str(caught.value)
         assert str(lock) in message and f"process {holder.pid} on {socket.gethostname()}" in message
@@ -99,7 +100,7 @@ def test_a_lock_held_too_long_names_the_file_and_its_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    with liveness.file_lock(lock, 0.5, "the MLflow store"):  # a dead holder's lock is free at once
+    with files.file_lock(lock, 0.5, "the MLflow store"):  # a dead holder's lock is free at once
         assert (tmp_path / "store.db.lock.owner").read_text() == f"process {os.getpid()} on {socket.gethostname()}"
     assert not (tmp_path / "store.db.lock.owner").exists()
 
@@ -130,11 +131,11 @@ def test_a_run_of_another_host_whose_heartbeat_stopped_is_ended_killed(tmp_path)
     now = time.time()
 
     def remote(name: str, silent_s: float, epoch_seconds: float | None = None, **extra: str) -> str:
-        tags = {liveness.HOST_TAG: "node-7", liveness.PID_TAG: "4242", liveness.HEARTBEAT_TAG: f"{now - silent_s:.0f}"}
-        run_id = client.create_run(experiment_id, run_name=name, tags={**tags, **extra}).info.run_id
+        owner = {tags.HOST: "node-7", tags.PID: "4242", tags.HEARTBEAT: f"{now - silent_s:.0f}"}
+        run_id = client.create_run(experiment_id, run_name=name, tags={**owner, **extra}).info.run_id
         if epoch_seconds is not None:
             tracking.log_metrics(client, run_id, {"epoch_seconds": epoch_seconds}, step=1)
-            client.set_tag(run_id, liveness.HEARTBEAT_TAG, f"{now - silent_s:.0f}")  # logging beat: set it back
+            client.set_tag(run_id, tags.HEARTBEAT, f"{now - silent_s:.0f}")  # logging beat: set it back
         return run_id
 
     runs = {
@@ -157,8 +158,8 @@ def test_every_epoch_and_the_start_beat(tmp_path):
     cfg = compose_config(output_dir=str(tmp_path))
     client, experiment_id = tracking.connect(cfg.tracking)
     run_id = tracking.start_job_run(client, experiment_id, cfg, "job", None, {})
-    started = float(client.get_run(run_id).data.tags[liveness.HEARTBEAT_TAG])
+    started = float(client.get_run(run_id).data.tags[tags.HEARTBEAT])
     assert abs(started - time.time()) < 60
-    client.set_tag(run_id, liveness.HEARTBEAT_TAG, "1000")
+    client.set_tag(run_id, tags.HEARTBEAT, "1000")
     tracking.log_metrics(client, run_id, {"loss": 1.0}, step=1)
-    assert float(client.get_run(run_id).data.tags[liveness.HEARTBEAT_TAG]) >= started
+    assert float(client.get_run(run_id).data.tags[tags.HEARTBEAT]) >= started

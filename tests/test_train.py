@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mixup_sweeps import data, fit, models, training
+from mixup_sweeps.data import datasets
+from mixup_sweeps.train import fit, models, training
 from tests.helpers import TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def subset(real_data_dir):
-    return data.load(dataset_config(real_data_dir, val_size=500, train_size=4096))
+    return datasets.load(dataset_config(real_data_dir, val_size=500, train_size=4096))
 
 
 def fit_one(cfg, dataset, weights, backup_dir, on_epoch=lambda epoch, metrics: None) -> training.TrainResult:

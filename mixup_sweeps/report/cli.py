@@ -8,11 +8,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mixup_sweeps.config import load_config
+from mixup_sweeps.job.compose import load_config
 from mixup_sweeps.report.documents import write_report
 from mixup_sweeps.report.store import ReportError, RunSet, fetch_runs, parse_where, select_runs
-from mixup_sweeps.sweep import DEFAULT_BASELINE, Baseline, parse_baseline
-from mixup_sweeps.tracking import UI_URL, StoreUnreachable, check_store, ui_url_for
+from mixup_sweeps.store.tracking import UI_URL, StoreUnreachable, check_store, ui_url_for
+from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, parse_baseline
 
 
 def check_baseline(run_set: RunSet, baseline: Baseline) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.probes import BEST_EPOCH, EPOCH_TEST_ACCURACY, MEMORIZED, TEST_ACCURACY_BEST
+from mixup_sweeps.config import SEED
 from mixup_sweeps.report import search as search_report
 from mixup_sweeps.report.figures import (
     MEMORIZATION_PLOT,
@@ -27,8 +27,9 @@ from mixup_sweeps.report.figures import (
 from mixup_sweeps.report.race import add_race_columns, race_answer
 from mixup_sweeps.report.store import RunSet, metric_histories
 from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
-from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, missing
-from mixup_sweeps.tracking import UI_URL, ui_runs_link
+from mixup_sweeps.store.tracking import UI_URL, ui_runs_link
+from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, missing
+from mixup_sweeps.train.probes import BEST_EPOCH, EPOCH_TEST_ACCURACY, MEMORIZED, TEST_ACCURACY_BEST
 
 NO_INTERVAL = "1 seed: no interval"
 PROBE_CURVES = (EPOCH_TEST_ACCURACY, MEMORIZED)  # the memorization figure's rows

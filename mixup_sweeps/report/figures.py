@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from mixup_sweeps import plots, probes, statistics
+from mixup_sweeps import plots, statistics
 from mixup_sweeps.plots import plt
 from mixup_sweeps.report.summary import TABLE_KEYS, readable, tables
-from mixup_sweeps.sweep import DEFAULT_BASELINE, Baseline, missing
+from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, missing
+from mixup_sweeps.train import probes
 
 PLOTS = ("accuracy_vs_alpha.png", "learning_curves.png")  # every report
 MEMORIZATION_PLOT = "memorization.png"  # reports of runs with trainer.test_every_epoch or a memorization probe

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from mixup_sweeps.sweep import override_values, same_value
+from mixup_sweeps.sweeps.baseline import same_value
+from mixup_sweeps.sweeps.overrides import override_values
 
 COLUMNS = ("race_outcome", "race_left_round", "race_seeds", "race_beaten_by", "race_delta", "race_low", "race_high")
 

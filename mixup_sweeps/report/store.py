@@ -19,12 +19,12 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps import liveness, search, sweep, tracking
+from mixup_sweeps.store import liveness, tags
 
 log = logging.getLogger(__name__)
 
 # Tags that are compared like config keys: runs of one config on different hardware are different groups.
-TAG_KEYS = ("accelerator",)
+TAG_KEYS = (tags.ACCELERATOR,)
 # The tables of MLflow's SQL schema the fast path reads (mlflow/store/tracking/dbmodels/models.py).
 SQL_TABLES = {"runs": "runs", "params": "params", "latest_metrics": "latest_metrics", "tags": "tags",
               "metrics": "metrics"}  # fmt: skip
@@ -172,10 +172,10 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
     df = runs_frame(client, exp.experiment_id)
     if df.empty:
         raise ReportError(f"No runs in experiment {experiment!r} ({tracking_uri})")
-    for column in (f"tags.{sweep.PARENT_TAG}", "tags.sweep_id"):
+    for column in (f"tags.{tags.PARENT}", f"tags.{tags.SWEEP_ID}"):
         if column not in df:
             df[column] = None
-    is_parent = df[f"tags.{sweep.PARENT_TAG}"] == "true"
+    is_parent = df[f"tags.{tags.PARENT}"] == "true"
     parents, runs = df[is_parent], df[~is_parent]
     parent_run_id, until, race, search_record = None, None, None, None
     if sweep_id == "all":
@@ -186,24 +186,24 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
                 raise ReportError(f"No sweep in experiment {experiment!r}: run one with -m, or use --sweep all")
             parent = parents.sort_values("start_time").iloc[-1]
         else:
-            matching = parents[parents["tags.sweep_id"] == sweep_id]
+            matching = parents[parents[f"tags.{tags.SWEEP_ID}"] == sweep_id]
             if matching.empty:
-                known = ", ".join(parents.sort_values("start_time")["tags.sweep_id"].dropna().tail(5)) or "none"
+                known = ", ".join(parents.sort_values("start_time")[f"tags.{tags.SWEEP_ID}"].dropna().tail(5)) or "none"
                 raise ReportError(f"No sweep {sweep_id!r} in experiment {experiment!r} (latest sweeps: {known})")
             parent = matching.iloc[-1]
-        label, parent_run_id = parent["tags.sweep_id"], parent["run_id"]
-        until_tag = parent.get(f"tags.{sweep.SEEDS_UNTIL_TAG}")
+        label, parent_run_id = parent[f"tags.{tags.SWEEP_ID}"], parent["run_id"]
+        until_tag = parent.get(f"tags.{tags.SEEDS_UNTIL}")
         until = json.loads(until_tag) if isinstance(until_tag, str) else None
-        race_tag = parent.get(f"tags.{sweep.RACE_RESULT_TAG}")
+        race_tag = parent.get(f"tags.{tags.RACE_RESULT}")
         race = json.loads(race_tag) if isinstance(race_tag, str) else None
-        if isinstance(parent.get(f"tags.{sweep.SEARCH_RESULT_TAG}"), str):
+        if isinstance(parent.get(f"tags.{tags.SEARCH_RESULT}"), str):
             search_record = _search_record(client, parent_run_id)
-        in_sweep = runs["tags.sweep_id"] == label
-        reused = f"tags.{tracking.REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
+        in_sweep = runs[f"tags.{tags.SWEEP_ID}"] == label
+        reused = f"tags.{tags.REUSED_IN_SWEEP}{label}"  # runs of earlier sweeps that this sweep skipped to
         if reused in runs:
             in_sweep |= runs[reused].notna()
         runs = runs[in_sweep]
-    pruned = f"tags.{search.PRUNED_TAG}"
+    pruned = f"tags.{tags.PRUNED}"
     if pruned in runs:  # stopped by a search's pruner: counted apart from failures
         runs = runs.assign(status=runs["status"].where(runs[pruned] != "true", "PRUNED"))
     left_out = runs.loc[runs["status"] != "FINISHED", "status"].value_counts().to_dict()
@@ -223,11 +223,11 @@ def _search_record(client: MlflowClient, parent_run_id: str) -> dict[str, Any] |
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(parent_run_id, search.RECORD_ARTIFACT, tmp)
+            path = client.download_artifacts(parent_run_id, tags.SEARCH_RECORD, tmp)
             with open(path) as file:
                 return json.load(file)
     except Exception as exc:  # noqa: BLE001 - an artifact store out of reach leaves the search section out
-        log.warning("the search's record (%s) could not be read: %s", search.RECORD_ARTIFACT, exc)
+        log.warning("the search's record (%s) could not be read: %s", tags.SEARCH_RECORD, exc)
         return None
 
 

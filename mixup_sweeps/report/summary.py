@@ -9,9 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from mixup_sweeps import probes, statistics
-from mixup_sweeps.config import PLUMBING_PREFIXES
-from mixup_sweeps.sweep import DEFAULT_BASELINE, SEED, Baseline, baselines_of, missing
+from mixup_sweeps import statistics
+from mixup_sweeps.config import PLUMBING_PREFIXES, SEED
+from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, baselines_of, missing
+from mixup_sweeps.train import probes
 
 TABLE_KEYS = ("dataset.name", "model.name")  # runs differing in these are never averaged together
 # metric -> its column prefix; test_accuracy_best (the best-validation epoch's) -> best_delta_*

@@ -1,57 +1,44 @@
-"""`hydra/sweeper=optuna`: a search over ranges with Optuna 5's ask/tell, trials on paired seeds, pruned by epoch,
-the winner confirmed on fresh seeds (the why and the rules: `mixup_sweeps.search`).
+"""The search sweeper's work: Optuna 5's ask/tell over ranges, trials on paired seeds, pruned by epoch, the winner
+confirmed on fresh seeds (the rules: `sweeps.search`; the stored study and pruning: `sweeps.study`).
 
 Each launch is a batch of trials, as many as the launcher runs jobs at once (`jobs_at_once`) divided by the
 seeds per trial, so `hydra/launcher=packed` trains a batch as one program and Ray spreads it. Each job is an
 ordinary run under the sweep's one parent. The study is stored: a trial that a killed sweep left RUNNING is marked
 failed (user attribute `interrupted`, not counted) and its parameters are asked again first, so its jobs skip or
-resume from their checkpoints; finished trials are never run again.
+resume from their checkpoints; finished trials are never run again. Optuna is imported where it is used: it loads
+only when a search runs.
 """
+
+from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 
-from mixup_sweeps.config import CONF_DIR
-from mixup_sweeps.sweep import jobs_at_once, progress_overrides
+from mixup_sweeps.config import CONF_DIR, SEED
+from mixup_sweeps.store import liveness, tags, tracking
+from mixup_sweeps.sweeps import search
+from mixup_sweeps.sweeps.baseline import baseline_setting
+from mixup_sweeps.sweeps.identity import sweep_fingerprint
+from mixup_sweeps.sweeps.overrides import config_key, override_key, override_values
+from mixup_sweeps.sweeps.progress import jobs_at_once, progress_overrides
+from mixup_sweeps.sweeps.search import objective
+from mixup_sweeps.sweeps.study import make_sampler, open_study, shown_url, storage_url, study_name
+from mixup_sweeps.train.training import Pruned
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left RUNNING (marked FAIL, asked again)
 OWNER = "owner"  # user attribute: the process that asked the trial (`liveness.process_tags`)
 MODEL_EPOCHS, MODEL_EPOCHS_UNPRUNED = "model_epochs", "model_epochs_unpruned"  # user attributes of a told trial
-
-
-# The schema (types only): every default is in conf/hydra/sweeper/optuna.yaml.
-@dataclass
-class OptunaSearchConf:
-    _target_: str = MISSING
-    n_trials: int = MISSING
-    seeds_per_trial: int = MISSING
-    metric: str = MISSING
-    sampler: str = MISSING
-    sampler_seed: int | None = MISSING
-    pruner: str = MISSING
-    n_startup_trials: int = MISSING
-    n_warmup_epochs: int = MISSING
-    storage: str | None = MISSING
-    study_name: str | None = MISSING
-    confirm_seeds: int = MISSING
-    baseline: str | None = MISSING
-    params: dict[str, str] | None = MISSING
-
-
-ConfigStore.instance().store(
-    group="hydra/schema/sweeper", name="optuna", node=OptunaSearchConf, provider="mixup_sweeps"
-)
 
 
 def _failure(ret: JobReturn) -> BaseException | None:
@@ -62,32 +49,32 @@ def _failure(ret: JobReturn) -> BaseException | None:
     return exc if isinstance(exc, BaseException) else RuntimeError(f"job ended {ret.status}")
 
 
-class OptunaSweeper(BasicSweeper):
-    def __init__(self, params: dict[str, str] | None = None, **settings: Any) -> None:
-        super().__init__(max_batch_size=None, params=params)
-        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "optuna.yaml")  # also for a sweeper made by hand
+class SearchRun:
+    """One search of `hydra/sweeper=search` (the plugin `SearchSweeper` hands its work to this)."""
+
+    def __init__(self, sweeper: BasicSweeper, settings: dict[str, Any]) -> None:
+        self.sweeper = sweeper
+        defaults = OmegaConf.load(CONF_DIR / "hydra" / "sweeper" / "search.yaml")  # also for a sweeper made by hand
         merged = OmegaConf.merge({k: v for k, v in defaults.items() if k != "defaults"}, settings)
         self.settings_node: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
         self.started = time.time()
         self.job_idx = 0
 
     def sweep(self, arguments: list[str]) -> Any:
-        from mixup_sweeps import search, sweep
-
-        assert self.config is not None and self.launcher is not None
+        assert self.sweeper.config is not None and self.sweeper.launcher is not None
         settings = search.settings_of(self.settings_node)
-        space, fixed = search.search_space(self._parse_config() + list(arguments))
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        space, fixed = search.search_space(self.sweeper._parse_config() + list(arguments))
+        sweep_dir = Path(self.sweeper.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as the basic sweeper does
-        url = search.storage_url(settings, str(Path(self.config.paths.output_dir).resolve()))
-        name = search.study_name(settings, sweep.sweep_fingerprint(self.config))
-        study = search.open_study(settings, url, name)
-        study.sampler = search.make_sampler(settings, trials_so_far=len(study.get_trials(deepcopy=False)))
-        log.info("Search: study %r in %s, %d trials of %d seeds", name, search.shown_url(url), settings.n_trials,
+        OmegaConf.save(self.sweeper.config, sweep_dir / "multirun.yaml")  # as the basic sweeper does
+        url = storage_url(settings, str(Path(self.sweeper.config.paths.output_dir).resolve()))
+        name = study_name(settings, sweep_fingerprint(self.sweeper.config))
+        study = open_study(settings, url, name)
+        study.sampler = make_sampler(settings, trials_so_far=len(study.get_trials(deepcopy=False)))
+        log.info("Search: study %r in %s, %d trials of %d seeds", name, shown_url(url), settings.n_trials,
                  settings.seeds_per_trial)  # fmt: skip
         self._recover(study)
-        parallel = jobs_at_once(self.launcher, self.config.hydra.launcher)
+        parallel = jobs_at_once(self.sweeper.launcher, self.sweeper.config.hydra.launcher)
         per_launch = max(1, parallel // settings.seeds_per_trial)
         seeds = range(settings.seeds_per_trial)
         while (done := self._counted(study)) < settings.n_trials:
@@ -101,7 +88,7 @@ class OptunaSweeper(BasicSweeper):
                        f"++hydra.job.env_set.{search.TRIAL_ID_ENV}={trial._trial_id}",
                        f"++hydra.job.env_set.{search.STUDY_ENV}={name}"]  # fmt: skip
                 for seed in seeds:
-                    jobs.append([*fixed, *search.overrides_of(trial.params), f"{search.SEED}={seed}", *env, *extra])
+                    jobs.append([*fixed, *search.overrides_of(trial.params), f"{SEED}={seed}", *env, *extra])
                     owners.append(trial)
             log.info("Search: trials %s (%d jobs)", ", ".join(f"#{t.number}" for t in trials), len(jobs))
             returns = self._launch(jobs)
@@ -115,9 +102,9 @@ class OptunaSweeper(BasicSweeper):
 
     # --- trials -----------------------------------------------------------------------------------------
     def _launch(self, jobs: list[list[str]]) -> list[JobReturn]:
-        assert self.launcher is not None
-        self.validate_batch_is_legal(jobs)
-        returns = list(self.launcher.launch(jobs, initial_job_idx=self.job_idx))
+        assert self.sweeper.launcher is not None
+        self.sweeper.validate_batch_is_legal(jobs)
+        returns = list(self.sweeper.launcher.launch(jobs, initial_job_idx=self.job_idx))
         self.job_idx += len(jobs)
         return returns
 
@@ -125,11 +112,8 @@ class OptunaSweeper(BasicSweeper):
         """A trial's outcome from its jobs: the mean metric, PRUNED when a job was pruned, FAIL when one failed."""
         import optuna
 
-        from mixup_sweeps.search import objective
-        from mixup_sweeps.training import Pruned
-
-        assert self.config is not None
-        full = int(trial.params.get("trainer.epochs", self.config.trainer.epochs))
+        assert self.sweeper.config is not None
+        full = int(trial.params.get("trainer.epochs", self.sweeper.config.trainer.epochs))
         failures = [_failure(ret) for ret in returns]
         spent = sum(exc.epoch if isinstance(exc, Pruned) else full for exc in failures)
         trial.set_user_attr(MODEL_EPOCHS, int(spent))
@@ -171,10 +155,8 @@ class OptunaSweeper(BasicSweeper):
     # --- the winner confirmed -------------------------------------------------------------------------------
     def _confirm(self, params: dict[str, Any], fixed: list[str], settings: Any) -> dict[str, Any]:
         """The best configuration and its baseline on `confirm_seeds` seeds the search never used, paired."""
-        from mixup_sweeps import search
-        from mixup_sweeps.sweep import DEFAULT_BASELINE, config_key, override_key, override_values, parse_baseline
 
-        baseline = parse_baseline(settings.baseline or DEFAULT_BASELINE.override)
+        baseline = baseline_setting(settings.baseline, search.KEY)
         best = [*fixed, *search.overrides_of(params)]
         if baseline.includes(override_values(best)):
             return {"note": f"the best trial is the baseline ({baseline.name}) itself: nothing to confirm against"}
@@ -183,7 +165,7 @@ class OptunaSweeper(BasicSweeper):
         base = [*keep, baseline.override]
         seeds = range(settings.seeds_per_trial, settings.seeds_per_trial + settings.confirm_seeds)
         extra = progress_overrides(self.job_idx + 2 * len(seeds), self.started, 1)
-        jobs = [[*group, f"{search.SEED}={seed}", f"++hydra.job.env_set.{search.CONFIRM_ENV}={role}", *extra]
+        jobs = [[*group, f"{SEED}={seed}", f"++hydra.job.env_set.{search.CONFIRM_ENV}={role}", *extra]
                 for role, group in (("best", best), ("baseline", base)) for seed in seeds]  # fmt: skip
         log.info("Search: confirming the best trial and %s on seeds %d-%d (%d jobs)", baseline.name, seeds.start,
                  seeds.stop - 1, len(jobs))  # fmt: skip
@@ -198,11 +180,7 @@ class OptunaSweeper(BasicSweeper):
 
     # --- the record -------------------------------------------------------------------------------------
     def _record(self, study: Any, settings: Any, space: dict, name: str, url: str) -> dict[str, Any]:
-        from dataclasses import asdict
-
         import optuna
-
-        from mixup_sweeps import search
 
         trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
         finished = [t for t in trials if t.state.is_finished()]
@@ -212,7 +190,7 @@ class OptunaSweeper(BasicSweeper):
             winner = study.best_trial
             best = {"number": winner.number, "params": winner.params, "value": winner.value}
         return {
-            "settings": {**asdict(settings), "storage": search.shown_url(url), "direction": settings.direction},
+            "settings": {**asdict(settings), "storage": shown_url(url), "direction": settings.direction},
             "study": name,
             "space": {key: optuna.distributions.distribution_to_json(dist) for key, dist in space.items()},
             "counts": dict(Counter(t.state.name for t in finished)),
@@ -234,12 +212,11 @@ class OptunaSweeper(BasicSweeper):
     def _publish(self, record: dict[str, Any]) -> None:
         """The search's lines on the parent run (tag `search_result`, the sweep's last lines) and the whole
         record as its artifact `search/search.json`."""
-        from mixup_sweeps import search, sweep, tracking
 
-        assert self.config is not None
+        assert self.sweeper.config is not None
         record["lines"] = lines = search.describe(record)
-        client, experiment_id = tracking.connect(self.config.tracking, check=False)  # checked at the start
-        parent = sweep.find_parent(client, experiment_id, str(Path(self.config.hydra.sweep.dir).resolve()))
+        client, experiment_id = tracking.connect(self.sweeper.config.tracking, check=False)  # checked at the start
+        parent = tracking.find_parent(client, experiment_id, str(Path(self.sweeper.config.hydra.sweep.dir).resolve()))
         if parent is None:  # no parent callback: the lines go to the log here (else they are the sweep's last)
             for line in lines:
                 log.info("Search: %s", line)
@@ -247,26 +224,21 @@ class OptunaSweeper(BasicSweeper):
         shown = [line[:1000] for line in lines]
         while len(json.dumps(shown)) > 5000:  # MLflow's tag limit: whole lines dropped, the JSON stays valid
             shown.pop()
-        client.set_tag(parent.info.run_id, sweep.SEARCH_RESULT_TAG, json.dumps(shown))
-        path = Path(self.config.hydra.sweep.dir) / Path(search.RECORD_ARTIFACT).name
+        client.set_tag(parent.info.run_id, tags.SEARCH_RESULT, json.dumps(shown))
+        path = Path(self.sweeper.config.hydra.sweep.dir) / Path(tags.SEARCH_RECORD).name
         path.write_text(search.to_json(record))
-        client.log_artifact(parent.info.run_id, str(path), str(Path(search.RECORD_ARTIFACT).parent))
+        client.log_artifact(parent.info.run_id, str(path), str(Path(tags.SEARCH_RECORD).parent))
 
 
 def _owner() -> dict[str, str]:
-    from mixup_sweeps import liveness
-
     return liveness.process_tags()
 
 
 def _alive(owner: dict[str, str]) -> bool:
     """Whether the process that asked a trial still runs (on this host; another host's is taken for alive)."""
-    import socket
-
-    from mixup_sweeps import liveness
 
     if not owner:
         return False
-    if owner.get(liveness.HOST_TAG) != socket.gethostname():
+    if owner.get(tags.HOST) != socket.gethostname():
         return True
-    return liveness.process_start(int(owner[liveness.PID_TAG])) == owner.get(liveness.PROCESS_TAG)
+    return liveness.process_start(int(owner[tags.PID])) == owner.get(tags.PROCESS_START)

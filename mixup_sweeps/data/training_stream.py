@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mixup_sweeps import augmentations
-from mixup_sweeps.data import Split
+from mixup_sweeps.data import augmentations
+from mixup_sweeps.data.datasets import Split
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mixup_sweeps import calibration, files
-from mixup_sweeps.data import Dataset
+from mixup_sweeps.data.datasets import Dataset
 
 if TYPE_CHECKING:
     import keras
@@ -121,7 +121,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with `deterministic`, deterministic ops (`backends.op_determinism`)."""
     import keras
 
-    from mixup_sweeps import backends
+    from mixup_sweeps.train import backends
 
     keras.utils.set_random_seed(seed)
     backends.op_determinism(deterministic)

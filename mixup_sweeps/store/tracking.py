@@ -2,7 +2,8 @@
 
 Everything goes through `MlflowClient` with explicit run ids (no fluent global state), so a run is always
 ended on purpose: FINISHED after its last artifact, FAILED (or KILLED on Ctrl-C) with its traceback otherwise.
-Which process owns a run is `liveness`; what makes a sweep and its parent run is `sweep`.
+Which process owns a run is `liveness`; every tag name is in `tags`. A sweep's parent run is found here
+(`find_parent`, `child_runs`); it is made by `multirun.parent`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from mixup_sweeps import files, liveness
+from mixup_sweeps import files
 from mixup_sweeps.config import config_fingerprint, flatten
+from mixup_sweeps.store import liveness, tags
 
-NESTED_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a child under its sweep's parent
-FINGERPRINT_TAG = "config_fingerprint"  # what a run computes (config.config_fingerprint): skip, resume, reuse
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
 
@@ -111,9 +111,9 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
             if location and "://" not in location:
                 location = Path(location).resolve().as_uri()
             # the experiment kind makes the MLflow UI open it as "Training runs", not as a GenAI experiment
-            tags = {"mlflow.experimentKind": "custom_model_development"}
+            kind = {"mlflow.experimentKind": "custom_model_development"}
             try:
-                return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=tags)
+                return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=kind)
             except MlflowException:  # a tracking server: another job created it first
                 experiment = client.get_experiment_by_name(tracking.experiment)
                 if experiment is None:
@@ -134,7 +134,7 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
         return
     db = Path(uri[len("sqlite:///") :])
-    with liveness.file_lock(db.with_name(db.name + ".lock"), STORE_LOCK_TIMEOUT_S, f"the MLflow store {db}"):
+    with files.file_lock(db.with_name(db.name + ".lock"), STORE_LOCK_TIMEOUT_S, f"the MLflow store {db}"):
         yield
 
 
@@ -144,7 +144,7 @@ def runs_with_fingerprint(
     """Runs of this exact computation (tag config_fingerprint) in the given states, newest first."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{FINGERPRINT_TAG} = '{fingerprint}'",
+        filter_string=f"tags.{tags.FINGERPRINT} = '{fingerprint}'",
         order_by=["attributes.start_time DESC"],
     )  # MLflow's filter has no OR/IN for status: filter those here
     return [r for r in runs if r.info.status in statuses]
@@ -172,15 +172,15 @@ def start_job_run(
     cfg: DictConfig,
     run_name: str,
     parent: Run | None,
-    tags: dict[str, str],
+    extra_tags: dict[str, str],
 ) -> str:
     """Create the job's run (nested under the sweep parent if any) with all params and static tags."""
-    all_tags = {FINGERPRINT_TAG: config_fingerprint(cfg), **liveness.process_tags(), **tags}
+    all_tags = {tags.FINGERPRINT: config_fingerprint(cfg), **liveness.process_tags(), **extra_tags}
     if commit := harness_git_commit():
-        all_tags["git_commit"] = commit
+        all_tags[tags.GIT_COMMIT] = commit
     if parent is not None:
-        all_tags[NESTED_TAG] = parent.info.run_id
-        all_tags["sweep_id"] = parent.data.tags.get("sweep_id", "")
+        all_tags[tags.NESTED] = parent.info.run_id
+        all_tags[tags.SWEEP_ID] = parent.data.tags.get(tags.SWEEP_ID, "")
     run_id = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
     params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
     try:
@@ -192,17 +192,11 @@ def start_job_run(
     return run_id
 
 
-REUSED_IN_SWEEP = "reused_in_sweep."  # + sweep_id: a FINISHED run of another sweep that this sweep skipped to
-
-
 def mark_reused(client: MlflowClient, run: Run, parent: Run | None) -> None:
     """A sweep that skips a job because an earlier sweep finished it counts that run as its own (report)."""
-    sweep_id = parent.data.tags.get("sweep_id") if parent is not None else None
-    if parent is not None and sweep_id and run.data.tags.get("sweep_id") != sweep_id:
-        client.set_tag(run.info.run_id, REUSED_IN_SWEEP + sweep_id, parent.info.run_id)
-
-
-INITIAL_WEIGHTS = "initial_weights"  # artifact folder of the sweep parent (and of each run) holding them
+    sweep_id = parent.data.tags.get(tags.SWEEP_ID) if parent is not None else None
+    if parent is not None and sweep_id and run.data.tags.get(tags.SWEEP_ID) != sweep_id:
+        client.set_tag(run.info.run_id, tags.REUSED_IN_SWEEP + sweep_id, parent.info.run_id)
 
 
 def exchange_initial_weights(
@@ -216,8 +210,8 @@ def exchange_initial_weights(
     deterministic (seeded weights, byte-identical .h5), so two nodes that both miss it publish the same bytes.
     """
     if parent_run_id is not None:
-        published = {a.path for a in client.list_artifacts(parent_run_id, INITIAL_WEIGHTS)}
-        artifact = f"{INITIAL_WEIGHTS}/{local.name}"
+        published = {a.path for a in client.list_artifacts(parent_run_id, tags.INITIAL_WEIGHTS)}
+        artifact = f"{tags.INITIAL_WEIGHTS}/{local.name}"
         if artifact in published:
             if local.exists():  # fetched or created on this node before: the same bytes (see above)
                 return local
@@ -227,7 +221,7 @@ def exchange_initial_weights(
             return local
     path = create()
     if parent_run_id is not None:
-        client.log_artifact(parent_run_id, str(path), INITIAL_WEIGHTS)
+        client.log_artifact(parent_run_id, str(path), tags.INITIAL_WEIGHTS)
     return path
 
 
@@ -237,7 +231,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
     client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()],
-        tags=[RunTag(liveness.HEARTBEAT_TAG, f"{now:.0f}")],
+        tags=[RunTag(tags.HEARTBEAT, f"{now:.0f}")],
     )
 
 
@@ -248,9 +242,9 @@ def end_failed_run(client: MlflowClient, run_id: str, exc: BaseException, job_di
         path = job_dir / "traceback.txt"
         path.write_text(text)
         client.log_artifact(run_id, str(path))
-        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        client.set_tag(run_id, "failure_reason", reason)
+        client.set_tag(run_id, tags.FAILURE_REASON, reason)
     finally:
         client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
 
@@ -258,9 +252,43 @@ def end_failed_run(client: MlflowClient, run_id: str, exc: BaseException, job_di
 def end_pruned_run(client: MlflowClient, run_id: str, epoch: int, why: str) -> None:
     """A run a search's pruner stopped: KILLED (it did not finish), tagged `pruned` with the epoch, so the report
     leaves it out of its tables and counts it, and the sweep does not count it as a failure."""
-    from mixup_sweeps import search
-
-    client.set_tag(run_id, search.PRUNED_TAG, "true")
-    client.set_tag(run_id, search.PRUNED_EPOCH_TAG, str(epoch))
-    client.set_tag(run_id, "failure_reason", why)
+    client.set_tag(run_id, tags.PRUNED, "true")
+    client.set_tag(run_id, tags.PRUNED_EPOCH, str(epoch))
+    client.set_tag(run_id, tags.FAILURE_REASON, why)
     client.set_terminated(run_id, "KILLED")
+
+
+def find_parent(
+    client: MlflowClient, experiment_id: str, sweep_dir: str | None = None, fingerprint: str | None = None
+) -> Run | None:
+    """The parent run of the sweep writing to sweep_dir, or (for resume) of the same sweep command."""
+    where = (
+        f"tags.{tags.SWEEP_DIR} = '{sweep_dir}'" if sweep_dir else f"tags.{tags.SWEEP_FINGERPRINT} = '{fingerprint}'"
+    )
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{tags.PARENT} = 'true' and {where}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{tags.NESTED}` = '{parent_run_id}'")
+
+
+def finished_durations(client: MlflowClient, experiment_id: str, parent: Run, since: float) -> list[float]:
+    """Seconds each job of this sweep took that trained to the end since `since` (epoch seconds): skipped
+    jobs and runs of earlier sessions are not in it (the ETA of `sweeps.progress`)."""
+    runs = child_runs(client, experiment_id, parent.info.run_id)
+    return [
+        (run.info.end_time - run.info.start_time) / 1000
+        for run in runs
+        if run.info.status == "FINISHED" and run.info.end_time and run.info.start_time >= since * 1000
+    ]
+
+
+def run_status(run: Run) -> str:
+    """A run's status, PRUNED for a run a search's pruner stopped (KILLED in MLflow, tagged)."""
+    return "PRUNED" if run.data.tags.get(tags.PRUNED) == "true" else run.info.status

@@ -1,10 +1,9 @@
-"""Which process owns a run, whether it still lives, and locks that say who holds them.
+"""Which process owns a run, and whether it still lives.
 
 A run that is RUNNING in the store may belong to a process that died by `kill -9`: nobody will end it.
 Every run (and sweep parent) carries `host`, `pid` and `process_start` (boot time + the process's start
 time, so a reused pid is not taken for the owner); the next job or report on that host ends such ghosts
-KILLED. The file locks beside the SQLite store and the initial weights wait a stated time, then name the
-holder instead of hanging behind it for ever.
+KILLED. (The file locks that name their holder are `files.file_lock`.)
 """
 
 from __future__ import annotations
@@ -13,20 +12,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import filelock
 import psutil
-from hydra.errors import CompactHydraException
 from mlflow.tracking import MlflowClient
+
+from mixup_sweeps.store import tags
 
 log = logging.getLogger(__name__)
 
-HOST_TAG, PID_TAG, PROCESS_TAG = "host", "pid", "process_start"  # which process on which machine owns a run
-HEARTBEAT_TAG = "heartbeat"  # epoch seconds of the owner's last sign of life: at start and after every epoch
-PARENT_TAG = "sweep_parent"  # "true" on a sweep's parent run (`sweep`), which has no epochs to beat with
 # A RUNNING run of another host whose heartbeat is older than max(floor, HEARTBEAT_EPOCHS x its last epoch's
 # seconds) is taken for dead; the floor is `tracking.heartbeat_timeout_s` (it covers start-up and compiling).
 HEARTBEAT_EPOCHS = 3
@@ -52,10 +45,10 @@ def process_tags() -> dict[str, str]:
     """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run,
     and one on any host a run whose heartbeat stopped."""
     return {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(os.getpid()),
-        PROCESS_TAG: process_start(os.getpid()) or "",
-        HEARTBEAT_TAG: f"{time.time():.0f}",
+        tags.HOST: socket.gethostname(),
+        tags.PID: str(os.getpid()),
+        tags.PROCESS_START: process_start(os.getpid()) or "",
+        tags.HEARTBEAT: f"{time.time():.0f}",
     }
 
 
@@ -81,9 +74,9 @@ def end_ghost_runs(client: MlflowClient, experiment_id: str, heartbeat_timeout_s
     host = socket.gethostname()
     ghosts = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
-        tags = run.data.tags
-        if tags.get(HOST_TAG) == host:
-            pid, started = tags.get(PID_TAG, ""), tags.get(PROCESS_TAG, "")
+        held = run.data.tags
+        if held.get(tags.HOST) == host:
+            pid, started = held.get(tags.PID, ""), held.get(tags.PROCESS_START, "")
             if not pid.isdigit() or int(pid) == os.getpid():
                 continue
             now = process_start(int(pid))
@@ -92,52 +85,19 @@ def end_ghost_runs(client: MlflowClient, experiment_id: str, heartbeat_timeout_s
             message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
             reason = "process_gone"
         else:
-            beat = tags.get(HEARTBEAT_TAG, "")
-            if heartbeat_timeout_s is None or tags.get(PARENT_TAG) == "true" or not beat.replace(".", "", 1).isdigit():
+            beat = held.get(tags.HEARTBEAT, "")
+            if heartbeat_timeout_s is None or held.get(tags.PARENT) == "true" or not beat.replace(".", "", 1).isdigit():
                 continue  # a sweep parent has no epochs; a run without heartbeats: nobody can tell from here
             silent = time.time() - float(beat)
             limit = heartbeat_limit(run.data.metrics.get("epoch_seconds"), heartbeat_timeout_s)
             if silent <= limit:
                 continue
-            message = (f"no heartbeat from {tags.get(HOST_TAG, 'its host')} for {silent:.0f} s (limit {limit:.0f} s: "
+            message = (f"no heartbeat from {held.get(tags.HOST, 'its host')} for {silent:.0f} s (limit {limit:.0f} s: "
                        "tracking.heartbeat_timeout_s or 3 of its epochs); its job died there")  # fmt: skip
             reason = "heartbeat_lost"
-        client.set_tag(run.info.run_id, "error", message)
-        client.set_tag(run.info.run_id, "failure_reason", reason)
+        client.set_tag(run.info.run_id, tags.ERROR, message)
+        client.set_tag(run.info.run_id, tags.FAILURE_REASON, reason)
         client.set_terminated(run.info.run_id, "KILLED")
         log.warning("run %s (%s) marked KILLED: %s", run.info.run_id, run.info.run_name, message)
         ghosts.append(run.info.run_id)
     return ghosts
-
-
-class LockTimeout(CompactHydraException):
-    """A file lock was held longer than its stated wait: one line naming the file and the holder."""
-
-
-@contextmanager
-def file_lock(path: Path, timeout_s: float, guards: str) -> Iterator[None]:
-    """Hold the exclusive lock `path` (across processes) for the block; wait at most `timeout_s` seconds.
-
-    The holder writes who it is beside the lock (`<path>.owner`, removed on release), so a waiter that gives
-    up can say which process on which host holds it. A holder that dies releases the lock with it (flock).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path), timeout=timeout_s)
-    owner = path.with_name(path.name + ".owner")
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        try:
-            holder = owner.read_text().strip()
-        except OSError:
-            holder = "an unknown process"
-        raise LockTimeout(
-            f"{path}: waited {timeout_s:g} s for the lock on {guards}, held by {holder}; "
-            "end that process if it hangs, then run the command again"
-        ) from None
-    try:
-        owner.write_text(f"process {os.getpid()} on {socket.gethostname()}")
-        yield
-    finally:
-        owner.unlink(missing_ok=True)  # before the release: the next holder writes its own
-        lock.release()

@@ -43,7 +43,7 @@ def installed(library: str) -> bool:
 def prepare(backend: str, deterministic: bool = False) -> None:
     """Make `backend` the Keras backend of this process, with GPU sharing (and determinism) set up first."""
     if not installed(backend):
-        from mixup_sweeps.config import ConfigError
+        from mixup_sweeps.errors import ConfigError
 
         raise ConfigError(f"backend={backend}: {backend} is not installed here; {INSTALL_HINT[backend]}")
     for key, value in GPU_SHARING_ENV.items():

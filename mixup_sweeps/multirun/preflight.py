@@ -9,42 +9,30 @@ exit 2, before a directory, a run or a sweep's parent exists. Anything else stay
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib.util
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mixup_sweeps.config import CONF_DIR, SEED_RANGE, register_configs, validate
+from mixup_sweeps.config import CONF_DIR, SEED, SEED_RANGE
 from mixup_sweeps.errors import ConfigError, require
+from mixup_sweeps.job.compose import register_configs, validate
+from mixup_sweeps.sweeps import racing, search
+from mixup_sweeps.sweeps.identity import race_settings, seeds_until
+from mixup_sweeps.sweeps.overrides import expand_jobs, groups_of, override_key, task_overrides
+from mixup_sweeps.sweeps.until import check_until
+from mixup_sweeps.text import one_line
 
 # Hydra's own flags that print or rerun instead of running: left to Hydra as they are.
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc",
                     "--shell-completion", "--experimental-rerun", "-cp", "--config-path", "-cn", "--config-name",
                     "-cd", "--config-dir")  # fmt: skip
 MULTIRUN_FLAGS = ("-m", "--multirun")
-SEED = "seed"
-
-
-def one_line(exc: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages as one line: the headline and the reason (or the options)."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    head = lines[0].strip().rstrip(".:")
-    if any("Available options" in line for line in lines):
-        start = next(i for i, line in enumerate(lines) if "Available options" in line) + 1
-        options = []
-        while start < len(lines) and lines[start][:1] in (" ", "\t"):
-            options.append(lines[start].strip())
-            start += 1
-        return f"{head} (available: {', '.join(options)})"
-    if len(lines) > 1 and lines[1][:1] not in (" ", "\t"):
-        return f"{head}: {lines[1].strip()}"
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause).strip():
-        return f"{head}: {str(cause).strip().splitlines()[0]}"
-    return head
+# Options this app had under another name: the old name gets one line pointing to the new (unless another
+# installed plugin now owns it: `hydra/sweeper=optuna` is hydra-optuna-sweeper's name).
+RENAMED = {"hydra/sweeper=optuna": ("hydra/sweeper=search", "hydra_plugins.hydra_optuna_sweeper")}
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
@@ -63,8 +51,8 @@ def check(argv: Sequence[str]) -> None:
     """Raise `ConfigError` (one line) for a command line whose config, sweep settings or jobs cannot work."""
     if any(arg in HYDRA_INFO_FLAGS or arg.startswith(("--cfg=", "--info=")) for arg in argv):
         return
-    from mixup_sweeps import sweep
 
+    _refuse_renamed(argv)
     multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
     arguments = [arg for arg in argv if not arg.startswith("-")]
     try:
@@ -82,7 +70,6 @@ def check(argv: Sequence[str]) -> None:
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
-    from mixup_sweeps import search
 
     if search.is_search(config.hydra.sweeper):
         for job in check_search(config):  # its launcher's settings too
@@ -93,12 +80,20 @@ def check(argv: Sequence[str]) -> None:
     low, high = SEED_RANGE
     for job in jobs:
         for o in job:
-            if sweep.override_key(o) == SEED:
+            if override_key(o) == SEED:
                 value = o.partition("=")[2]
                 require(value.lstrip("-").isdigit() and low <= int(value) <= high, SEED, value,
                         f"must be an integer in [{low}, {high}] (2**32 - 1)")  # fmt: skip
     for group in groups_of(jobs):
         _check_job(group)
+
+
+def _refuse_renamed(argv: Sequence[str]) -> None:
+    """An option this app renamed: one line naming the new name (the old one may be another plugin's now)."""
+    for arg in argv:
+        new, owner = RENAMED.get(arg, (None, ""))
+        if new is not None and importlib.util.find_spec(owner) is None:
+            raise ConfigError(f"{arg} is now {new} (same keys; the old name is hydra-optuna-sweeper's)")
 
 
 def _check_job(overrides: Sequence[str]) -> None:
@@ -113,8 +108,6 @@ def _check_job(overrides: Sequence[str]) -> None:
 def check_search(config: DictConfig) -> list[list[str]]:
     """A search's settings and space (`search.settings_of`, `search.search_space`): `ConfigError`, one line.
     Returns the jobs that put every searched key at each end of its range (for `check` to compose)."""
-    from mixup_sweeps import search
-    from mixup_sweeps.sweep import task_overrides
 
     _check_launcher(config)
     sweeper = config.hydra.sweeper
@@ -126,8 +119,7 @@ def check_search(config: DictConfig) -> list[list[str]]:
 
 def sweep_jobs(config: DictConfig) -> list[list[str]]:
     """Every job of a sweep as its overrides, expanded as the variants sweeper expands them
-    (`sweep.expand_jobs`: hydra.sweeper.params, then the command line, crossed with the variants)."""
-    from mixup_sweeps.sweep import expand_jobs, task_overrides
+    (`sweeps.overrides.expand_jobs`: hydra.sweeper.params, then the command line, crossed with the variants)."""
 
     params = config.hydra.sweeper.get("params") or {}
     variants = config.hydra.sweeper.get("variants")
@@ -142,37 +134,10 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
         raise ConfigError(one_line(exc)) from None
 
 
-def groups_of(jobs: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
-    """The sweep's groups: its jobs without their seed, each once, in order."""
-    from mixup_sweeps.sweep import override_key
-
-    return list(dict.fromkeys(tuple(o for o in job if override_key(o) != SEED) for job in jobs))
-
-
-def check_until(until: Mapping[str, Any]) -> None:
-    """Seeds-until settings that cannot work (when on): `ConfigError`, one line. The sweeper checks them too."""
-    from mixup_sweeps.sweep import DEFAULT_BASELINE, parse_baseline
-
-    if until.get("half_width") is None:
-        return
-    half, low, high = until["half_width"], until["min_seeds"], until["max_seeds"]
-    if not (half > 0 and 2 <= low <= high):
-        raise ConfigError(
-            "hydra.sweeper.until: need half_width > 0 and 2 <= min_seeds <= max_seeds, got half_width="
-            f"{half}, min_seeds={low}, max_seeds={high}"
-        )
-    try:
-        parse_baseline(until.get("baseline") or DEFAULT_BASELINE.override)
-    except ValueError as exc:
-        raise ConfigError(f"hydra.sweeper.until.{exc}") from None
-
-
 def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = None) -> None:
     """What a sweep's settings can be checked for before anything is recorded: `ConfigError`, one line.
     `jobs`: the sweep's jobs (`sweep_jobs`, which also refuses a key both in the variants and on the command
     line), expanded here when not given."""
-    from mixup_sweeps import racing, search
-    from mixup_sweeps.sweep import race, seeds_until
 
     if search.is_search(config.hydra.sweeper):
         check_search(config)
@@ -182,7 +147,7 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
     jobs = sweep_jobs(config) if jobs is None else jobs
     sweeper = config.hydra.sweeper
     check_until(sweeper.get("until") or {})
-    settings = race(config)
+    settings = race_settings(config)
     if settings is None:
         return
     checked = racing.settings_of(settings)

@@ -5,7 +5,7 @@ same images, so one compiled program can train all of them: Keras's own stateles
 (`stateless_call`, the loss, the optimizer's `stateless_apply`, the metrics) under `jax.vmap` over the members
 and `jax.lax.scan` over the `trainer.steps_per_execution` steps of one compiled call. The training images are
 on the device once; per call the host sends each member's image indices, partners, λs / CutMix boxes and soft
-labels from its own `augment.EpochPlan` (a pure function of (seed, epoch)), and the device gathers and mixes.
+labels from its own `training_stream.EpochPlan` (a pure function of (seed, epoch)), and the device gathers and mixes.
 Dropout draws per member from (seed, epoch, step). Validation and the test pass are vmapped too.
 
 Which jobs may share a pack is `config.program_key`; the pack's step takes the mask inputs its members'
@@ -33,9 +33,11 @@ import jax
 import keras
 import numpy as np
 
-from mixup_sweeps import augment, augmentations, files, models, probes, training
-from mixup_sweeps.sweep import format_duration
-from mixup_sweeps.training import INTERRUPTS, Member
+from mixup_sweeps import files
+from mixup_sweeps.data import augmentations, training_stream
+from mixup_sweeps.text import format_duration
+from mixup_sweeps.train import models, probes, training
+from mixup_sweeps.train.training import INTERRUPTS, Member
 
 log = logging.getLogger(__name__)
 STATE_FILE = "packed_state-{epoch}.npz"  # one member's state after `epoch` epochs (`training.METADATA` names it)
@@ -73,7 +75,7 @@ class PackedProgram:
             first.model, tuple(first.dataset.image_shape), self.classes, precision=first.trainer.precision
         )
         self.form = augmentations.input_form(augmentations.of(member.cfg.aug) for member in self.members)
-        self.model = augment.training_model(self.network, self.form, name="packed")
+        self.model = training_stream.training_model(self.network, self.form, name="packed")
         training.compile_for_training(self.model, first.trainer)
         val = self.members[0].dataset.val  # one evaluation builds the loss and metric variables
         self.model.evaluate(self._unmixed(val.images[:1]), _onehot(val.labels[:1], self.classes), verbose=0)
@@ -175,7 +177,7 @@ class PackedProgram:
         """Every member's plan of `epoch` in the shared input form, stacked: (members, n, ...) arrays."""
         plans = []
         for member in self.members:
-            plan = augment.epoch_plan(
+            plan = training_stream.epoch_plan(
                 member.dataset.train, member.cfg.aug, self.batch, self.classes, member.cfg.seed, epoch
             )
             plans.append(plan.arrays(self.form))
@@ -330,7 +332,7 @@ class PackedProgram:
         return network
 
     def _unmixed(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
-        return augment.unmixed_inputs(images, self.form)
+        return training_stream.unmixed_inputs(images, self.form)
 
 
 # None: by platform (`batched_members`); True or False forces one strategy (tests run the GPU's on a CPU).

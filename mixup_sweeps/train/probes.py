@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import DictConfig
 
-from mixup_sweeps.data import Dataset
+from mixup_sweeps.data.datasets import Dataset
 
 EPOCH_TEST_ACCURACY = "epoch_test_accuracy"  # test accuracy after each epoch (trainer.test_every_epoch)
 MEMORIZED = "memorized"  # share of the probed corrupted examples predicted as their corrupted label

@@ -35,45 +35,7 @@ import numpy as np
 
 from mixup_sweeps.errors import require
 from mixup_sweeps.statistics import seeds_for_half_width, t_quantile
-
-# The selection metrics a race may use: validation only (choosing on the test set and reporting the test set is
-# the mistake the report never invites). Each: (direction, the test metric the winner is reported with).
-METRICS = {
-    "val_accuracy": (+1, "test_accuracy"),  # the last epoch's validation accuracy
-    "val_loss": (-1, "test_accuracy"),  # the last epoch's validation loss (lower is better)
-    "best_val_accuracy": (+1, "test_accuracy_best"),  # the best epoch's (needs trainer.test_every_epoch=true)
-}
-
-
-@dataclass(frozen=True)
-class RaceSettings:
-    epsilon: float  # arms within ±epsilon (in the metric's units) are equivalent for the user's purpose
-    delta: float = 0.05  # P(a best arm is ever eliminated, or any claim is wrong) ≤ delta
-    min_seeds: int = 3
-    max_seeds: int = 30
-    seeds_per_round: int = 1
-    metric: str = "val_accuracy"
-
-    @property
-    def rounds(self) -> int:
-        """The most looks a race can take: after the first stage and after each later round."""
-        return 1 + math.ceil((self.max_seeds - self.min_seeds) / self.seeds_per_round)
-
-    def seeds_after(self, look: int) -> int:
-        """Seeds every arm still in the race has after look `look` (1 = the first stage)."""
-        return min(self.max_seeds, self.min_seeds + (look - 1) * self.seeds_per_round)
-
-    def confidence(self, arms: int) -> float:
-        """Each pairwise interval's level: 1 − δ / (pairs · looks)."""
-        return 1.0 - self.delta / (max(1, arms * (arms - 1) // 2) * self.rounds)
-
-    @property
-    def sign(self) -> int:
-        return METRICS[self.metric][0]
-
-    @property
-    def test_metric(self) -> str:
-        return METRICS[self.metric][1]
+from mixup_sweeps.sweeps.settings import METRICS, RaceSettings
 
 
 def settings_of(race: Mapping[str, Any], key: str = "hydra.sweeper.race") -> RaceSettings | None:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mixup_sweeps import augment, backends, models, probes, training
-from mixup_sweeps.data import Dataset, Split
-from mixup_sweeps.training import INTERRUPTS, Member
+from mixup_sweeps.data import training_stream
+from mixup_sweeps.data.datasets import Dataset, Split
+from mixup_sweeps.train import backends, models, probes, training
+from mixup_sweeps.train.training import INTERRUPTS, Member
 
 
 def train(members: Sequence[Member]) -> None:
@@ -33,9 +34,9 @@ def _fit(member: Member) -> training.TrainResult:
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     network = models.build_model(cfg.model, tuple(cfg.dataset.image_shape), num_classes, precision=trainer.precision)
     network.load_weights(member.initial_weights)
-    stream = augment.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
+    stream = training_stream.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
     form = stream.form  # the mask inputs the augmentation sends
-    model = augment.training_model(network, form, name=cfg.aug.name)  # uint8 batches -> mixing -> network
+    model = training_stream.training_model(network, form, name=cfg.aug.name)  # uint8 batches -> mixing -> network
     training.compile_for_training(model, trainer, trainer.steps_per_execution)
     member.history = training.completed_epochs(member.backup_dir)
     epoch_metrics = EpochMetrics(member.history)
@@ -51,7 +52,7 @@ def _fit(member: Member) -> training.TrainResult:
     callbacks += [epoch_metrics, BackupThenReport(member)]
     model.fit(
         stream,
-        validation_data=(augment.unmixed_inputs(dataset.val.images, form), _onehot(dataset.val, num_classes)),
+        validation_data=(training_stream.unmixed_inputs(dataset.val.images, form), _onehot(dataset.val, num_classes)),
         validation_batch_size=trainer.batch_size,
         epochs=trainer.epochs,
         shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
@@ -62,7 +63,7 @@ def _fit(member: Member) -> training.TrainResult:
     epoch = training.first_diverged_epoch(member.history, trainer.epochs)
     if epoch is not None:
         raise training.diverged(epoch, trainer)
-    probabilities = network.predict(augment.scaled(dataset.test), batch_size=trainer.batch_size, verbose=0)
+    probabilities = network.predict(training_stream.scaled(dataset.test), batch_size=trainer.batch_size, verbose=0)
     images_per_second = len(dataset.train) * epoch_metrics.epochs_run / max(epoch_metrics.train_seconds, 1e-9)
     return training.result_from_probabilities(
         probabilities, dataset, member.history, images_per_second, lambda: network
@@ -103,10 +104,10 @@ class ProbeEachEpoch(keras.callbacks.Callback):
     def __init__(self, epoch_probes: probes.EpochProbes, network: keras.Model, dataset: Dataset) -> None:
         super().__init__()
         self.probes, self.network = epoch_probes, network
-        self.test_images = augment.scaled(dataset.test) if epoch_probes.test_labels is not None else None
+        self.test_images = training_stream.scaled(dataset.test) if epoch_probes.test_labels is not None else None
         probe, train_split = epoch_probes.memorization, dataset.train
         self.probe_images = (
-            augment.scaled(Split(train_split.images[probe.indices], train_split.labels[probe.indices]))
+            training_stream.scaled(Split(train_split.images[probe.indices], train_split.labels[probe.indices]))
             if probe
             else None
         )

@@ -15,7 +15,7 @@ import keras
 from keras import layers
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps import files, liveness
+from mixup_sweeps import files
 
 
 def build_model(
@@ -81,7 +81,7 @@ def create_initial_weights(
     if path.exists():
         return path
     # a second job waits here, then finds the file
-    with liveness.file_lock(path.with_suffix(".lock"), INITIAL_WEIGHTS_LOCK_TIMEOUT_S, f"creating {path.name}"):
+    with files.file_lock(path.with_suffix(".lock"), INITIAL_WEIGHTS_LOCK_TIMEOUT_S, f"creating {path.name}"):
         if not path.exists():
             keras.utils.set_random_seed(seed)
             model = build_model(model_cfg, input_shape, num_classes)

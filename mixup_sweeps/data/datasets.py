@@ -1,6 +1,6 @@
 """Fashion-MNIST from the four IDX files, read offline and checked, split as the Keras mixup example does.
 
-Run `python -m mixup_sweeps.data` to see where the data is found (exit 1 with instructions when it is not).
+Run `python -m mixup_sweeps.data.datasets` to see where the data is found (exit 1 with instructions when it is not).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from mixup_sweeps.config import ConfigError
+from mixup_sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -36,3 +36,10 @@ def run_here(
     )
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return ret
+
+
+def run_numbered(
+    hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction, overrides: Sequence[str], idx: int
+) -> JobReturn:
+    """Job number `idx` of a launch (its overrides) in this process, as Hydra's basic launcher runs it."""
+    return run_here(hydra_context, config, task_function, job_config(hydra_context, config, overrides, idx))

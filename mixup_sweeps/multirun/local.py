@@ -1,0 +1,91 @@
+"""The local launcher's work (`hydra/launcher=local`, the default of every multirun): the jobs of a launch side by
+side on this machine's cores.
+
+One tiny CNN cannot use a machine's cores (measured in docs/benchmarks.md: on a 2-core machine two jobs of one
+thread each train about 1.4x the model-epochs per second of one job on both cores), so this launcher runs
+`jobs` jobs at once (default: the cores this process may use, divided by `threads`), each in a worker process
+(joblib's loky pool, as Hydra's joblib launcher: the same `run_job`, job directories, `.hydra/` files and
+callbacks) whose TensorFlow / XLA pools get `threads` threads (`backends.job_threads` reads it from
+`MIXUP_JOB_THREADS`). Workers are reused by later jobs, so a sweep pays TensorFlow's start-up once per worker.
+Workers are not pinned to cores: a TensorFlow job with one intra-op thread still keeps more than one thread
+busy (the calling thread runs kernels beside the pool's), and pinned to one core they take turns; unpinned,
+the scheduler lends a job the core another job is not using (between epochs, at the end of a sweep). Measured
+in docs/benchmarks.md: the same sweep 1.12x job after job with each worker pinned, 1.38x unpinned.
+A launch of one job, one job at a time (`jobs: 1`) or a machine with an NVIDIA GPU (where a pack or `ray_gpu`
+shares the device better) runs the jobs in this process, one after another, as Hydra's basic launcher does.
+The sweep's parent run, the progress lines and the ETA are the sweeper's: each job logs one line when it
+starts and one when it ends; Keras's per-epoch lines are off in workers, so the console stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+
+from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.multirun import in_process
+from mixup_sweeps.train.backends import JOB_THREADS_ENV, cpu_cores, gpu_count  # light: no Keras, no backend
+
+log = logging.getLogger(__name__)
+
+
+def jobs_at_once(jobs: int | None, threads: int) -> int:
+    """`jobs`, or as many as the cores allow at `threads` each; 1 on a machine with an NVIDIA GPU."""
+    if jobs is not None:
+        return max(1, int(jobs))
+    if gpu_count() > 0:
+        return 1
+    return max(1, cpu_cores() // max(1, int(threads)))
+
+
+def _in_worker(threads: int, *args: Any) -> JobReturn:
+    """One job in a worker process: its pools' size in the environment, then Hydra's job (as joblib's launcher)."""
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    os.environ[JOB_THREADS_ENV] = str(threads)
+    return execute_job(*args)
+
+
+def launch(launcher: Launcher, jobs: int | None, threads: int, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> Sequence[JobReturn]:  # fmt: skip
+    """The launch: side by side in reusable worker processes, or here one after another (one at a time)."""
+    setup_globals()
+    config, hydra_context, task_function = launcher.config, launcher.hydra_context, launcher.task_function  # type: ignore[attr-defined]
+    assert config is not None and hydra_context is not None and task_function is not None
+    for name, value in (("jobs", jobs), ("threads", threads)):
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"Invalid value hydra.launcher.{name}={value!r}: must be an integer >= 1")
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    at_once = min(jobs_at_once(jobs, threads), len(job_overrides))
+    log.info("Launching %d jobs, %d at once (%d threads each)", len(job_overrides), at_once,
+             threads if at_once > 1 else cpu_cores())  # fmt: skip
+    numbered = list(enumerate(job_overrides, start=initial_job_idx))
+    for idx, overrides in numbered:
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+    if at_once <= 1:
+        return [
+            in_process.run_numbered(hydra_context, config, task_function, overrides, idx) for idx, overrides in numbered
+        ]
+    state = Singleton.get_state()
+    executor = _workers(at_once)
+    futures = [
+        executor.submit(_in_worker, threads, idx, overrides, hydra_context, config, task_function, state)
+        for idx, overrides in numbered
+    ]
+    return [future.result() for future in futures]
+
+
+def _workers(count: int) -> Any:
+    """joblib's loky pool of `count` workers, kept for the sweep's later launches (a search's batches, a
+    race's rounds). Not pinned to cores: see the module's docstring."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=count, timeout=3600)

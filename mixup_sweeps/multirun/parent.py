@@ -1,0 +1,133 @@
+"""The sweep's parent run: a Hydra callback that makes it before any job starts and ends it after the last.
+
+One parent per multirun: the jobs nest under it (the MLflow UI's tree), find it by the sweep directory, and
+share the initial weights through it; the same command again (`resume=true`) finds it by the sweep's
+fingerprint and continues it. Its last lines say how the sweep ended and what its procedure answered.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.multirun.preflight import check_sweeper
+from mixup_sweeps.store import liveness, tags, tracking
+from mixup_sweeps.sweeps import identity
+from mixup_sweeps.sweeps.overrides import task_overrides
+from mixup_sweeps.sweeps.until import describe_seeds_until
+
+log = logging.getLogger(__name__)
+ENDED_WELL = {"FINISHED", "PRUNED"}  # a search stopping a hopeless trial is no failure
+
+
+class SweepParentCallback(Callback):
+    """Hydra callback: one parent run per multirun, created before any job starts, ended after the last.
+
+    It is ended FINISHED only when every child finished; a sweep that raised (a job failed) or was
+    interrupted ends it FAILED from an atexit hook, so the parent is never left RUNNING either.
+    """
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.experiment_id = ""
+        self.parent_run_id: str | None = None
+        self.ui_link = ""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        try:
+            self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
+            check_sweeper(config)
+        except (tracking.StoreUnreachable, ConfigError) as exc:  # once, before any run; Hydra would only warn
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        fingerprint = identity.sweep_fingerprint(config)
+        parent = tracking.find_parent(client, experiment_id, sweep_dir)
+        if parent is None and config.get("resume", False):
+            parent = tracking.find_parent(client, experiment_id, fingerprint=fingerprint)
+        if parent is not None:  # the same sweep again: its parent collects old and new runs
+            self.parent_run_id = parent.info.run_id
+            client.set_tag(self.parent_run_id, tags.SWEEP_DIR, sweep_dir)  # where this session's jobs look
+            liveness.claim_run(client, self.parent_run_id)
+            sweep_id = parent.data.tags[tags.SWEEP_ID]
+            log.info("sweep %s continues (resume=true): finished jobs are skipped", sweep_id)
+        else:
+            sweep_id = f"{Path(sweep_dir).name}-{uuid.uuid4().hex[:6]}"
+            self.parent_run_id = client.create_run(
+                experiment_id, run_name=f"sweep {sweep_id}", tags=_parent_tags(config, sweep_id, sweep_dir, fingerprint)
+            ).info.run_id
+        log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
+        self.ui_link = tracking.ui_runs_link(experiment_id, tracking.ui_url_for(config.tracking.uri))
+        log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
+        atexit.register(self._finish, completed=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(completed=True)
+
+    def _finish(self, completed: bool) -> None:
+        if self.client is None or self.parent_run_id is None:
+            return
+        client, run_id, self.parent_run_id = self.client, self.parent_run_id, None
+        latest: dict[str, Run] = {}  # a job run again supersedes its earlier attempt
+        for run in sorted(tracking.child_runs(client, self.experiment_id, run_id), key=lambda r: r.info.start_time):
+            latest[run.data.tags.get(tags.FINGERPRINT, run.info.run_id)] = run
+        children = list(latest.values())
+        counts = Counter(tracking.run_status(r) for r in children)
+        ok = completed and set(counts) <= ENDED_WELL
+        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
+        log.info("sweep parent run %s ended %s: %s", run_id, "FINISHED" if ok else "FAILED", summary)
+        for run in children:
+            if tracking.run_status(run) not in ENDED_WELL:
+                log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get(tags.ERROR, "")[:200])
+        log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
+        for line in _answer_lines(client.get_run(run_id).data.tags):
+            log.info("%s", line)
+
+
+def _parent_tags(config: DictConfig, sweep_id: str, sweep_dir: str, fingerprint: str) -> dict[str, str]:
+    """A new parent's tags: what the sweep is (its keys, overrides, fingerprint, procedure settings), who runs it."""
+    parent_tags = {
+        tags.PARENT: "true",
+        tags.SWEEP_DIR: sweep_dir,
+        tags.SWEEP_ID: sweep_id,
+        tags.SWEEP_KEYS: json.dumps(identity.sweep_keys(config)),
+        tags.SWEEP_FINGERPRINT: fingerprint,
+        tags.SWEEP_OVERRIDES: " ".join(task_overrides(config.hydra)),
+        **liveness.process_tags(),
+    }
+    if until := identity.seeds_until(config):
+        parent_tags[tags.SEEDS_UNTIL] = json.dumps(until, sort_keys=True)
+    if settings := identity.race_settings(config):
+        parent_tags[tags.RACE] = json.dumps(settings, sort_keys=True)
+    if settings := identity.search_settings(config):
+        parent_tags[tags.SEARCH] = json.dumps(settings, sort_keys=True)
+    if commit := tracking.harness_git_commit():
+        parent_tags[tags.GIT_COMMIT] = commit
+    return parent_tags
+
+
+def _answer_lines(parent_tags: dict[str, str]) -> list[str]:
+    """The sweep's last lines: what seeds-until-precise reached, the race's outcome, or the search's answer."""
+    lines = []
+    if tags.SEEDS_UNTIL_RESULT in parent_tags:
+        until = json.loads(parent_tags[tags.SEEDS_UNTIL])
+        outcome = json.loads(parent_tags[tags.SEEDS_UNTIL_RESULT])
+        lines.append(f"seeds until precise: {describe_seeds_until(outcome, until['half_width'])}")
+    if tags.RACE_RESULT in parent_tags:
+        lines += [f"race: {line}" for line in json.loads(parent_tags[tags.RACE_RESULT])["lines"]]
+    if tags.SEARCH_RESULT in parent_tags:
+        lines += json.loads(parent_tags[tags.SEARCH_RESULT])
+    return lines

@@ -1,0 +1,40 @@
+"""Every MLflow tag and artifact name the harness writes, once: what the jobs, the sweepers and the report agree on.
+
+A name here is read back by another part (a resumed job, the report, `liveness`, a sweep continued on another
+machine), so it is part of the store's format: renaming one breaks stores written before. The groups below say
+who writes each.
+"""
+
+# A job's run ------------------------------------------------------------------------------------------------
+NESTED = "mlflow.parentRunId"  # MLflow's own: the UI nests a child under its sweep's parent
+FINGERPRINT = "config_fingerprint"  # what a run computes (config.config_fingerprint): skip, resume, reuse
+SWEEP_ID = "sweep_id"  # on a parent and on each of its children
+GIT_COMMIT = "git_commit"  # the harness's commit, `-dirty` with local changes
+ERROR, FAILURE_REASON = "error", "failure_reason"  # why a run ended FAILED or KILLED
+PACK_MEMBERS = "pack_members"  # on a JAX run: how many jobs its packed program trained (1: alone)
+INIT_WEIGHTS_SHA256 = "init_weights_sha256"
+DATASET_DIR, DATASET_SHA256 = "dataset.dir", "dataset.sha256."  # + file name
+REUSED_IN_SWEEP = "reused_in_sweep."  # + sweep_id: a FINISHED run of another sweep that this sweep skipped to
+ACCELERATOR = "accelerator"
+
+# Which process owns a run (`liveness`) -----------------------------------------------------------------------
+HOST, PID, PROCESS_START = "host", "pid", "process_start"
+HEARTBEAT = "heartbeat"  # epoch seconds of the owner's last sign of life: at start and after every epoch
+
+# A sweep's parent run (`multirun.parent`) --------------------------------------------------------------------
+PARENT = "sweep_parent"  # "true" on a sweep's parent run, which has no epochs to beat with
+SWEEP_DIR = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory
+SWEEP_FINGERPRINT = "sweep_fingerprint"  # the same sweep command again -> the same parent (resume)
+SWEEP_KEYS = "sweep_keys"
+SWEEP_OVERRIDES = "sweep_overrides"
+SEEDS_UNTIL, SEEDS_UNTIL_RESULT = "seeds_until", "seeds_until_result"  # `until` settings, per group outcome
+RACE, RACE_RESULT = "race", "race_result"  # the race's settings and outcome (`racing.to_record`)
+SEARCH, SEARCH_RESULT = "search", "search_result"  # a search's settings and its answer's lines (JSON)
+
+# A search's jobs (`multirun.search`) -------------------------------------------------------------------------
+TRIAL, CONFIRM = "search_trial", "search_confirm"  # the trial number, or which side of the confirmation
+PRUNED, PRUNED_EPOCH = "pruned", "pruned_epoch"  # a run the search's pruner stopped (KILLED in MLflow)
+
+# Artifacts --------------------------------------------------------------------------------------------------
+INITIAL_WEIGHTS = "initial_weights"  # folder of the sweep parent (and of each run) holding the shared weights
+SEARCH_RECORD = "search/search.json"  # on a search's parent: every trial, the best, the confirmation

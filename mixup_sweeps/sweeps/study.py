@@ -1,0 +1,130 @@
+"""A search's stored study: where it lives, its sampler and pruner, and each job's report after an epoch.
+
+The sweeper (`multirun.search`) asks and tells; each trial's jobs report their validation metric per epoch to
+the same stored study (`EpochReporter`) and stop when the pruner says the trial is hopeless (`training.Pruned`).
+Optuna is imported inside the functions: it is loaded only by a search.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mixup_sweeps.sweeps.search import STUDY_ENV, STUDY_FILE, TRIAL_ID_ENV, SearchSettings, is_search, settings_of
+from mixup_sweeps.train.training import Pruned
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def storage_url(settings: SearchSettings, output_dir: str) -> str:
+    """`hydra.sweeper.storage`, or Optuna's own SQLite file beside mlflow.db (both libraries keep an Alembic version
+    table: not the same database)."""
+    return settings.storage or f"sqlite:///{output_dir}/{STUDY_FILE}"
+
+
+def shown_url(url: str) -> str:
+    """The storage URL as it may be recorded: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def study_name(settings: SearchSettings, fingerprint: str) -> str:
+    return settings.study_name or f"mixup-search-{fingerprint}"
+
+
+def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if settings.pruner == "median":
+        warmup = settings.n_warmup_epochs * settings.seeds_per_trial  # steps are (epoch, seed) pairs
+        return optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=warmup)
+    if settings.pruner == "wilcoxon":
+        startup = max(2, settings.n_warmup_epochs * settings.seeds_per_trial)
+        return optuna.pruners.WilcoxonPruner(n_startup_steps=startup)
+    return optuna.pruners.NopPruner()
+
+
+def make_sampler(settings: SearchSettings, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler; with `sampler_seed`, seeded by it plus the trials the study already holds, so a continued
+    study draws reproducible suggestions that are not the first session's again."""
+    import optuna
+
+    seed = None if settings.sampler_seed is None else settings.sampler_seed + trials_so_far
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if settings.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, settings.n_startup_trials))
+
+
+def open_study(settings: SearchSettings, url: str, name: str) -> optuna.Study:
+    """The stored study (created on the first call): the sweeper asks and tells, each job reports and prunes."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        storage=url,
+        study_name=name,
+        direction="maximize" if settings.direction == "maximize" else "minimize",
+        sampler=make_sampler(settings),
+        pruner=make_pruner(settings),
+        load_if_exists=True,
+    )
+
+
+def step_of(epoch: int, seed: int, seeds: int) -> int:
+    """The intermediate step of (epoch from 1, seed): every (epoch, seed) pair its own step."""
+    return (epoch - 1) * seeds + seed
+
+
+def should_prune(study: optuna.Study, trial_id: int, seed: int, seeds: int) -> bool:
+    """Whether this job (its trial's `seed`) is hopeless: the median pruner sees only this seed's steps (so it
+    compares with the other trials at the same epoch and seed); the Wilcoxon pruner sees all of the trial's."""
+    import optuna
+
+    trial = study._storage.get_trial(trial_id)  # Optuna keeps no public read of one trial by id
+    if not isinstance(study.pruner, optuna.pruners.WilcoxonPruner):
+        own = {step: v for step, v in trial.intermediate_values.items() if step % seeds == seed}
+        trial = optuna.trial.FrozenTrial(
+            number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
+            datetime_complete=None, params=trial.params, distributions=trial.distributions,
+            user_attrs=trial.user_attrs, system_attrs=trial.system_attrs, intermediate_values=own,
+            trial_id=trial._trial_id,
+        )  # fmt: skip
+    return bool(study.pruner.prune(study, trial))
+
+
+class EpochReporter:
+    """A search job's hook after each epoch: report its validation metric to its trial, raise `training.Pruned`
+    when the pruner says the trial is hopeless (after the epoch's checkpoint and MLflow record)."""
+
+    def __init__(self, settings: SearchSettings, url: str, name: str, trial_id: int, seed: int) -> None:
+        self.settings, self.url, self.name, self.trial_id, self.seed = settings, url, name, trial_id, seed
+        self.study: optuna.Study | None = None
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        import optuna
+
+        if self.study is None:
+            self.study = open_study(self.settings, self.url, self.name)
+        value = float(metrics.get(self.settings.epoch_metric, math.nan))
+        seeds = self.settings.seeds_per_trial
+        trial = optuna.trial.Trial(self.study, self.trial_id)
+        trial.report(value, step_of(epoch, self.seed, seeds))
+        if should_prune(self.study, self.trial_id, self.seed, seeds):
+            raise Pruned(f"pruned by the {self.settings.pruner} pruner after epoch {epoch}", epoch)
+
+
+def reporter_for(hydra_cfg: Any, output_dir: str, seed: int) -> EpochReporter | None:
+    """The job's `EpochReporter` when the search sweeper launched it for a trial, else None."""
+    env = hydra_cfg.job.env_set
+    if env.get(TRIAL_ID_ENV) is None or not is_search(hydra_cfg.sweeper):
+        return None
+    settings = settings_of(hydra_cfg.sweeper)
+    return EpochReporter(settings, storage_url(settings, output_dir), str(env[STUDY_ENV]), int(env[TRIAL_ID_ENV]), seed)
