@@ -58,8 +58,8 @@ def child(variant: str, epochs: int, breakdown: bool) -> dict:
     import tfdata_stream
     from train_throughput import ROOT, EpochTimer  # the sibling benchmark: same epoch timer
 
-    from mixup_sweeps.config import load_config
     from mixup_sweeps.data import datasets
+    from mixup_sweeps.job.compose import load_config
     from mixup_sweeps.train import models
 
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")

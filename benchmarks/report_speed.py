@@ -19,7 +19,8 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.config import flatten, load_config
+from mixup_sweeps.config import flatten
+from mixup_sweeps.job.compose import load_config
 
 TARGET_SECONDS = 10.0
 EXPERIMENT = load_config("outputs").tracking.experiment

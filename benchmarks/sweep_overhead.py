@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
-    from mixup_sweeps.config import load_config
+    from mixup_sweeps.job.compose import load_config
 
     print(f"{os.cpu_count()} CPUs")
     for flag in ("--help", "--cfg job"):

@@ -80,8 +80,8 @@ def run_packed(members: int, aug: str, epochs: int, precision: str, cache: Path,
     backends.prepare("jax")
     import jax
 
-    from mixup_sweeps.config import load_config
     from mixup_sweeps.data import datasets
+    from mixup_sweeps.job.compose import load_config
     from mixup_sweeps.train import models, packed, training
 
     pack = []
@@ -114,8 +114,8 @@ def run_arm(
     import numpy as np
     from omegaconf import OmegaConf
 
-    from mixup_sweeps.config import load_config
     from mixup_sweeps.data import augmentations, datasets, training_stream
+    from mixup_sweeps.job.compose import load_config
     from mixup_sweeps.train import models, training
 
     ds = datasets.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)

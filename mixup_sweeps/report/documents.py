@@ -27,6 +27,7 @@ from mixup_sweeps.report.figures import (
 from mixup_sweeps.report.race import add_race_columns, race_answer
 from mixup_sweeps.report.store import RunSet, metric_histories
 from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
+from mixup_sweeps.store import tags
 from mixup_sweeps.store.tracking import UI_URL, ui_runs_link
 from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, missing
 from mixup_sweeps.train.probes import BEST_EPOCH, EPOCH_TEST_ACCURACY, MEMORIZED, TEST_ACCURACY_BEST
@@ -269,9 +270,6 @@ def write_report(
     return files
 
 
-ANSWER_TAG = "answer"  # on a sweep's parent run: the report's answer, one verdict after another
-
-
 def answer_metrics(summary: pd.DataFrame) -> dict[str, float]:
     """`acc <group>` (mean test accuracy), `acc <group> ci_low/ci_high`, `Δacc <group>` and its bounds (and
     `acc_best` / `Δacc_best` at the best-validation epoch where measured): names that sort by kind, then group,
@@ -297,5 +295,5 @@ def publish_answer(client: MlflowClient, run_id: str, summary: pd.DataFrame, ans
     metrics = [Metric(name, value, now, 0) for name, value in answer_metrics(summary).items()]
     for i in range(0, len(metrics), 1000):  # MLflow's limit of metrics per log_batch call
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    client.set_tag(run_id, ANSWER_TAG, (" | ".join(answer) or "no comparison: no baseline in these runs")[:5000])
+    client.set_tag(run_id, tags.ANSWER, (" | ".join(answer) or "no comparison: no baseline in these runs")[:5000])
     client.log_artifacts(run_id, str(out), "report")

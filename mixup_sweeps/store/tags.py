@@ -30,6 +30,7 @@ SWEEP_OVERRIDES = "sweep_overrides"
 SEEDS_UNTIL, SEEDS_UNTIL_RESULT = "seeds_until", "seeds_until_result"  # `until` settings, per group outcome
 RACE, RACE_RESULT = "race", "race_result"  # the race's settings and outcome (`racing.to_record`)
 SEARCH, SEARCH_RESULT = "search", "search_result"  # a search's settings and its answer's lines (JSON)
+ANSWER = "answer"  # the report's answer, one verdict after another (`report.documents`)
 
 # A search's jobs (`multirun.search`) -------------------------------------------------------------------------
 TRIAL, CONFIRM = "search_trial", "search_confirm"  # the trial number, or which side of the confirmation

@@ -8,7 +8,7 @@ on the device once; per call the host sends each member's image indices, partner
 labels from its own `training_stream.EpochPlan` (a pure function of (seed, epoch)), and the device gathers and mixes.
 Dropout draws per member from (seed, epoch, step). Validation and the test pass are vmapped too.
 
-Which jobs may share a pack is `config.program_key`; the pack's step takes the mask inputs its members'
+Which jobs may share a pack is `config.program_shape_key`; the pack's step takes the mask inputs its members'
 augmentations need (`augmentations.input_form`), a member whose augmentation needs fewer sends 'nothing taken'
 for the rest. Every JAX job trains here, a single job as a pack of one (`hydra/launcher=packed` packs many):
 one training step for both. Each member is checkpointed on its own every epoch (`training.end_epoch`: the
