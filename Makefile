@@ -64,15 +64,18 @@ test: data browser postgres
 	echo "HOME=$$home (throw-away) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)"; \
 	env $(FRESH_ENV) HOME="$$home" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The edit loop: everything but the slow end-to-end tests (about a minute). `make test` stays everything.
+# The edit loop: tests/unit and tests/integration (everything but tests/e2e, marked slow by its folder).
+# `make test` stays everything.
 test-fast:
 	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
-# ruff (lint and format) and mypy over the package (settings in pyproject.toml); CI runs it before the tests.
+# ruff (lint and format), mypy, and the layer contract (lint-imports: folders are layers, no import circle;
+# settings in pyproject.toml); CI runs it before the tests.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

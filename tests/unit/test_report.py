@@ -1,10 +1,10 @@
-"""The report: numbers checked against hand-built stores with known values, edge cases, the CLI."""
+"""The fast part (no training, no subprocess) of these tests (beside them: tests/integration/test_report.py).
+
+The report: numbers checked against hand-built stores with known values, edge cases, the CLI."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -14,7 +14,7 @@ from scipy import stats
 
 from mixup_sweeps import report
 from mixup_sweeps.report import store
-from tests.helpers import EXPERIMENT, ROOT
+from tests.helpers import EXPERIMENT
 
 
 def add_run(client, exp_id, params, test_accuracy, status="FINISHED", parent=None, sweep_id=None, curve=(0.5, 0.6)):
@@ -147,22 +147,6 @@ def test_different_models_are_separate_tables_never_averaged(tmp_path):
     assert "## dataset.name=fashion_mnist / model.name=seed_cnn" in md and "model.name=wide_cnn" in md
     html = files["report.html"].read_text()
     assert html.count("data:image/png;base64,") == 2 and 'src="http' not in html
-
-
-def test_no_runs_is_a_message_and_exit_code_2(tmp_path):
-    uri, client, exp_id = new_store(tmp_path)
-    with pytest.raises(report.ReportError, match="No runs"):
-        report.fetch_runs(uri, EXPERIMENT, "latest")
-    add_run(client, exp_id, {"aug.name": "none", "seed": 0}, 0.8)
-    with pytest.raises(report.ReportError, match="No sweep"):
-        report.fetch_runs(uri, EXPERIMENT, "latest")
-    with pytest.raises(report.ReportError, match="No sweep 'nope'"):
-        report.fetch_runs(uri, EXPERIMENT, "nope")
-    result = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path / "empty")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2 and "Error: No experiment" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_sql_fast_path_reads_the_same_as_the_client(known_store):

@@ -27,7 +27,6 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import EXPERIMENT, ROOT, free_port, run_cli, wait_until
 
-pytestmark = pytest.mark.slow
 TINY = ["dataset.train_size=256", "trainer.epochs=1"]
 # Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
 # (ray-project/ray#59110). This switch keeps Ray on loopback; it also forbids adding other nodes, which a
@@ -297,7 +296,7 @@ def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
     """`hydra.sweeper.storage=postgresql+psycopg://...`: a database of its own beside MLflow's (both keep an Alembic
     version table); the sweeper's process asks, a job's process reports its epochs to the trial through it."""
     from mixup_sweeps.sweeps import study as studies
-    from tests.test_search import settings
+    from tests.unit.test_search import settings
 
     port = postgres.rsplit(":", 1)[1].split("/")[0]
     subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", port, "-U", "mlflow", "optuna"],
@@ -307,7 +306,7 @@ def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
     study = studies.open_study(chosen, url, "pg-study")
     trial = study.ask({"x": __import__("optuna").distributions.FloatDistribution(0, 1)})
     job = (
-        "from mixup_sweeps.sweeps.study import EpochReporter; from tests.test_search import settings\n"
+        "from mixup_sweeps.sweeps.study import EpochReporter; from tests.unit.test_search import settings\n"
         f"reporter = EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial._trial_id}, 0)\n"
         "reporter(1, {'val_accuracy': 0.25}); reporter(2, {'val_accuracy': 0.5})\n"
     )

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.helpers import ROOT, TINY, mlflow_runs, run_cli
-from tests.test_report import known_store  # noqa: F401 - the fixture
+from tests.unit.test_report import known_store  # noqa: F401 - the fixture
 
 
 def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
@@ -63,3 +63,33 @@ def test_the_report_refuses_a_baseline_or_directory_that_cannot_work(known_store
     one_line_exit_2(report_cli(tmp_path, "--baseline", "aug=cutmix"), "no run has that value (aug.name: mixup, none)")
     one_line_exit_2(report_cli(tmp_path, "--where", "nokey=1"), "--where nokey=1: no such key")
     assert report_cli(tmp_path, "--baseline", "aug=none").returncode == 0  # what works, works
+
+
+# Bad values the command line is checked for before Hydra starts (`preflight.check`, what `python -m
+# mixup_sweeps.run` runs first: a `ConfigError` there is one line on stderr and exit 2, tests/e2e/
+# test_fault_tolerance.py shows it for seed=-1 through the real CLI). Bad input only a job can find (the data,
+# the output directory) is tests/e2e/test_fault_tolerance.py's `BAD_AT_THE_JOB`.
+REFUSED_BEFORE_HYDRA = [
+    "aug.alpha=0", "aug.alpha=-1", "aug.alpha=nan", "aug.alpha=inf", "aug.alpha=abc", "aug.alpha=",
+    "trainer.epochs=0", "trainer.epochs=-3", "trainer.epochs=1.5", "trainer.epochs=abc",
+    "trainer.batch_size=0", "trainer.learning_rate=0", "trainer.learning_rate=-0.1", "backend=torch",
+    "dataset.val_size=0", "dataset.val_size=1e9", "dataset.train_size=0", "model.dropout=1.5",
+    "model.conv_filters=[]", "model.kernel_size=0", "model.kernel_size=30", "model.conv_filters=[8,8,8,8]",
+    "seed=abc", "seed=-1", "seed=4294967296", "aug=cutmixx", "model=resnet", "nokey=1", "+trainer.extra=1",
+    "aug=none aug.alpha=0.2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("override", REFUSED_BEFORE_HYDRA)
+def test_bad_values_are_one_line_naming_the_key_before_anything_is_made(override, tmp_path):
+    from mixup_sweeps.errors import ConfigError
+    from mixup_sweeps.multirun import preflight
+
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as refused:
+        preflight.check(["dataset.train_size=256", "trainer.epochs=2", f"paths.output_dir={out}", *override.split()])
+    message = str(refused.value)
+    assert "\n" not in message and "Traceback" not in message
+    key = override.split()[-1].split("=")[0].lstrip("+")
+    assert key.split(".")[-1] in message or key in message or "kernel_size" in message, message
+    assert not out.exists()  # nothing made: no directory, no store, no run

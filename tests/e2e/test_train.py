@@ -8,8 +8,6 @@ from mixup_sweeps.data import datasets
 from mixup_sweeps.train import fit, models, training
 from tests.helpers import TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def subset(real_data_dir):
@@ -62,7 +60,6 @@ def test_mixed_bfloat16_trains_from_the_same_initial_weights(subset, tmp_path):
     assert result.test_accuracy > 0.4 and 0 <= result.test_reliability.ece < 0.3  # chance: 0.1
 
 
-@pytest.mark.slow
 def test_a_job_reads_back_the_threads_it_was_given_and_threads_change_no_result(tmp_path, real_data_dir):
     """trainer.threads sizes TensorFlow's pools (read back from TensorFlow into the run's tags); it is not part of
     the run's fingerprint, and one thread or two give the same training up to float reordering (each job in

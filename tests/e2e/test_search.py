@@ -1,4 +1,7 @@
-"""The search (`hydra/sweeper=search`): its space and settings, pruning paired by seed, a killed study continued,
+"""The end-to-end part (the command line, real sweeps; slow) of these tests; beside them:
+tests/integration/test_search.py, tests/unit/test_search.py.
+
+The search (`hydra/sweeper=search`): its space and settings, pruning paired by seed, a killed study continued,
 and real searches end to end (pruned jobs, the confirmation on fresh seeds, the report, packed members, the
 dashboard). Fast tests build Optuna studies directly; slow ones train tiny models."""
 
@@ -16,183 +19,17 @@ from pathlib import Path
 import optuna
 import pytest
 
-from mixup_sweeps.errors import ConfigError
-from mixup_sweeps.multirun import preflight
 from mixup_sweeps.report import fetch_runs, write_report
-from mixup_sweeps.store import liveness, tags
-from mixup_sweeps.sweeps import identity, search
-from mixup_sweeps.sweeps import study as studies
+from mixup_sweeps.store import tags
 from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli, steps, wait_until
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)
 SEARCH = ["hydra/sweeper=search", "dataset.train_size=1024", "dataset.val_size=200"]
+
+
 SLOW_LR, GOOD_LR, BAD_LR = 0.001, 0.003, 1e-7  # 1e-7: the model does not move from chance
+
+
 RATES = f"trainer.learning_rate=choice({SLOW_LR}, {GOOD_LR}, {BAD_LR})"
-
-
-def settings(**changes) -> search.SearchSettings:
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/hydra/sweeper/search.yaml"))
-    node.pop("defaults")
-    return search.settings_of({**node, **changes})
-
-
-# --- the space and the settings ------------------------------------------------------------------------------
-def test_the_plugins_syntax_becomes_optuna_distributions():
-    space, fixed = search.search_space([
-        "aug.alpha=tag(log, interval(0.05, 8))", "trainer.epochs=3", "trainer.batch_size=range(32, 129, 32)",
-        "trainer.learning_rate=choice(0.001, 0.003)", "dataset.train_size=int(interval(100, 200))",
-    ])  # fmt: skip
-    assert fixed == ["trainer.epochs=3"]
-    assert space["aug.alpha"] == optuna.distributions.FloatDistribution(0.05, 8.0, log=True)
-    assert space["trainer.batch_size"] == optuna.distributions.IntDistribution(32, 128, step=32)
-    assert space["trainer.learning_rate"] == optuna.distributions.CategoricalDistribution([0.001, 0.003])
-    assert space["dataset.train_size"] == optuna.distributions.IntDistribution(100, 200)
-    assert search.overrides_of({"aug.alpha": 0.1 + 0.2, "aug": "mixup"}) == [
-        "aug.alpha=0.30000000000000004",
-        "aug=mixup",
-    ]
-
-
-@pytest.mark.parametrize(
-    "argument, message",
-    [
-        ("aug.alpha=interval(2, 1)", "interval(low, high) needs high > low"),
-        ("aug.alpha=interval(1, 1)", "interval(low, high) needs high > low"),
-        ("aug.alpha=tag(log, interval(0, 8))", "needs low > 0"),
-        ("seed=interval(0, 9)", "the search owns the seed"),
-        ("seed=3", "the search owns the seed"),
-        ("trainer.epochs=3", "needs a range to search"),
-    ],
-)
-def test_a_space_that_cannot_be_searched_is_one_line(argument, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        search.search_space([argument])
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (
-            ["hydra.sweeper.n_trials=0", "aug.alpha=interval(0.1, 1)"],
-            "hydra.sweeper.n_trials=0: must be an integer >= 1",
-        ),
-        (
-            ["hydra.sweeper.confirm_seeds=1", "aug.alpha=interval(0.1, 1)"],
-            "confirm_seeds=1: 0 (no confirmation) or >= 2",
-        ),
-        (["hydra.sweeper.metric=test_accuracy", "aug.alpha=interval(0.1, 1)"], "validation only"),
-        (["hydra.sweeper.pruner=hyperband", "aug.alpha=interval(0.1, 1)"], "hydra.sweeper.pruner"),
-        (["aug.nosuchkey=interval(0.1, 1)"], "aug.nosuchkey"),
-        (["aug.alpha=interval(0, 1)"], "aug.alpha"),  # alpha 0 is not a Beta distribution: the low end is checked
-        (["aug=none", "aug.alpha=interval(0.1, 1)"], "alpha"),  # no alpha without mixing
-    ],
-)
-def test_preflight_refuses_a_search_that_cannot_work(argv, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
-        preflight.check(["-m", "hydra/sweeper=search", *argv])
-    assert "\n" not in str(info.value)
-
-
-def test_a_bad_search_from_the_command_line_is_one_line_exit_2_and_records_nothing(tmp_path):
-    result = run_cli(
-        "-m", "hydra/sweeper=search", "aug.alpha=tag(log, interval(-1, 8))", f"paths.output_dir={tmp_path}"
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert "tag(log, interval(low, high)) needs low > 0" in result.stderr.strip().splitlines()[-1]
-    assert not mlflow_runs(tmp_path)[1] and not (tmp_path / studies.STUDY_FILE).exists()
-
-
-def test_the_study_is_defined_by_the_search_not_by_how_many_trials(tmp_path):
-    from tests.helpers import compose_config
-
-    def fingerprint(*overrides: str) -> str:
-        settings = [o for o in overrides if o.startswith("hydra.")]
-        config = compose_config(["hydra/sweeper=search", *settings], str(tmp_path), return_hydra_config=True)
-        config.hydra.overrides.task = ["hydra/sweeper=search", *overrides]  # as Hydra records a multirun's
-        return identity.sweep_fingerprint(config)
-
-    space = "aug.alpha=interval(0.1, 1)"
-    assert fingerprint(space) == fingerprint(space, "hydra.sweeper.n_trials=99", "hydra.sweeper.confirm_seeds=5")
-    assert fingerprint(space) != fingerprint(space, "hydra.sweeper.seeds_per_trial=2")
-    assert fingerprint(space) != fingerprint("aug.alpha=interval(0.1, 2)")
-
-
-# --- pruning paired by seed ----------------------------------------------------------------------------------
-def _study(pruner: str, seeds: int, **changes) -> tuple[optuna.Study, search.SearchSettings]:
-    chosen = settings(pruner=pruner, seeds_per_trial=seeds, n_startup_trials=1, n_warmup_epochs=1, **changes)
-    return studies.open_study(chosen, "sqlite:///:memory:", "test"), chosen
-
-
-def _finished_trial(study: optuna.Study, curves: dict[int, list[float]], seeds: int) -> None:
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    for seed, curve in curves.items():
-        for epoch, value in enumerate(curve, start=1):
-            trial.report(value, studies.step_of(epoch, seed, seeds))
-    study.tell(trial, sum(curve[-1] for curve in curves.values()) / len(curves))
-
-
-def test_the_median_pruner_compares_a_job_with_other_trials_at_the_same_epoch_and_seed():
-    """Seed 1 is an easy seed in every trial: a job is judged against the others' *seed 1*, not their mean."""
-    study, chosen = _study("median", seeds=2)
-    _finished_trial(study, {0: [0.50, 0.60, 0.70], 1: [0.80, 0.85, 0.90]}, seeds=2)
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    for epoch, (seed0, seed1) in enumerate([(0.55, 0.70), (0.65, 0.75)], start=1):
-        trial.report(seed0, studies.step_of(epoch, 0, 2))
-        trial.report(seed1, studies.step_of(epoch, 1, 2))
-    # epoch 2: seed 0's best 0.65 beats the finished trial's seed 0 (0.60); seed 1's 0.75 is below its 0.85
-    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=2)
-    assert studies.should_prune(study, trial._trial_id, seed=1, seeds=2)
-    # the pooled comparison would prune neither (0.70 mean vs the finished trial's 0.725 mean: close)
-
-
-def test_no_pruning_before_the_warmup_epoch_or_the_startup_trials():
-    study, _ = _study("median", seeds=1)
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    trial.report(0.1, studies.step_of(2, 0, 1))
-    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=1)  # no finished trial yet
-    _finished_trial(study, {0: [0.5, 0.6]}, seeds=1)
-    late = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    late.report(0.1, studies.step_of(1, 0, 1))
-    assert not studies.should_prune(study, late._trial_id, seed=0, seeds=1)  # epoch 1: warm-up
-    late.report(0.1, studies.step_of(2, 0, 1))
-    assert studies.should_prune(study, late._trial_id, seed=0, seeds=1)
-
-
-def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
-    study, _ = _study("wilcoxon", seeds=3)
-    _finished_trial(study, {s: [0.5 + 0.05 * s, 0.6 + 0.05 * s, 0.7 + 0.05 * s] for s in range(3)}, seeds=3)
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    for epoch in (1, 2, 3):
-        for seed in range(3):
-            trial.report(0.2 + 0.01 * seed, studies.step_of(epoch, seed, 3))
-    assert studies.should_prune(study, trial._trial_id, seed=0, seeds=3)
-
-
-# --- a killed study --------------------------------------------------------------------------------------------
-def test_a_trial_left_running_by_a_dead_sweep_is_asked_again_and_not_counted(tmp_path):
-    from mixup_sweeps.multirun.search import INTERRUPTED, OWNER, SearchRun
-
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    study = studies.open_study(settings(), url, "s")
-    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    done = study.ask(space)
-    study.tell(done, 0.5)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    ghost = study.ask(space)
-    ghost.set_user_attr(OWNER, {"host": os.uname().nodename, "pid": str(dead.pid), "process_start": "1:1"})
-    alive = study.ask(space)
-    alive.set_user_attr(OWNER, liveness.process_tags())  # this test's own process: alive
-    SearchRun._recover(study)
-    trials = {t.number: t for t in study.get_trials()}
-    assert trials[ghost.number].state == optuna.trial.TrialState.FAIL and trials[ghost.number].user_attrs[INTERRUPTED]
-    assert trials[alive.number].state == optuna.trial.TrialState.RUNNING  # another live sweep's trial is left alone
-    assert SearchRun._counted(study) == 1  # the finished trial; the interrupted one does not count
-    again = study.ask(space)
-    assert again.params == ghost.params  # its parameters come first: its jobs skip or resume
 
 
 # --- end to end ----------------------------------------------------------------------------------------------
@@ -215,7 +52,6 @@ def searched(tmp_path_factory, real_data_dir):
     return out, client, runs, run_set, files, result.stdout + result.stderr
 
 
-@pytest.mark.slow
 def test_every_trial_is_ordinary_runs_under_one_parent_and_the_bad_one_is_pruned(searched):
     out, client, runs, _, _, _ = searched
     (parent,) = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
@@ -246,7 +82,6 @@ def _study_name(out: Path) -> str:
     return name
 
 
-@pytest.mark.slow
 def test_the_winner_is_confirmed_on_seeds_the_search_never_used(searched):
     out, client, runs, run_set, _, output = searched
     record = run_set.search
@@ -268,7 +103,6 @@ def test_the_winner_is_confirmed_on_seeds_the_search_never_used(searched):
     assert "why the two differ" in output
 
 
-@pytest.mark.slow
 def test_the_report_has_the_search_answer_section_and_counts_the_pruned_run(searched):
     out, _, _, run_set, files, _ = searched
     assert run_set.left_out == {"PRUNED": 1}
@@ -283,11 +117,10 @@ def test_the_report_has_the_search_answer_section_and_counts_the_pruned_run(sear
     assert "search_history.png" in files["report.html"].read_text()
 
 
-@pytest.mark.slow
 def test_optunas_dashboard_shows_the_stored_study(searched, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from tests.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS
+    from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS
 
     out = searched[0]
     port = free_port()
@@ -322,7 +155,6 @@ def test_optunas_dashboard_shows_the_stored_study(searched, tmp_path):
         server.wait(timeout=30)
 
 
-@pytest.mark.slow
 def test_a_killed_search_continues_without_losing_or_repeating_a_finished_trial(tmp_path, real_data_dir):
     """kill -9 once the first trial is told; the same command again ends with n_trials counted trials, the first
     session's finished trials as they were, and no job trained twice."""
@@ -362,7 +194,6 @@ def test_a_killed_search_continues_without_losing_or_repeating_a_finished_trial(
     assert len(fingerprints) == len(set(fingerprints)) == 3  # no job trained to the end twice
 
 
-@pytest.mark.slow
 def test_a_packed_search_prunes_a_member_alone(tmp_path, real_data_dir):
     """JAX packs of two trials: in the second pack trial #3 (a learning rate that cannot learn) is pruned after
     epoch 2 while #2 (the fastest learning rate, above the finished trials) trains on to the end (the random
@@ -381,8 +212,3 @@ def test_a_packed_search_prunes_a_member_alone(tmp_path, real_data_dir):
     assert by_trial[3].data.tags.get(tags.PRUNED) == "true" and by_trial[3].info.status == "KILLED"
     assert steps(client, by_trial[3].info.run_id, "val_accuracy") == [1, 2]
     assert by_trial[2].info.status == "FINISHED" and steps(client, by_trial[2].info.run_id, "val_accuracy") == [1, 2, 3]
-
-
-def test_a_storage_password_is_never_recorded():
-    assert studies.shown_url("postgresql+psycopg://ann:s3cret@db/optuna") == "postgresql+psycopg://ann:***@db/optuna"
-    assert studies.shown_url("sqlite:////tmp/outputs/optuna.db") == "sqlite:////tmp/outputs/optuna.db"

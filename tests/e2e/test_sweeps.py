@@ -12,7 +12,6 @@ import pytest
 
 from tests.helpers import ROOT, mlflow_runs, run_cli
 
-pytestmark = pytest.mark.slow
 QUICK = ["dataset.train_size=512", "trainer.epochs=2"]
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
 
@@ -24,12 +23,10 @@ def split_parent(runs):
 
 
 @pytest.fixture(scope="module")
-def alpha_sweep(tmp_path_factory, real_data_dir):
-    out = tmp_path_factory.mktemp("alpha_sweep")
-    result = run_cli("-m", "aug.alpha=0.1,0.2,0.4", *QUICK, f"paths.output_dir={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, runs = mlflow_runs(out)
-    return out, client, runs, result
+def alpha_sweep(shared_sweep):
+    """The session's shared sweep (tests/e2e/conftest.py): aug.alpha=0.1,0.2,0.4 on 256 images, 2 epochs."""
+    client, runs = mlflow_runs(shared_sweep.out)
+    return shared_sweep.out, client, runs, shared_sweep.log
 
 
 def test_parent_and_three_finished_children(alpha_sweep):
@@ -50,7 +47,7 @@ def test_params_are_the_flattened_config(alpha_sweep):
     for run in children:
         params = run.data.params
         assert params["aug.name"] == "mixup" and params["trainer.epochs"] == "2" and params["seed"] == "0"
-        assert params["dataset.train_size"] == "512" and params["model.name"] == "seed_cnn"
+        assert params["dataset.train_size"] == "256" and params["model.name"] == "seed_cnn"
         assert params["trainer.batch_size"] == "64" and params["dataset.val_size"] == "2000"
 
 
@@ -102,8 +99,7 @@ def test_everything_written_under_output_dir(alpha_sweep):
 
 
 def test_one_line_per_job_start_and_end(alpha_sweep):
-    *_, result = alpha_sweep
-    log = result.stdout + result.stderr
+    *_, log = alpha_sweep
     assert log.count("] - start aug.alpha=") == 3
     assert log.count("] - done aug.alpha=") == 3 and "test_accuracy=" in log
 
@@ -208,15 +204,15 @@ def test_default_output_dir_is_outputs_under_the_current_directory(tmp_path, rea
 
 
 def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
-    """The variants preset (mixup x lam x pairing, CutMix, FMix, baseline) on noisy labels: every job trains and
-    records."""
+    """The variants preset (mixup x lam x pairing, CutMix, FMix, baseline) on noisy labels, two seeds: every job
+    trains and records; a report of one seed has nothing to correct, of both six comparisons corrected together."""
     out = tmp_path / "variants"
-    tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.label_noise=0.2", "hydra.sweeper.params.seed=0"]
+    tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.label_noise=0.2", "seed=0,1"]
     result = run_cli("-m", "experiment=variants", *tiny, f"paths.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, runs = mlflow_runs(out)
     _, children = split_parent(runs)
-    assert len(children) == 7 and all(r.info.status == "FINISHED" for r in children)
+    assert len(children) == 14 and all(r.info.status == "FINISHED" for r in children)
     variants = {
         (r.data.params["aug.name"], r.data.params.get("aug.lam"), r.data.params.get("aug.pairing")) for r in children
     }
@@ -231,23 +227,19 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
         assert run.data.metrics["label_noise_realized"] == pytest.approx(round(0.2 * 256) / 256)
         assert "test_ece" in run.data.metrics and "test_nll" in run.data.metrics
     report = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--where", "seed=0", "--out",
+         str(out / "one-seed")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
-    (md,) = (out / "reports").glob("*/report.md")
-    text = md.read_text()  # readable labels in the report, the full keys in summary.csv
+    text = (out / "one-seed" / "report.md").read_text()  # readable labels in the report, the full keys in summary.csv
     assert "test ECE" in text and "| mixup α=0.2 per_batch permute " in text and "| cutmix α=1 " in text
     assert "| fmix α=1 " in text
-    groups = pd.read_csv(md.with_name("summary.csv"))["group"]
+    groups = pd.read_csv(out / "one-seed" / "summary.csv")["group"]
     assert groups.str.contains("aug.pairing=permute").any() and groups.str.contains("aug.name=cutmix").any()
     assert "Verdicts: no paired test (a comparison needs 2 seeds)" in text  # one seed: nothing to correct
 
-    # a second seed (the first's jobs are skipped): six paired comparisons with none, corrected together
-    more = run_cli("-m", "experiment=variants", *tiny[:-1], "seed=0,1", f"paths.output_dir={out}")
-    assert more.returncode == 0, more.stderr[-3000:]
+    # both seeds: six paired comparisons with none, corrected together
     report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out",
                              str(out / "two-seeds")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]

@@ -1,26 +1,27 @@
-"""The racing rule (`mixup_sweeps.sweeps.racing`) in thousands of simulated races with known normal noise: the best arm
+"""The fast part (no training, no subprocess) of these tests; beside them:
+tests/e2e/test_racing.py, tests/integration/test_racing.py.
+
+The racing rule (`mixup_sweeps.sweeps.racing`) in thousands of simulated races with known normal noise: the best arm
 is eliminated in at most δ of races, in a separable regime the race spends at most half the exhaustive grid, in
 a near-equal regime it says the arms cannot be told apart, and the naive rule (an uncorrected 95 % interval at
 every look) breaks the guarantee. NumPy only: no training."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.sweeps import racing
-from tests.helpers import ROOT, mlflow_runs, run_cli
 
 SETTINGS = racing.RaceSettings(epsilon=0.0, delta=0.05, min_seeds=3, max_seeds=30)
+
+
 # Separable (docs/results.md section 5, last epoch at 50 % noise: none 0.50, mixup α 0.2 / 1 / 8 about 0.55 /
 # 0.60 / 0.65, seeds 0.01-0.02 apart): arm means several paired standard deviations apart.
 SEPARABLE = ([0.50, 0.55, 0.60, 0.65], 0.015)
+
+
 # Near-equal (section 1/4 and the 10-epoch alpha grid: means within about one paired standard deviation).
 NEAR_EQUAL = ([0.8700, 0.8690, 0.8680, 0.8670], 0.004)
 
@@ -104,55 +105,3 @@ def test_bad_race_settings_are_one_line(race, message):
     with pytest.raises(ConfigError) as error:
         racing.settings_of({**settings, **race})
     assert message in str(error.value) and "\n" not in str(error.value)
-
-
-RACE = ["hydra.sweeper.race.min_seeds=2", "hydra.sweeper.race.max_seeds=3", "dataset.train_size=256",
-        "trainer.epochs=1"]  # fmt: skip
-
-
-@pytest.mark.slow
-def test_a_real_race_records_its_rounds_resumes_and_reports(tmp_path, real_data_dir):
-    """Two arms, 2 seeds then a third: the parent carries the outcome, the sweep's last lines say it, the same
-    command again skips every job and reaches the same outcome, and the report lists each arm's round."""
-    command = ["-m", "aug=none,mixup", "hydra.sweeper.race.epsilon=0", *RACE, f"paths.output_dir={tmp_path}"]
-    first = run_cli(*command)
-    assert first.returncode == 0, first.stderr[-3000:]
-    client, runs = mlflow_runs(tmp_path)
-    (parent,) = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
-    record = json.loads(parent.data.tags["race_result"])
-    children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
-    assert record["seed_runs"] == len(children) and record["exhaustive_runs"] == 6 and record["epochs"] == 1
-    assert {arm["group"] for arm in record["arms"]} == {"aug=none", "aug=mixup"}
-    output = first.stdout + first.stderr  # Hydra's log lines
-    assert "race: spent" in output and f"race: {record['lines'][0]}" in output
-    again = run_cli(*command)
-    assert again.returncode == 0 and (again.stdout + again.stderr).count(" - skip ") == len(children)
-    (parent,) = [r for r in mlflow_runs(tmp_path)[1] if r.data.tags.get("sweep_parent") == "true"]
-    assert json.loads(parent.data.tags["race_result"])["lines"] == record["lines"]
-    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert report.returncode == 0, report.stderr[-3000:]
-    summary = pd.read_csv(next((tmp_path / "reports").glob("*/summary.csv")))
-    assert set(summary["race_outcome"]) <= {"winner", "eliminated", "undecided", "equivalent"}
-    assert summary["race_seeds"].notna().all()
-    assert "race: " in next((tmp_path / "reports").glob("*/report.md")).read_text()
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["aug=none,mixup", "hydra.sweeper.race.epsilon=-1"], "hydra.sweeper.race.epsilon=-1"),
-        (["aug=none,mixup", "hydra.sweeper.race.epsilon=0", "hydra.sweeper.until.half_width=0.01"], "use one of"),
-        (["aug=none", "hydra.sweeper.race.epsilon=0"], "needs at least two groups"),
-        (["aug=none,mixup", "hydra.sweeper.race.epsilon=0", "hydra.sweeper.race.metric=test_accuracy"], "metric"),
-        (
-            ["aug=none,mixup", "hydra.sweeper.race.epsilon=0", "hydra.sweeper.race.metric=best_val_accuracy"],
-            "set trainer.test_every_epoch=true",
-        ),
-    ],
-)
-def test_bad_race_input_is_one_line_exit_2_and_records_nothing(tmp_path, overrides, message):
-    result = run_cli("-m", *overrides, *RACE, f"paths.output_dir={tmp_path}")
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
-    assert not mlflow_runs(tmp_path)[1]  # no run, no parent

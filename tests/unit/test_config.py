@@ -1,4 +1,6 @@
-"""Every config group composes; types and keys are checked by Hydra, values by `validate`."""
+"""The fast part (no training, no subprocess) of these tests (beside them: tests/integration/test_config.py).
+
+Every config group composes; types and keys are checked by Hydra, values by `validate`."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from mixup_sweeps.config import FINGERPRINT_DEFAULTS, PLUMBING_PREFIXES, config_
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.job.compose import validate
 from mixup_sweeps.sweeps import until
-from tests.helpers import CONF, ROOT, compose_config, mlflow_runs, run_cli
+from tests.helpers import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
 
@@ -198,34 +200,6 @@ def test_keys_added_later_are_in_the_fingerprint_except_at_the_value_every_earli
     key, value = override.split("=")
     changed = compose_config([override])
     assert config_fingerprint(changed) != before and str(flatten(changed)[key]).lower() == value
-
-
-@pytest.mark.parametrize(
-    "override,key",
-    [
-        ("aug.alpha=-1", "aug.alpha"),
-        ("trainer.epochs=0", "trainer.epochs"),
-        ("trainer.batch_size=0", "trainer.batch_size"),
-        ("dataset.val_size=60000", "dataset.val_size"),
-        ("dataset.train_size=0", "dataset.train_size"),
-        ("trainer.precision=half", "trainer.precision"),
-    ],
-)
-def test_cli_bad_value_one_line_error_nonzero_exit_no_run(override, key, tmp_path, real_data_dir):
-    result = run_cli("dataset.train_size=256", f"paths.output_dir={tmp_path}", override, timeout=120)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and key in lines[0] and "Invalid value" in lines[0], result.stderr
-    _, runs = mlflow_runs(tmp_path)
-    assert runs == []  # nothing recorded, so nothing recorded as successful
-
-
-def test_cli_unknown_option_is_one_line_naming_the_options(tmp_path):
-    result = run_cli("aug=cutmixx", f"paths.output_dir={tmp_path}", timeout=60)
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
-    assert line == "Error: In 'config': Could not find 'aug/cutmixx' (available: cutmix, fmix, mixup, none)"
-    assert not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")))

@@ -16,8 +16,6 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
-pytestmark = pytest.mark.slow
-
 RESUMABLE = ["dataset.train_size=4096", "trainer.epochs=3", "trainer.deterministic=true"]
 TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; epoch_seconds is wall time
 

@@ -15,9 +15,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from mixup_sweeps.store.tracking import UI_URL
-from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli
+from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs
 
-pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it, Playwright downloads nothing
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -26,10 +25,9 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory, real_data_dir):
-    out = tmp_path_factory.mktemp("ui_sweep")
-    result = run_cli("-m", "aug.alpha=0.1,0.4", "dataset.train_size=256", "trainer.epochs=1", f"paths.output_dir={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
+def ui(shared_sweep):
+    """`mlflow ui` on the session's shared sweep (aug.alpha=0.1,0.2,0.4: tests/e2e/conftest.py)."""
+    out = shared_sweep.out
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
@@ -47,7 +45,7 @@ def ui(tmp_path_factory, real_data_dir):
             assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
             time.sleep(0.5)
     try:
-        yield url, out, result.stdout + result.stderr
+        yield url, out, shared_sweep.log
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -111,7 +109,7 @@ def test_report_page_answers_first_and_links_each_group_to_its_runs(ui, tmp_path
         assert images.count() == 2 and all(images.nth(i).bounding_box()["width"] > 800 for i in range(2))
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         run_links = page.locator(f'a[href*="{url}/#/experiments/"][href*="/runs/"]')
-        assert run_links.count() == 2  # one per run: two groups of one seed each
+        assert run_links.count() == 3  # one per run: three groups of one seed each
         run_links.first.click()
         page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
         browser.close()

@@ -25,8 +25,6 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
-pytestmark = pytest.mark.slow
-
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
 PACKED = ["-m", "hydra/launcher=packed"]
 LOSSES = ("loss", "val_loss")  # per epoch, within a relative 1e-4

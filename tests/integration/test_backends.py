@@ -1,4 +1,7 @@
-"""`backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
+"""The integration part (real Hydra, MLflow, Keras in this process or one subprocess) of these tests; beside them:
+tests/e2e/test_backends.py.
+
+`backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
 up to share a GPU before its backend starts (checked here without a GPU: what the job sets, and when)."""
 
 from __future__ import annotations
@@ -8,21 +11,10 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
+from tests.helpers import ROOT, mlflow_runs
 
 TINY = ["dataset.train_size=512", "trainer.epochs=2"]
-ARTIFACTS = {
-    "samples.png",
-    "config.yaml",
-    "curves.png",
-    "reliability.png",
-    "model.weights.h5",
-    "hydra",
-    "initial_weights",
-}
-TEST_METRICS = {"test_loss", "test_accuracy", "test_nll", "test_ece", "train_images_per_second"}
+
 
 # `import tensorflow` fails in the job's process as if TensorFlow were not installed (Keras probes for it too).
 WITHOUT_TENSORFLOW = """
@@ -38,44 +30,6 @@ try:
 finally:
     print("tensorflow loaded:", any(m.split(".")[0] == "tensorflow" for m in sys.modules))
 """
-
-
-def check_tracked_run(run, client, backend: str) -> None:
-    assert run.info.status == "FINISHED"
-    assert {*EPOCH_METRICS, *TEST_METRICS} <= set(run.data.metrics)
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
-    tags = run.data.tags
-    assert tags["keras_backend"] == backend and tags["accelerator"] == "cpu" and tags[f"{backend}_version"]
-    assert run.data.params["backend"] == backend
-
-
-@pytest.mark.slow
-def test_a_jax_job_runs_where_tensorflow_is_not_installed(tmp_path, real_data_dir):
-    job = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORFLOW, "backend=jax", *TINY, f"paths.output_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert job.returncode == 0, job.stderr[-3000:]
-    assert "tensorflow loaded: False" in job.stdout
-    client, runs = mlflow_runs(tmp_path)
-    (run,) = runs
-    check_tracked_run(run, client, "jax")
-    assert "tensorflow_version" not in run.data.tags
-
-
-@pytest.mark.slow
-def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
-    """Hydra's basic launcher runs both jobs in one process: the second switches Keras to the other backend."""
-    result = run_cli("-m", "backend=tensorflow,jax", *TINY, f"paths.output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, runs = mlflow_runs(tmp_path)
-    children = {r.data.params["backend"]: r for r in runs if r.data.tags.get("sweep_parent") != "true"}
-    assert set(children) == {"tensorflow", "jax"}
-    for backend, run in children.items():
-        check_tracked_run(run, client, backend)
-    fingerprints = {r.data.tags["config_fingerprint"] for r in children.values()}
-    assert len(fingerprints) == 2  # the backend is part of what a run computes
-    assert len({r.data.tags["init_weights_sha256"] for r in children.values()}) == 1  # the same start
 
 
 PREPARED = """
@@ -123,10 +77,10 @@ def test_the_default_backend_without_tensorflow_installed_is_one_line_exit_2_and
 
 
 def test_mixed_images_are_bit_for_bit_what_they_were_on_jax_too():
-    """tests/test_augment.py's golden digests, computed on the JAX backend (a process has one backend)."""
+    """tests/integration/test_augment.py's golden digests, computed on the JAX backend (a process has one backend)."""
     code = (
         "from mixup_sweeps.train import backends; backends.prepare('jax'); import json; "
-        "from tests.test_augment import golden_digests; print(json.dumps(golden_digests()))"
+        "from tests.integration.test_augment import golden_digests; print(json.dumps(golden_digests()))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -13,7 +13,7 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from hydra_plugins.mixup_sweeps_local.local_launcher import LocalLauncher
 from mixup_sweeps.config import CONF_DIR
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]  # Hydra's apps: ~1 min
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra's apps
 
 
 @pytest.fixture(autouse=True)
@@ -64,18 +64,17 @@ def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
     assert LocalLauncher().jobs_at_once() == 1  # a GPU: one job at a time (packs or ray_gpu share it better)
 
 
-def test_a_default_multirun_runs_jobs_side_by_side_with_one_line_per_start_and_end(tmp_path, real_data_dir):
-    """The default launcher on this machine: the two jobs run at once in two workers, each with one-thread
-    pools, free to run on any core, and the console has their start and end lines but no Keras epoch lines."""
-    from tests.helpers import TINY, mlflow_runs, run_cli
+def test_a_default_multirun_runs_jobs_side_by_side_with_one_line_per_start_and_end(shared_sweep):
+    """The default launcher on this machine (the session's shared sweep, three jobs): two at a time in two
+    workers, each with one-thread pools, free to run on any core, and the console has their start and end lines
+    but no Keras epoch lines."""
+    from tests.helpers import mlflow_runs
 
-    result = run_cli("-m", "aug.alpha=0.1,0.4", *TINY, f"paths.output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    assert "Launching 2 jobs, 2 at once (1 threads each)" in output
-    assert output.count("] - start ") == 2 and output.count("] - done ") == 2
+    output = shared_sweep.log
+    assert "Launching 3 jobs, 2 at once (1 threads each)" in output
+    assert output.count("] - start ") == 3 and output.count("] - done ") == 3
     assert "Epoch 1/2" not in output  # Keras is quiet in workers
-    runs = [r for r in mlflow_runs(tmp_path)[1] if r.data.tags.get("sweep_parent") != "true"]
+    runs = [r for r in mlflow_runs(shared_sweep.out)[1] if r.data.tags.get("sweep_parent") != "true"]
     assert {r.data.tags["threads"] for r in runs} == {"1"} and {r.data.tags["tf_intra_op_threads"] for r in runs} == {
         "1"
     }

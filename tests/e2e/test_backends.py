@@ -1,0 +1,62 @@
+"""The end-to-end part (the command line, real sweeps; slow) of these tests; beside them:
+tests/integration/test_backends.py.
+
+`backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
+up to share a GPU before its backend starts (checked here without a GPU: what the job sets, and when)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
+from tests.integration.test_backends import TINY, WITHOUT_TENSORFLOW
+
+ARTIFACTS = {
+    "samples.png",
+    "config.yaml",
+    "curves.png",
+    "reliability.png",
+    "model.weights.h5",
+    "hydra",
+    "initial_weights",
+}
+
+
+TEST_METRICS = {"test_loss", "test_accuracy", "test_nll", "test_ece", "train_images_per_second"}
+
+
+def check_tracked_run(run, client, backend: str) -> None:
+    assert run.info.status == "FINISHED"
+    assert {*EPOCH_METRICS, *TEST_METRICS} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= ARTIFACTS
+    tags = run.data.tags
+    assert tags["keras_backend"] == backend and tags["accelerator"] == "cpu" and tags[f"{backend}_version"]
+    assert run.data.params["backend"] == backend
+
+
+def test_a_jax_job_runs_where_tensorflow_is_not_installed(tmp_path, real_data_dir):
+    job = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "backend=jax", *TINY, f"paths.output_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "tensorflow loaded: False" in job.stdout
+    client, runs = mlflow_runs(tmp_path)
+    (run,) = runs
+    check_tracked_run(run, client, "jax")
+    assert "tensorflow_version" not in run.data.tags
+
+
+def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
+    """Hydra's basic launcher runs both jobs in one process: the second switches Keras to the other backend."""
+    result = run_cli("-m", "backend=tensorflow,jax", *TINY, f"paths.output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(tmp_path)
+    children = {r.data.params["backend"]: r for r in runs if r.data.tags.get("sweep_parent") != "true"}
+    assert set(children) == {"tensorflow", "jax"}
+    for backend, run in children.items():
+        check_tracked_run(run, client, backend)
+    fingerprints = {r.data.tags["config_fingerprint"] for r in children.values()}
+    assert len(fingerprints) == 2  # the backend is part of what a run computes
+    assert len({r.data.tags["init_weights_sha256"] for r in children.values()}) == 1  # the same start
