@@ -14,24 +14,17 @@ from hydra_plugins.mixup_sweeps_packed.config import PackedLauncherConf  # noqa:
 
 
 class PackedLauncher(Launcher):
-    def __init__(
-        self,
-        pack_size: int,
-        processes: int | None = None,
-        ray: bool = False,
-        ray_init: Any = None,
-        ray_remote: Any = None,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
+        """`settings`: `hydra.launcher`'s keys (config.py's `PackedLauncherConf`), checked by the work's class."""
         super().__init__()
-        self.settings = {"pack_size": pack_size, "processes": processes, "ray": ray, "ray_init": ray_init,
-                         "ray_remote": ray_remote}  # fmt: skip
+        self.settings = settings
         self.launch_: Any = None
 
     def jobs_at_once(self) -> int:
         """A pack trains all its members at once; `processes` packs train at once (Ray: as the cluster allows)."""
         from mixup_sweeps.multirun.packing import pack_workers  # the harness (MLflow) only when a sweep runs
 
-        return int(self.settings["pack_size"]) * max(1, pack_workers(self.settings["processes"]))
+        return int(self.settings["pack_size"]) * max(1, pack_workers(self.settings.get("processes")))
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         # Hydra imports every plugin to discover it: the harness (MLflow, JAX) loads only when a sweep is made.
