@@ -14,7 +14,7 @@ from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import preflight
 from mixup_sweeps.sweeps import identity, search
 from mixup_sweeps.sweeps import study as studies
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compose_config
 
 
 def settings(**changes) -> search.SearchSettings:
@@ -150,3 +150,23 @@ def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
 def test_a_storage_password_is_never_recorded():
     assert studies.shown_url("postgresql+psycopg://ann:s3cret@db/optuna") == "postgresql+psycopg://ann:***@db/optuna"
     assert studies.shown_url("sqlite:////tmp/outputs/optuna.db") == "sqlite:////tmp/outputs/optuna.db"
+
+
+# Sweep fingerprints of searches recorded by the version before `hydra/sweeper=optuna` was renamed (bd9265b):
+# a study stored then is named after them, so the same search under the new name must find it.
+FINGERPRINTS_BEFORE_THE_RENAME = {
+    "aug.alpha=interval(0.1, 1)": "cc5a649de7e00678",
+    "aug.alpha=tag(log, interval(0.05, 8))": "7278774e81d4e986",
+}
+
+
+@pytest.mark.parametrize("space", FINGERPRINTS_BEFORE_THE_RENAME)
+def test_a_search_stored_under_the_old_sweeper_name_is_the_same_sweep(space):
+    config = compose_config(["hydra/sweeper=search"], "/tmp/fp", return_hydra_config=True)
+    config.hydra.overrides.task = ["hydra/sweeper=search", space]
+    assert identity.sweep_fingerprint(config) == FINGERPRINTS_BEFORE_THE_RENAME[space]
+
+
+def test_the_old_sweeper_name_is_one_line_pointing_to_the_new():
+    with pytest.raises(ConfigError, match=r"^hydra/sweeper=optuna is now hydra/sweeper=search "):
+        preflight.check(["-m", "hydra/sweeper=optuna", "aug.alpha=interval(0.1, 1)"])
