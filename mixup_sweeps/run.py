@@ -16,6 +16,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.job.compose import register_configs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
@@ -52,8 +53,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def cli() -> None:
     """`python -m mixup_sweeps.run`: the error boundary first (`preflight.check`: a config, sweep or job that
     cannot work is one line, exit 2, before anything exists), then Hydra's main."""
-    from mixup_sweeps.errors import ConfigError
-    from mixup_sweeps.multirun import preflight
+    from mixup_sweeps.multirun import preflight  # SciPy and pandas (the sweeps' statistics): not for --help
 
     try:
         preflight.check(sys.argv[1:])

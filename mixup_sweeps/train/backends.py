@@ -18,6 +18,8 @@ import os
 import sys
 from types import ModuleType
 
+from mixup_sweeps.errors import ConfigError
+
 # What each job sets unless the user has set it: share a GPU with the sweep's other jobs.
 GPU_SHARING_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"  # JAX on a GPU (XLA on a CPU is deterministic anyway)
@@ -43,8 +45,6 @@ def installed(library: str) -> bool:
 def prepare(backend: str, deterministic: bool = False) -> None:
     """Make `backend` the Keras backend of this process, with GPU sharing (and determinism) set up first."""
     if not installed(backend):
-        from mixup_sweeps.errors import ConfigError
-
         raise ConfigError(f"backend={backend}: {backend} is not installed here; {INSTALL_HINT[backend]}")
     for key, value in GPU_SHARING_ENV.items():
         os.environ.setdefault(key, value)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from mixup_sweeps import calibration, files
 from mixup_sweeps.data.datasets import Dataset
+from mixup_sweeps.train import backends
 
 if TYPE_CHECKING:
     import keras
@@ -120,8 +121,6 @@ INTERRUPTS = Interrupts()
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with `deterministic`, deterministic ops (`backends.op_determinism`)."""
     import keras
-
-    from mixup_sweeps.train import backends
 
     keras.utils.set_random_seed(seed)
     backends.op_determinism(deterministic)
