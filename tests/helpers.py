@@ -64,7 +64,14 @@ def write_fake_dataset(directory: Path, n_train: int = 120, n_test: int = 30, se
 
 
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root."""
+    """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root.
+
+    A multirun that names no launcher runs its jobs one after another in the command's own process
+    (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
+    the default launcher would import TensorFlow again. What the default launcher does is tested where a test
+    names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py)."""
+    if "-m" in args and not any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args):
+        args = (*args, "hydra/launcher=basic")
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
     return subprocess.run(

@@ -16,7 +16,8 @@ from filelock import FileLock
 
 from tests.helpers import run_cli
 
-SHARED_SWEEP = ["-m", "aug.alpha=0.1,0.2,0.4", "dataset.train_size=256", "trainer.epochs=2"]
+# the default launcher named, so that run_cli keeps it (the launcher test reads this sweep's log)
+SHARED_SWEEP = ["-m", "hydra/launcher=local", "aug.alpha=0.1,0.2,0.4", "dataset.train_size=256", "trainer.epochs=2"]
 
 
 @dataclass(frozen=True)

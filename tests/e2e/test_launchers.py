@@ -52,15 +52,15 @@ class TestIntegrationSuite(IntegrationTestSuite):
 
 
 def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
-    from hydra_plugins.mixup_sweeps_local import local_launcher
+    from mixup_sweeps.multirun import local
 
-    monkeypatch.setattr(local_launcher, "has_nvidia_gpu", lambda: False)
-    monkeypatch.setattr(local_launcher, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(local, "gpu_count", lambda: 0)
+    monkeypatch.setattr(local, "cpu_cores", lambda: 16)
     assert LocalLauncher(threads=1).jobs_at_once() == 16
     assert LocalLauncher(threads=2).jobs_at_once() == 8
     assert LocalLauncher(threads=32).jobs_at_once() == 1
     assert LocalLauncher(jobs=3, threads=2).jobs_at_once() == 3
-    monkeypatch.setattr(local_launcher, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(local, "gpu_count", lambda: 1)
     assert LocalLauncher().jobs_at_once() == 1  # a GPU: one job at a time (packs or ray_gpu share it better)
 
 
