@@ -61,11 +61,11 @@ def prepare(backend: str, deterministic: bool = False) -> None:
         log.info("switching Keras from %s to %s in this process", keras.backend.backend(), backend)
         stale = modules_holding_keras()
         keras.config.set_backend(backend)
-        package = sys.modules[PACKAGE]
         for name in stale:
             sys.modules.pop(name, None)
-            if hasattr(package, attribute := name.rsplit(".", 1)[1]):
-                delattr(package, attribute)
+            parent, attribute = name.rsplit(".", 1)
+            if hasattr(sys.modules.get(parent), attribute):
+                delattr(sys.modules[parent], attribute)
         for name in stale:
             importlib.import_module(name)
 
@@ -159,7 +159,7 @@ def thread_tags(backend: str) -> dict[str, str]:
     return tags
 
 
-PACKAGE = __name__.rsplit(".", 1)[0]
+PACKAGE = __name__.split(".")[0]  # the whole harness: modules holding Keras live in several of its folders
 
 
 def modules_holding_keras() -> list[str]:

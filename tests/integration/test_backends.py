@@ -86,3 +86,18 @@ def test_mixed_images_are_bit_for_bit_what_they_were_on_jax_too():
     assert out.returncode == 0, out.stderr[-3000:]
     recorded = json.loads((ROOT / "tests" / "data" / "golden_mixing.json").read_text())
     assert json.loads(out.stdout.strip().splitlines()[-1]) == recorded["backends"]["jax"]
+
+
+def test_a_backend_switch_reloads_every_module_holding_keras_in_any_folder():
+    """Switching a process's backend re-imports the harness's modules that hold Keras, wherever they live: the
+    training stream (data/) as well as the engines (train/). A module left out keeps the old backend's layers
+    (`KerasTensor cannot be used as input to a JAX function` in the next job's model)."""
+    code = (
+        "from mixup_sweeps.train import backends; backends.prepare('tensorflow')\n"
+        "from mixup_sweeps.data import training_stream; from mixup_sweeps.train import fit, packed\n"
+        "print(' '.join(backends.modules_holding_keras()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    held = result.stdout.split()
+    assert {"mixup_sweeps.data.training_stream", "mixup_sweeps.train.fit", "mixup_sweeps.train.packed"} <= set(held)
