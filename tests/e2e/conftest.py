@@ -1,5 +1,6 @@
-"""One small real sweep for the end-to-end tests that only read its results (runs, params, metrics, artifacts,
-its log, the UI and the report on its store), made once per test session.
+"""Fixtures of the end-to-end tests: a loopback PostgreSQL and MLflow server (test_cluster, test_tracking_server),
+and one small real sweep for the tests that only read its results (runs, params, metrics, artifacts, its log, the
+UI and the report on its store), made once per test session.
 
 `make test` runs pytest-xdist workers, each with its own session: the first worker to get here runs the sweep
 under a file lock and writes where it is; the others wait on the lock and read the same store. A test that
@@ -7,14 +8,22 @@ changes a store (reruns, kills) makes its own."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from tests.helpers import run_cli
+from tests.helpers import free_port, run_cli, wait_until
 
 # the default launcher named, so that run_cli keeps it (the launcher test reads this sweep's log)
 SHARED_SWEEP = ["-m", "hydra/launcher=local", "aug.alpha=0.1,0.2,0.4", "dataset.train_size=256", "trainer.epochs=2"]
@@ -39,3 +48,61 @@ def shared_sweep(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) 
             record.write_text(json.dumps({"out": str(out), "log": result.stdout + result.stderr}))
     saved = json.loads(record.read_text())
     return Sweep(Path(saved["out"]), saved["log"])
+
+
+# --- a loopback PostgreSQL and an MLflow tracking server on it (test_cluster, test_tracking_server) -----------
+def postgres_bin(name: str) -> str:
+    """Debian keeps the server programs off PATH, under /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None)
+    if found is None:
+        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql (`make test` does)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with an empty database `mlflow`; yields its URI."""
+    # initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres` user
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="mixup-pg-"))
+    if as_owner:
+        shutil.chown(home, "postgres")
+    data, port = home / "data", free_port()
+    subprocess.run([*as_owner, postgres_bin("initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)  # fmt: skip
+    options = f"-h 127.0.0.1 -p {port} -k {home}"
+    subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-o", options, "-w",
+                    "start"], check=True, capture_output=True)  # fmt: skip
+    try:
+        subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+                       check=True, capture_output=True)  # fmt: skip
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def start_server(store: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on `store` at 127.0.0.1:`port`, serving artifacts from `artifacts`; returns once healthy."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def healthy() -> bool:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, "mlflow server", timeout=180)
+    return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, 15)
+        server.wait(30)

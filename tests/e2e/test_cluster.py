@@ -9,7 +9,6 @@ serving, and the shared initial weights through the sweep parent run.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import secrets
@@ -17,15 +16,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EXPERIMENT, ROOT, free_port, run_cli, wait_until
+from tests.e2e.conftest import start_server, stop_server
+from tests.helpers import EXPERIMENT, ROOT, free_port, run_cli
 
 TINY = ["dataset.train_size=256", "trainer.epochs=1"]
 # Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
@@ -34,63 +32,6 @@ TINY = ["dataset.train_size=256", "trainer.epochs=1"]
 LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 NO_LOG_DEDUP = {"RAY_DEDUP_LOGS": "0"}  # Ray folds similar log lines of different workers into one; count them all
 RAY_SWEEP = ["hydra/launcher=ray_cluster", "tracking=server"]
-
-
-def postgres_bin(name: str) -> str:
-    """Debian keeps the server programs off PATH, under /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None)
-    if found is None:
-        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql (`make test` does)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1 with an empty database `mlflow`; yields its URI."""
-    # initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres` user
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    home = Path(tempfile.mkdtemp(prefix="mixup-pg-"))
-    if as_owner:
-        shutil.chown(home, "postgres")
-    data, port = home / "data", free_port()
-    subprocess.run([*as_owner, postgres_bin("initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)  # fmt: skip
-    options = f"-h 127.0.0.1 -p {port} -k {home}"
-    subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-o", options, "-w",
-                    "start"], check=True, capture_output=True)  # fmt: skip
-    try:
-        subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
-                       check=True, capture_output=True)  # fmt: skip
-        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run([*as_owner, postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def start_server(store: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
-    """`mlflow server` on `store` at 127.0.0.1:`port`, serving artifacts from `artifacts`; returns once healthy."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-    def healthy() -> bool:
-        assert server.poll() is None, log.read_text()[-3000:]
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, "mlflow server", timeout=180)
-    return server
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, 15)
-        server.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -246,71 +187,3 @@ def test_a_crashing_job_under_ray_ends_failed_with_its_traceback(cluster):
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "nan_loss"
     assert "traceback.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert sorted(p.info.status for p in parents) == ["FAILED", "FINISHED"]
-
-
-def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, real_data_dir):
-    """The tracking server stops during a job's second epoch and comes back 20 s later: the sweep rides it out
-    (MLflow's retries) or ends the job resumable; the same command afterwards finds every run FINISHED once,
-    every epoch's metrics there once."""
-    artifacts, port, log = tmp_path / "artifacts", free_port(), tmp_path / "server.log"
-    artifacts.mkdir()
-    uri = f"http://127.0.0.1:{port}"
-    env = {"MLFLOW_TRACKING_URI": uri}
-    experiment = "server-outage"
-    command = ["-m", "tracking=server", f"tracking.experiment={experiment}", "aug=none,mixup",
-               "dataset.train_size=2048", "trainer.epochs=3", f"paths.output_dir={tmp_path / 'out'}"]  # fmt: skip
-    server = start_server(postgres, artifacts, port, log)
-    try:
-        sweep = subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT,
-                                 env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True)  # fmt: skip
-        client = MlflowClient(uri)
-
-        def first_epoch_logged() -> bool:
-            exp = client.get_experiment_by_name(experiment)
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            jobs = [r for r in runs if "sweep_parent" not in r.data.tags]
-            return any(client.get_metric_history(r.info.run_id, "loss") for r in jobs)
-
-        wait_until(first_epoch_logged, "epoch 1 of the first job", timeout=300)
-        stop_server(server)  # during epoch 2 of the first job
-        time.sleep(20)
-        server = start_server(postgres, artifacts, port, log)
-        output = sweep.communicate(timeout=600)[0]
-        again = run_cli(*command, env=env)
-        assert again.returncode == 0, output[-2000:] + again.stderr[-3000:]
-        exp = client.get_experiment_by_name(experiment)
-        runs = [r for r in client.search_runs([exp.experiment_id]) if "sweep_parent" not in r.data.tags]
-        finished = [r for r in runs if r.info.status == "FINISHED"]
-        assert sorted(r.data.params["aug.name"] for r in finished) == ["mixup", "none"], output[-3000:]
-        for run in finished:
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
-                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-                assert steps == [1, 2, 3], (key, steps)  # none missing, none twice
-            assert "test_accuracy" in run.data.metrics
-    finally:
-        stop_server(server)
-
-
-def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
-    """`hydra.sweeper.storage=postgresql+psycopg://...`: a database of its own beside MLflow's (both keep an Alembic
-    version table); the sweeper's process asks, a job's process reports its epochs to the trial through it."""
-    from mixup_sweeps.sweeps import study as studies
-    from tests.unit.test_search import settings
-
-    port = postgres.rsplit(":", 1)[1].split("/")[0]
-    subprocess.run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", port, "-U", "mlflow", "optuna"],
-                   check=True, capture_output=True)  # fmt: skip
-    url = f"postgresql+psycopg://mlflow@127.0.0.1:{port}/optuna"
-    chosen = settings(storage=url)
-    study = studies.open_study(chosen, url, "pg-study")
-    trial = study.ask({"x": __import__("optuna").distributions.FloatDistribution(0, 1)})
-    job = (
-        "from mixup_sweeps.sweeps.study import EpochReporter; from tests.unit.test_search import settings\n"
-        f"reporter = EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial._trial_id}, 0)\n"
-        "reporter(1, {'val_accuracy': 0.25}); reporter(2, {'val_accuracy': 0.5})\n"
-    )
-    subprocess.run([sys.executable, "-c", job], cwd=ROOT, check=True, capture_output=True, timeout=120)
-    assert study.get_trials()[0].intermediate_values == {0: 0.25, 1: 0.5}
-    study.tell(trial, 0.5)
-    assert studies.open_study(chosen, url, "pg-study").best_value == 0.5

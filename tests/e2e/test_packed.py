@@ -11,19 +11,16 @@ same numbers bit for bit.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
 PACKED = ["-m", "hydra/launcher=packed"]
@@ -121,104 +118,6 @@ def test_a_member_trains_as_it_would_alone_and_whatever_its_pack(packed_sweep, t
     assert children(tmp_path / "alone")[0].data.tags["pack_members"] == "1"
     assert_same_training(outcomes[0], outcomes[1])  # pack of 4 vs alone
     assert_same_training(outcomes[0], outcomes[2])  # other companions (cutmix, another seed)
-
-
-RESUMABLE = ["backend=jax", "dataset.train_size=4096", "trainer.epochs=3"]
-
-
-def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_fails_alone(tmp_path, real_data_dir):
-    sweep = [*PACKED, "aug=none,mixup", "trainer.learning_rate=0.001,1e30", "seed=0", *RESUMABLE]
-    straight = run_cli(*sweep, f"paths.output_dir={tmp_path / 'straight'}")
-    assert straight.returncode != 0  # the NaN members failed the sweep
-    done = children(tmp_path / "straight")
-    assert sorted(r.info.status for r in done) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
-
-    out = tmp_path / "killed"
-    args = [sys.executable, "-m", "mixup_sweeps.run", *sweep, f"paths.output_dir={out}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in job.stdout:
-        if "Training 4 jobs as one packed program" in line:
-            break
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    deadline = time.monotonic() + 300
-    while True:  # epoch 1 of the finite members is saved and logged: epoch 2 is running
-        runs = [r for r in client.search_runs([experiment_id]) if r.data.params.get("trainer.learning_rate") == "0.001"]
-        if len(runs) == 2 and all(client.get_metric_history(r.info.run_id, "loss") for r in runs):
-            break
-        assert job.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    job.communicate(timeout=60)
-    assert all(len(client.get_metric_history(r.info.run_id, "loss")) < 3 for r in runs)  # killed mid-training
-
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    log = again.stdout + again.stderr
-    assert again.returncode != 0 and log.count("resume ") == 2, log[-3000:]
-    final = children(out)
-    finished = [r for r in final if r.info.status == "FINISHED"]
-    assert sorted(r.info.run_id for r in finished) == sorted(r.info.run_id for r in runs)  # the same runs, once
-    nan = [r for r in final if r.data.params["trainer.learning_rate"] != "0.001"]
-    assert nan and all(r.info.status in ("FAILED", "KILLED") for r in nan)
-    assert any(r.data.tags.get("failure_reason") == "nan_loss" for r in nan if r.info.status == "FAILED")
-    straight_client, _ = mlflow_runs(tmp_path / "straight")
-    for run in finished:
-        for key in EPOCH_METRICS:
-            assert steps(client, run.info.run_id, key) == [1, 2, 3], key  # none missing, none twice
-        reference = member(done, **{"aug.name": run.data.params["aug.name"], "trainer.learning_rate": "0.001"})
-        assert_same_training(
-            (history(client, run), weights(client, run, tmp_path)),
-            (history(straight_client, reference), weights(straight_client, reference, tmp_path)),
-            exact=True,  # the same pack of 4 before and after the kill
-        )
-        assert not (out / "backups" / run.data.tags["config_fingerprint"]).exists()
-
-
-def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_data_dir):
-    """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, in-process."""
-    code = f"""
-import json, sys
-from pathlib import Path
-from mixup_sweeps.train import backends
-backends.prepare("jax")
-from mixup_sweeps.data import datasets
-from mixup_sweeps.train import models
-from mixup_sweeps.train import packed
-from mixup_sweeps.train import training
-from mixup_sweeps.job.compose import load_config
-packed.BATCHED = sys.argv[1] == "batched"
-members = []
-for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
-    cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
-                                     "trainer.epochs=2", "trainer.steps_per_execution=2"])
-    weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
-    members.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None,
-                                   Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
-packed.train(members)
-print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))
-"""
-    results = []
-    for mode in ("batched", "one_by_one"):
-        job = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert job.returncode == 0, job.stderr[-3000:]
-        results.append(json.loads(job.stdout.strip().splitlines()[-1]))
-    for (batched_history, batched_test), (history_, test) in zip(*results):
-        assert abs(batched_test - test) <= 1.01 / 10000 * 20  # 20 of 10,000 test images at most
-        for one, two in zip(batched_history, history_):
-            assert np.allclose(one["loss"], two["loss"], rtol=1e-4) and np.allclose(
-                one["val_loss"], two["val_loss"], rtol=1e-4
-            )
-
-
-def test_the_packed_launcher_runs_a_tensorflow_job_as_the_basic_launcher_would(tmp_path):
-    """Jobs it cannot pack (not backend=jax) are not refused: each runs alone, as Hydra's basic launcher runs it."""
-    result = run_cli(*PACKED, "aug=none,mixup", "backend=tensorflow", *TINY, f"paths.output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = children(tmp_path)
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    assert {r.data.tags["keras_backend"] for r in runs} == {"tensorflow"}
-    assert not any("pack_members" in r.data.tags for r in runs)
 
 
 def _same_runs_as_the_local_pack(packed_sweep, out, tmp_path) -> None:
