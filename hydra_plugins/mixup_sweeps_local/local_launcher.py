@@ -28,4 +28,6 @@ class LocalLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        return local.launch(self, self.jobs, self.threads, job_overrides, initial_job_idx)
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        return local.launch(self.hydra_context, self.config, self.task_function, self.jobs, self.threads,
+                            job_overrides, initial_job_idx)  # fmt: skip

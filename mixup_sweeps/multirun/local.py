@@ -27,7 +27,8 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import in_process
@@ -53,12 +54,17 @@ def _in_worker(threads: int, *args: Any) -> JobReturn:
     return execute_job(*args)
 
 
-def launch(launcher: Launcher, jobs: int | None, threads: int, job_overrides: Sequence[Sequence[str]],
-           initial_job_idx: int) -> Sequence[JobReturn]:  # fmt: skip
+def launch(
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    jobs: int | None,
+    threads: int,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> Sequence[JobReturn]:
     """The launch: side by side in reusable worker processes, or here one after another (one at a time)."""
     setup_globals()
-    config, hydra_context, task_function = launcher.config, launcher.hydra_context, launcher.task_function  # type: ignore[attr-defined]
-    assert config is not None and hydra_context is not None and task_function is not None
     for name, value in (("jobs", jobs), ("threads", threads)):
         if value is not None and not (isinstance(value, int) and value >= 1):
             raise ConfigError(f"Invalid value hydra.launcher.{name}={value!r}: must be an integer >= 1")

@@ -86,7 +86,6 @@ class PackedLaunch:
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
-        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
@@ -169,12 +168,10 @@ class PackedLaunch:
 
     def _in_job_context(self, task_function: TaskFunction, config: DictConfig) -> JobReturn:
         """`task_function(config)` as Hydra runs a job: its directory, `.hydra/` files, logging, callbacks."""
-        assert self.hydra_context is not None and self.config is not None
         return in_process.run_here(self.hydra_context, self.config, task_function, config)
 
     def _run_single(self, job: tuple[int, DictConfig]) -> dict[int, JobReturn]:
         """A job that fits no pack: the task function, as the basic launcher runs it."""
-        assert self.task_function is not None
         return {job[0]: self._in_job_context(self.task_function, job[1])}
 
     def _run_pack(self, chunk: list[tuple[int, DictConfig]]) -> dict[int, JobReturn]:
