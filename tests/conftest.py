@@ -13,13 +13,27 @@ import pytest
 
 from mixup_sweeps.data.datasets import DataError, find_data_dir
 
-E2E = Path(__file__).resolve().parent / "e2e"
+TESTS = Path(__file__).resolve().parent
+E2E = TESTS / "e2e"
+# The longest files first (pytest --durations under `make test`, 2026-12-05): pytest-xdist's --dist loadfile hands
+# out files in collection order, so the long ones start at once and the short ones fill the end (the suite ends
+# when its last file does). A file not named here keeps its place after these.
+LONGEST_FIRST = ["test_packed", "test_sweeps", "test_cluster", "test_memorization", "test_resume",
+                 "test_fault_tolerance", "test_packed_programs", "test_search", "test_tracking_server"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path))
+        return (
+            LONGEST_FIRST.index(path.stem) if path.parent == E2E and path.stem in LONGEST_FIRST else len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: the rest keep the order of testpaths (e2e, integration, unit)
 
 
 @pytest.fixture(scope="session")

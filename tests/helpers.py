@@ -63,8 +63,8 @@ def write_fake_dataset(directory: Path, n_train: int = 120, n_test: int = 30, se
     return directory
 
 
-def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root.
+def run_cli(*args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root (or `cwd`).
 
     A multirun that names no launcher runs its jobs one after another in the command's own process
     (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
@@ -76,12 +76,21 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
     full_env.pop("HYDRA_FULL_ERROR")
     return subprocess.run(
         [sys.executable, "-m", "mixup_sweeps.run", *args],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=full_env,
     )
+
+
+def run_report(*args: str | Path) -> int:
+    """`python -m mixup_sweeps.report ARGS` in this process (its main, as the command calls it): a test that only
+    reads the report's files saves the second interpreter's imports. The command itself, as a user runs it:
+    tests/e2e/test_sweeps.py, test_cluster.py, test_mlflow_ui.py and tests/integration/test_report.py."""
+    from mixup_sweeps.report.cli import main
+
+    return main([str(a) for a in args])
 
 
 def mlflow_runs(output_dir: Path) -> tuple[MlflowClient | None, list]:

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps.config import config_fingerprint
 from mixup_sweeps.data import datasets
@@ -43,8 +43,15 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     output_dir = Path(cfg.paths.output_dir).resolve()
     fingerprint = config_fingerprint(cfg)
     backup_dir = output_dir / "backups" / fingerprint
-    decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume)
     trial_tags = search_run_tags(hydra_cfg)
+    diverged_is_final = OmegaConf.select(hydra_cfg, "sweeper.race.epsilon") is not None or bool(trial_tags)
+    checkpointed = training.has_checkpoint(backup_dir)
+    decision = decide(client, experiment_id, fingerprint, checkpointed, cfg.resume, diverged_is_final)
+    if decision.action == "diverged":  # a race's or a search's fact about its arm: the sweeper scores it
+        assert decision.run is not None
+        log.info("skip %s: diverged already as run %s (a race or search does not train it again)",
+                 name, decision.run.info.run_id)  # fmt: skip
+        raise training.TrainingDiverged(decision.run.data.tags.get(tags.ERROR, "diverged"))
     if decision.action == "skip":
         assert decision.run is not None
         tracking.mark_reused(client, decision.run, parent)
@@ -100,22 +107,35 @@ def _place_in_sweep(hydra_cfg: DictConfig, client: MlflowClient, experiment_id: 
 class Decision:
     """What a job does about earlier runs of its computation (the same config fingerprint)."""
 
-    action: Literal["skip", "resume", "start"]
-    run: Run | None = None  # the FINISHED run it skips to, or the interrupted run it resumes
+    action: Literal["skip", "resume", "start", "diverged"]
+    run: Run | None = None  # the FINISHED run it skips to, the interrupted run it resumes, or the diverged run
 
 
-def decide(client: MlflowClient, experiment_id: str, fingerprint: str, checkpointed: bool, resume: bool) -> Decision:
-    """Skip when a run of this computation FINISHED; resume an interrupted one whose checkpoint is here
-    (`checkpointed`); else start.
+def decide(
+    client: MlflowClient,
+    experiment_id: str,
+    fingerprint: str,
+    checkpointed: bool,
+    resume: bool,
+    diverged_is_final: bool = False,
+) -> Decision:
+    """Skip when a run of this computation FINISHED; with `diverged_is_final` (a race or a search: a diverged job
+    is a result about its arm), report one that diverged again without training; resume an interrupted one
+    whose checkpoint is here (`checkpointed`); else start (a failed job of a grid runs again).
 
     `resume=false` always starts a fresh run.
     """
     if not resume:
         return Decision("start")
-    attempts = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, ["FINISHED", "RUNNING", "KILLED"])
+    statuses = ["FINISHED", "RUNNING", "KILLED", *(["FAILED"] if diverged_is_final else [])]
+    attempts = tracking.runs_with_fingerprint(client, experiment_id, fingerprint, statuses)
     finished = [r for r in attempts if r.info.status == "FINISHED"]
     if finished:
         return Decision("skip", finished[0])
+    reason = training.TrainingDiverged.reason
+    diverged = [r for r in attempts if r.info.status == "FAILED" and r.data.tags.get(tags.FAILURE_REASON) == reason]
+    if diverged:
+        return Decision("diverged", diverged[0])
     interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]
     if interrupted and checkpointed:
         return Decision("resume", interrupted[0])

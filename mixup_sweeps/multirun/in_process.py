@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hydra.core.utils import JobReturn, configure_log, run_job
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+
+def job_failure(ret: JobReturn) -> BaseException | None:
+    """The exception a failed job ended with (Hydra keeps it where `return_value` would raise it); None for a
+    job that completed."""
+    if ret.status == JobStatus.COMPLETED:
+        return None
+    exc = getattr(ret, "_return_value", None)
+    return exc if isinstance(exc, BaseException) else RuntimeError(f"job ended {ret.status}")
 
 
 def job_config(hydra_context: HydraContext, config: DictConfig, overrides: Sequence[str], idx: int) -> DictConfig:

@@ -37,6 +37,14 @@ from mixup_sweeps.train.backends import JOB_THREADS_ENV, cpu_cores, gpu_count  #
 log = logging.getLogger(__name__)
 
 
+def check_settings(jobs: object, threads: object) -> None:
+    """`hydra.launcher.jobs` and `.threads` (null: chosen for the machine): integers >= 1, else one `ConfigError`
+    line. The command's preflight calls it before the sweep's parent run opens; the launch again."""
+    for name, value in (("jobs", jobs), ("threads", threads)):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"Invalid value hydra.launcher.{name}={value!r}: must be an integer >= 1 (or null)")
+
+
 def jobs_at_once(jobs: int | None, threads: int) -> int:
     """`jobs`, or as many as the cores allow at `threads` each; 1 on a machine with an NVIDIA GPU."""
     if jobs is not None:
@@ -65,9 +73,7 @@ def launch(
 ) -> Sequence[JobReturn]:
     """The launch: side by side in reusable worker processes, or here one after another (one at a time)."""
     setup_globals()
-    for name, value in (("jobs", jobs), ("threads", threads)):
-        if value is not None and not (isinstance(value, int) and value >= 1):
-            raise ConfigError(f"Invalid value hydra.launcher.{name}={value!r}: must be an integer >= 1")
+    check_settings(jobs, threads)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     at_once = min(jobs_at_once(jobs, threads), len(job_overrides))

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mixup_sweeps.config import CONF_DIR, SEED, SEED_RANGE
 from mixup_sweeps.errors import ConfigError, require
 from mixup_sweeps.job.compose import register_configs, validate
+from mixup_sweeps.multirun.local import check_settings as check_local_settings
 from mixup_sweeps.sweeps import racing, search
 from mixup_sweeps.sweeps.identity import race_settings, seeds_until
 from mixup_sweeps.sweeps.overrides import expand_jobs, groups_of, override_key, task_overrides
@@ -111,7 +112,11 @@ def check_search(config: DictConfig) -> list[list[str]]:
 
     _check_launcher(config)
     sweeper = config.hydra.sweeper
-    search.settings_of(_resolved(sweeper, "hydra.sweeper"))
+    settings = search.settings_of(_resolved(sweeper, "hydra.sweeper"))
+    if settings.storage:
+        from mixup_sweeps.sweeps.study import check_storage  # SQLAlchemy: only for a search with a storage
+
+        check_storage(settings.storage)
     params = sweeper.get("params") or {}
     space, fixed = search.search_space([f"{k}={v}" for k, v in params.items()] + task_overrides(config.hydra))
     return [[*fixed, *corner] for corner in search.corner_overrides(space)]
@@ -154,6 +159,13 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
     assert checked is not None
     if seeds_until(config):
         raise ConfigError("hydra.sweeper.race and hydra.sweeper.until both own the seed axis: use one of them")
+    typed = [o for o in task_overrides(config.hydra) if override_key(o) == SEED]
+    if typed:
+        raise ConfigError(
+            f"{typed[0]}: hydra.sweeper.race owns the seed axis (every arm runs seeds 0, 1, ... as the race "
+            f"needs them, up to max_seeds={checked.max_seeds}): drop {SEED} from the command line and set "
+            "hydra.sweeper.race.min_seeds / max_seeds"
+        )
     if len(groups_of(jobs)) < 2:
         raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
     if checked.test_metric == "test_accuracy_best" and not config.trainer.get("test_every_epoch"):
@@ -166,6 +178,8 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
 def _check_launcher(config: DictConfig) -> None:
     """The launcher's settings that can be checked before a sweep starts (every sweeper's)."""
     launcher = _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
+    if str(launcher.get("_target_", "")).endswith(".LocalLauncher"):
+        check_local_settings(launcher.get("jobs"), launcher.get("threads"))
     pack_size = launcher.get("pack_size", 1)
     if not (isinstance(pack_size, int) and pack_size >= 1):
         raise ConfigError(f"Invalid value hydra.launcher.pack_size={pack_size!r}: must be an integer >= 1")

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from mixup_sweeps.config import CONF_DIR, SEED
+from mixup_sweeps.multirun.in_process import job_failure
 from mixup_sweeps.store import liveness, tags, tracking
 from mixup_sweeps.sweeps import search
 from mixup_sweeps.sweeps.baseline import baseline_setting
@@ -39,14 +40,6 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left RUNNING (marked FAIL, asked again)
 OWNER = "owner"  # user attribute: the process that asked the trial (`liveness.process_tags`)
 MODEL_EPOCHS, MODEL_EPOCHS_UNPRUNED = "model_epochs", "model_epochs_unpruned"  # user attributes of a told trial
-
-
-def _failure(ret: JobReturn) -> BaseException | None:
-    """The exception a failed job ended with (Hydra keeps it where `return_value` would raise it)."""
-    if ret.status == JobStatus.COMPLETED:
-        return None
-    exc = getattr(ret, "_return_value", None)
-    return exc if isinstance(exc, BaseException) else RuntimeError(f"job ended {ret.status}")
 
 
 class SearchRun:
@@ -114,7 +107,7 @@ class SearchRun:
 
         assert self.sweeper.config is not None
         full = int(trial.params.get("trainer.epochs", self.sweeper.config.trainer.epochs))
-        failures = [_failure(ret) for ret in returns]
+        failures = [job_failure(ret) for ret in returns]
         spent = sum(exc.epoch if isinstance(exc, Pruned) else full for exc in failures)
         trial.set_user_attr(MODEL_EPOCHS, int(spent))
         trial.set_user_attr(MODEL_EPOCHS_UNPRUNED, full * len(returns))
@@ -170,7 +163,7 @@ class SearchRun:
         log.info("Search: confirming the best trial and %s on seeds %d-%d (%d jobs)", baseline.name, seeds.start,
                  seeds.stop - 1, len(jobs))  # fmt: skip
         returns = self._launch(jobs)
-        failures = [exc for exc in map(_failure, returns) if exc is not None]
+        failures = [exc for exc in map(job_failure, returns) if exc is not None]
         if failures:
             return {"note": f"confirmation failed: {type(failures[0]).__name__}: {failures[0]}"}
         accuracy = [float(ret.return_value["test_accuracy"]) for ret in returns]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -27,11 +28,13 @@ from omegaconf import OmegaConf
 
 from mixup_sweeps.config import CONF_DIR, SEED
 from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.multirun.in_process import job_failure
 from mixup_sweeps.store import tags, tracking
 from mixup_sweeps.sweeps import racing, until
 from mixup_sweeps.sweeps.overrides import expand_jobs, group_names, without_seed
 from mixup_sweeps.sweeps.progress import jobs_at_once, progress_overrides
 from mixup_sweeps.sweeps.settings import UntilSettings
+from mixup_sweeps.train.training import TrainingDiverged
 
 log = logging.getLogger(__name__)
 Group = tuple[str, ...]
@@ -90,21 +93,21 @@ class VariantsRun:
         groups = self._groups(arguments)
         if len(groups) < 2:
             raise ConfigError("hydra.sweeper.race needs at least two groups to race (a grid or variants), got one")
-        outcomes: dict[Any, dict[str, float]] = {}  # (group, seed) -> the job's final metrics
+        outcomes: dict[Any, dict[str, float]] = {}  # (group, seed) -> the job's final metrics ({} diverged)
         round_no = [0]
+        config = self.sweeper.config
+        assert config is not None
 
         def sample(plan: Mapping[Hashable, range]) -> Mapping[Hashable, Sequence[float]]:
             round_no[0] += 1
             todo: dict[Any, range] = {group: seeds for group, seeds in plan.items() if len(seeds)}
             if todo:
-                self._launch_seeds(todo, outcomes, stage=f"race round {round_no[0]}")
-            return {
-                group: [outcomes[(group, seed)][settings.metric] for seed in range(plan[group].stop)] for group in plan
-            }
+                self._launch_seeds(todo, outcomes, stage=f"race round {round_no[0]}", diverged_ok=True)
+            return {group: [outcomes[(group, seed)].get(settings.metric, math.nan) for seed in range(plan[group].stop)]
+                    for group in plan}  # fmt: skip
 
-        result = racing.run_race(groups, settings, sample)
-        config = self.sweeper.config
-        assert config is not None
+        resolution = settings.resolution(int(config.dataset.val_size)) if "dataset" in config else 0.0
+        result = racing.run_race(groups, settings, sample, resolution=resolution)
         epochs = int(config.trainer.epochs) if "trainer" in config else None
         names: dict[Any, str] = dict(group_names(groups))
         record = racing.to_record(result, names.__getitem__, epochs)
@@ -143,8 +146,10 @@ class VariantsRun:
         if parent is not None:
             client.set_tag(parent.info.run_id, key, value)
 
-    def _launch_seeds(self, plan: dict[Group, range], results: dict, stage: str) -> None:
-        """One launch of `plan`'s (group, seed) jobs; each job's outcome (its final metrics) into `results`."""
+    def _launch_seeds(self, plan: dict[Group, range], results: dict, stage: str, diverged_ok: bool = False) -> None:
+        """One launch of `plan`'s (group, seed) jobs; each job's outcome (its final metrics) into `results`.
+        `diverged_ok` (a race): a job whose loss became NaN is `{}`, a result about its arm, not the sweep's
+        error; any other failure raises."""
         pairs = [(group, seed) for group, seeds_ in plan.items() for seed in seeds_]
         first_index = self.total_jobs
         jobs = self._with_progress([[*group, f"{SEED}={seed}"] for group, seed in pairs], first_index)
@@ -153,4 +158,8 @@ class VariantsRun:
         assert self.sweeper.launcher is not None
         returns = self.sweeper.launcher.launch(jobs, initial_job_idx=first_index)
         for pair, ret in zip(pairs, returns):
-            results[pair] = ret.return_value  # a failed job raises here
+            if diverged_ok and isinstance(failure := job_failure(ret), TrainingDiverged):
+                log.warning("%s diverged: %s", " ".join(pair[0]) + f" {SEED}={pair[1]}", failure)
+                results[pair] = {}
+                continue
+            results[pair] = ret.return_value  # any other failed job raises here

@@ -12,12 +12,17 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# Keras's cross-entropy clips every predicted probability to [1e-7, 1 − 1e-7]: no image can cost more than
+# −ln(1e-7) ≈ 16.1, so no validation loss can be higher. A diverged job (its loss NaN) is scored with it.
+WORST_LOSS = -math.log(1e-7)
+
 # The selection metrics a race may use: validation only (choosing on the test set and reporting the test set is
-# the mistake the report never invites). Each: (direction, the test metric the winner is reported with).
+# the mistake the report never invites). Each: (direction, the test metric the winner is reported with, the
+# worst value the metric can take: what a diverged job scores, worse than any job that trained).
 METRICS = {
-    "val_accuracy": (+1, "test_accuracy"),  # the last epoch's validation accuracy
-    "val_loss": (-1, "test_accuracy"),  # the last epoch's validation loss (lower is better)
-    "best_val_accuracy": (+1, "test_accuracy_best"),  # the best epoch's (needs trainer.test_every_epoch=true)
+    "val_accuracy": (+1, "test_accuracy", 0.0),  # the last epoch's validation accuracy
+    "val_loss": (-1, "test_accuracy", WORST_LOSS),  # the last epoch's validation loss (lower is better)
+    "best_val_accuracy": (+1, "test_accuracy_best", 0.0),  # the best epoch's (needs trainer.test_every_epoch=true)
 }
 
 
@@ -27,7 +32,7 @@ class RaceSettings:
     simulations, which build settings by hand)."""
 
     epsilon: float  # arms within ±epsilon (in the metric's units) are equivalent for the user's purpose
-    delta: float = 0.05  # P(a best arm is ever eliminated, or any claim is wrong) ≤ delta
+    delta: float = 0.05  # P(a given best arm is ever eliminated, or an equivalence claim is wrong) ≤ delta
     min_seeds: int = 3
     max_seeds: int = 30
     seeds_per_round: int = 1
@@ -42,9 +47,14 @@ class RaceSettings:
         """Seeds every arm still in the race has after look `look` (1 = the first stage)."""
         return min(self.max_seeds, self.min_seeds + (look - 1) * self.seeds_per_round)
 
+    def tail(self, arms: int) -> float:
+        """What each one-sided lower bound may get wrong: δ / ((arms − 1) · looks) (`sweeps.racing` says why
+        arms − 1 and not every pair)."""
+        return self.delta / (max(1, arms - 1) * self.rounds)
+
     def confidence(self, arms: int) -> float:
-        """Each pairwise interval's level: 1 − δ / (pairs · looks)."""
-        return 1.0 - self.delta / (max(1, arms * (arms - 1) // 2) * self.rounds)
+        """The two-sided level whose t quantile is the one-sided bound's: 1 − 2 · tail."""
+        return 1.0 - 2 * self.tail(arms)
 
     @property
     def sign(self) -> int:
@@ -53,6 +63,17 @@ class RaceSettings:
     @property
     def test_metric(self) -> str:
         return METRICS[self.metric][1]
+
+    def resolution(self, val_size: int) -> float:
+        """The metric's step, the floor of a race's paired spread: one image (1/val_size) for an accuracy; none
+        for a loss (a mean of continuous per-image losses: only identical runs tie, and a tie eliminates
+        nothing)."""
+        return 0.0 if self.metric == "val_loss" else 1.0 / val_size
+
+    @property
+    def worst(self) -> float:
+        """What a diverged job scores, in the metric's own units."""
+        return METRICS[self.metric][2]
 
 
 @dataclass(frozen=True)

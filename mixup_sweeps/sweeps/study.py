@@ -24,6 +24,50 @@ def storage_url(settings: SearchSettings, output_dir: str) -> str:
     return settings.storage or f"sqlite:///{output_dir}/{STUDY_FILE}"
 
 
+STORAGE_WAIT_S = 15.0  # how long a study's database server may take to answer before the sweep says so
+
+
+def check_storage(url: str, key: str = "hydra.sweeper.storage", wait_s: float = STORAGE_WAIT_S) -> None:
+    """`ConfigError` (one line) for a study storage URL that no installed database driver opens, or whose server
+    does not answer within `wait_s`. A SQLite file is not created here: its directory must exist."""
+    import threading
+    from pathlib import Path
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from mixup_sweeps.errors import ConfigError
+    from mixup_sweeps.text import one_line
+
+    allowed = "a database URL, e.g. sqlite:////abs/path/optuna.db or postgresql+psycopg://user@host/db"
+    try:
+        parsed = make_url(url)
+        engine = create_engine(url)
+    except Exception as exc:  # an unknown scheme, a driver that is not installed, a malformed URL
+        raise ConfigError(f"Invalid value {key}={shown_url(url)}: {allowed} ({one_line(exc)})") from None
+    if parsed.get_backend_name() == "sqlite":
+        folder = Path(parsed.database or ".").expanduser().resolve().parent
+        if parsed.database not in (None, "", ":memory:") and not folder.is_dir():
+            raise ConfigError(f"Invalid value {key}={url}: the folder {folder} does not exist")
+        return
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:
+            failure.append(exc)
+
+    attempt = threading.Thread(target=connect, daemon=True)
+    attempt.start()
+    attempt.join(wait_s)
+    if attempt.is_alive():
+        raise ConfigError(f"{key}={shown_url(url)}: the database did not answer in {wait_s:.0f} s")
+    if failure:
+        raise ConfigError(f"{key}={shown_url(url)}: cannot connect ({one_line(failure[0])})")
+
+
 def shown_url(url: str) -> str:
     """The storage URL as it may be recorded: the password hidden."""
     from sqlalchemy.engine import make_url

@@ -37,13 +37,16 @@ class Sweep:
 
 @pytest.fixture(scope="session")
 def shared_sweep(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Sweep:
-    """`python -m mixup_sweeps.run -m aug.alpha=0.1,0.2,0.4` on 256 images, 2 epochs: one parent, three runs."""
+    """`python -m mixup_sweeps.run -m aug.alpha=0.1,0.2,0.4` on 256 images, 2 epochs: one parent, three runs;
+    typed in a directory of its own with no paths.output_dir, so the store is that directory's `outputs/`."""
     root = tmp_path_factory.getbasetemp().parent  # shared by every xdist worker of this session
     record = root / "shared_sweep.json"
     with FileLock(str(root / "shared_sweep.lock")):
         if not record.is_file():
-            out = root / "shared_sweep"
-            result = run_cli(*SHARED_SWEEP, f"paths.output_dir={out}")
+            where = root / "shared_sweep"
+            where.mkdir()
+            result = run_cli(*SHARED_SWEEP, cwd=where)
+            out = where / "outputs"
             assert result.returncode == 0, result.stderr[-3000:]
             record.write_text(json.dumps({"out": str(out), "log": result.stdout + result.stderr}))
     saved = json.loads(record.read_text())

