@@ -18,8 +18,8 @@ E2E = TESTS / "e2e"
 # The longest files first (pytest --durations under `make test`, 2026-12-05): pytest-xdist's --dist loadfile hands
 # out files in collection order, so the long ones start at once and the short ones fill the end (the suite ends
 # when its last file does). A file not named here keeps its place after these.
-LONGEST_FIRST = ["test_packed", "test_sweeps", "test_cluster", "test_memorization", "test_resume",
-                 "test_fault_tolerance", "test_packed_programs", "test_search", "test_tracking_server"]  # fmt: skip
+LONGEST_FIRST = ["test_cluster", "test_sweeps", "test_packed", "test_memorization", "test_fault_tolerance",
+                 "test_packed_programs", "test_resume", "test_tracking_server", "test_search"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

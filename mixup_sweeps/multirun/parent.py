@@ -27,9 +27,11 @@ from mixup_sweeps.store import liveness, tags, tracking
 from mixup_sweeps.sweeps import identity
 from mixup_sweeps.sweeps.overrides import task_overrides
 from mixup_sweeps.sweeps.until import describe_seeds_until
+from mixup_sweeps.train.training import TrainingDiverged
 
 log = logging.getLogger(__name__)
-ENDED_WELL = {"FINISHED", "PRUNED"}  # a search stopping a hopeless trial is no failure
+# a search stopping a hopeless trial is no failure, nor a race's arm diverging (a result about that arm)
+ENDED_WELL = {"FINISHED", "PRUNED", "DIVERGED"}
 
 
 class SweepParentCallback(Callback):
@@ -44,9 +46,16 @@ class SweepParentCallback(Callback):
         self.experiment_id = ""
         self.parent_run_id: str | None = None
         self.ui_link = ""
+        self.racing = False  # a race: a diverged job is a result about its arm, not a failure of the sweep
+
+    def status(self, run: Run) -> str:
+        """A child's status for the sweep's summary: DIVERGED for a race's job whose loss became NaN."""
+        diverged = run.info.status == "FAILED" and run.data.tags.get(tags.FAILURE_REASON) == TrainingDiverged.reason
+        return "DIVERGED" if self.racing and diverged else tracking.run_status(run)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        self.racing = identity.race_settings(config) is not None
         try:
             self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
             check_sweeper(config)
@@ -84,13 +93,13 @@ class SweepParentCallback(Callback):
         for run in sorted(tracking.child_runs(client, self.experiment_id, run_id), key=lambda r: r.info.start_time):
             latest[run.data.tags.get(tags.FINGERPRINT, run.info.run_id)] = run
         children = list(latest.values())
-        counts = Counter(tracking.run_status(r) for r in children)
+        counts = Counter(self.status(r) for r in children)
         ok = completed and set(counts) <= ENDED_WELL
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
         log.info("sweep parent run %s ended %s: %s", run_id, "FINISHED" if ok else "FAILED", summary)
         for run in children:
-            if tracking.run_status(run) not in ENDED_WELL:
+            if self.status(run) not in ENDED_WELL:
                 log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get(tags.ERROR, "")[:200])
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
         for line in _answer_lines(client.get_run(run_id).data.tags):

@@ -26,7 +26,15 @@ from mixup_sweeps.report.figures import (
 )
 from mixup_sweeps.report.race import add_race_columns, race_answer
 from mixup_sweeps.report.store import RunSet, metric_histories
-from mixup_sweeps.report.summary import SEEDS_FOR, TABLE_KEYS, group_keys, matches, summarize, tables
+from mixup_sweeps.report.summary import (
+    SEEDS_FOR,
+    TABLE_KEYS,
+    best_observed_baseline,
+    group_keys,
+    matches,
+    summarize,
+    tables,
+)
 from mixup_sweeps.store import tags
 from mixup_sweeps.store.tracking import UI_URL, ui_runs_link
 from mixup_sweeps.sweeps.baseline import DEFAULT_BASELINE, Baseline, missing
@@ -134,6 +142,28 @@ def verdicts(summary: pd.DataFrame, baseline: Baseline) -> list[str]:
     return lines
 
 
+def no_baseline_lines(summary: pd.DataFrame, asked: Baseline, best: Baseline | None) -> list[str]:
+    """What the answer compares with when the sweep has no `asked` group: the best observed group, and why that
+    is optimistic, and what would answer the questions it cannot."""
+    if best is None:
+        return []
+    return [
+        f"no {asked.override} in these runs: each group against the best observed one, {best.override}, paired by "
+        f"seed, Holm over the {max(0, len(summary) - 1)} comparisons; optimistic (the best of {len(summary)} "
+        "groups on these seeds is partly luck: the winner's curse). For a guarantee, race them: add "
+        f"hydra.sweeper.race.epsilon=0.002; for 'does it help at all?', add {asked.override} to the sweep"
+    ]
+
+
+def seed_lines(summary: pd.DataFrame, run_set: RunSet) -> list[str]:
+    """With one seed per group: say so, and the command that would answer (the same sweep on three seeds)."""
+    if len(summary) < 2 or (summary["n"] > 1).any():
+        return []
+    typed = " ".join(o for o in (run_set.overrides or "").split() if not o.startswith(f"{SEED}="))
+    command = f"python -m mixup_sweeps.run -m {typed} {SEED}=0,1,2".replace("  ", " ")
+    return [f"one seed per group: no interval and no paired test; the same sweep on three seeds answers: {command}"]
+
+
 def correction_line(summary: pd.DataFrame) -> str:
     """The one line that says which correction the verdicts carry, over how many comparisons."""
     counts = sorted({int(c) for c in summary["comparisons"] if c > 1})
@@ -199,6 +229,8 @@ def write_report(
     baseline = Baseline(*baseline)
     runs = run_set.runs
     keys = group_keys(runs, run_set.params)
+    asked, best = baseline, best_observed_baseline(runs, keys, baseline)
+    baseline = best or baseline
     curves = metric_histories(tracking_uri, list(runs["run_id"]), "val_accuracy")
     seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
     summary = summarize(runs, keys, curves, seconds, baseline, run_set.until)
@@ -220,7 +252,7 @@ def write_report(
         files[MEMORIZATION_PLOT] = out / MEMORIZATION_PLOT
         plots.append(MEMORIZATION_PLOT)
 
-    answer = verdicts(summary, baseline)
+    answer = [*no_baseline_lines(summary, asked, best), *verdicts(summary, baseline), *seed_lines(summary, run_set)]
     if run_set.search:  # the search's answer first: the confirmed comparison beside the search's own best score
         answer = [*run_set.search.get("lines", []), *answer]
         plots += search_report.write_figures(run_set.search, out)

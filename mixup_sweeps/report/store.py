@@ -45,6 +45,7 @@ class RunSet:
     until: dict[str, Any] | None = None  # the sweep's `hydra.sweeper.until` (Stein's procedure), if it used it
     race: dict[str, Any] | None = None  # the sweep's race outcome (`racing.to_record`), if it raced
     search: dict[str, Any] | None = None  # the sweep's search record (`search/search.json`), if it searched
+    overrides: str | None = None  # the sweep's overrides as typed (its parent's `sweep_overrides` tag)
 
 
 @contextmanager
@@ -177,7 +178,7 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
             df[column] = None
     is_parent = df[f"tags.{tags.PARENT}"] == "true"
     parents, runs = df[is_parent], df[~is_parent]
-    parent_run_id, until, race, search_record = None, None, None, None
+    parent_run_id, until, race, search_record, overrides = None, None, None, None, None
     if sweep_id == "all":
         label = "all"
     else:
@@ -196,6 +197,8 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
         until = json.loads(until_tag) if isinstance(until_tag, str) else None
         race_tag = parent.get(f"tags.{tags.RACE_RESULT}")
         race = json.loads(race_tag) if isinstance(race_tag, str) else None
+        typed = parent.get(f"tags.{tags.SWEEP_OVERRIDES}")
+        overrides = typed if isinstance(typed, str) else None
         if isinstance(parent.get(f"tags.{tags.SEARCH_RESULT}"), str):
             search_record = _search_record(client, parent_run_id)
         in_sweep = runs[f"tags.{tags.SWEEP_ID}"] == label
@@ -212,7 +215,8 @@ def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_time
         raise ReportError(f"No FINISHED runs in {label!r} of experiment {experiment!r} (left out: {left_out or 0})")
     params = [c[len("params.") :] for c in finished.columns if c.startswith("params.")]
     params += [k for k in TAG_KEYS if f"tags.{k}" in finished]
-    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until, race, search_record)
+    return RunSet(tidy(finished), params, left_out, label, exp.experiment_id, parent_run_id, until, race,
+                  search_record, overrides)  # fmt: skip
 
 
 def _search_record(client: MlflowClient, parent_run_id: str) -> dict[str, Any] | None:

@@ -34,6 +34,20 @@ def group_keys(runs: pd.DataFrame, params: Sequence[str]) -> list[str]:
     return [k for k in TABLE_KEYS if k in runs] + sorted((k for k in varying if k not in TABLE_KEYS), key=_key_order)
 
 
+def best_observed_baseline(runs: pd.DataFrame, keys: Sequence[str], baseline: Baseline) -> Baseline | None:
+    """The baseline to use when no run is in `baseline`'s group (an α grid has no aug=none): the group with the
+    best mean test accuracy, when the groups differ in one key only (so KEY=VALUE names that group). None when
+    `baseline`'s runs are there, or several keys vary (no single group to name)."""
+    if baseline.key in runs and any(baseline.includes({baseline.key: v}) for v in runs[baseline.key]):
+        return None
+    varying = [k for k in keys if k not in TABLE_KEYS]
+    if len(varying) != 1 or "test_accuracy" not in runs:
+        return None
+    (key,) = varying
+    means = runs.groupby(runs[key].astype(str))["test_accuracy"].mean()
+    return Baseline(key, str(means.idxmax()))
+
+
 def _key_order(key: str) -> tuple[int, str, bool, str]:
     """Config order: dataset, model, aug, trainer, then the rest; within a group `name` first."""
     sections = ("dataset", "model", "aug", "trainer")

@@ -23,7 +23,7 @@ from mixup_sweeps.report import fetch_runs, write_report
 from mixup_sweeps.store import tags
 from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs, run_cli, steps, wait_until
 
-SEARCH = ["hydra/sweeper=search", "dataset.train_size=1024", "dataset.val_size=200"]
+SEARCH = ["hydra/sweeper=search", "dataset.train_size=512", "dataset.val_size=200"]
 
 
 SLOW_LR, GOOD_LR, BAD_LR = 0.001, 0.003, 1e-7  # 1e-7: the model does not move from chance

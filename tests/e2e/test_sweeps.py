@@ -97,6 +97,19 @@ def test_everything_written_under_output_dir(alpha_sweep):
     assert len(list((out / "multirun").glob("*/*/samples.png"))) == 3
 
 
+def test_the_report_of_an_alpha_grid_on_one_seed_names_the_best_and_the_command_that_would_answer(
+    alpha_sweep, tmp_path
+):
+    """No aug=none and one seed (the card's first command): compared with the best α, and the same sweep with
+    seed=0,1,2 is the command that answers."""
+    out, _, _, _ = alpha_sweep
+    assert run_report("--output-dir", out, "--out", tmp_path / "r") == 0
+    answer = (tmp_path / "r" / "report.md").read_text().split("## Answer")[1].split("\n\n")[1]
+    assert "no aug=none in these runs: each group against the best observed one, aug.alpha=" in answer
+    (line,) = [li for li in answer.splitlines() if "one seed per group" in li]
+    assert line.endswith("seed=0,1,2") and "python -m mixup_sweeps.run -m " in line and "aug.alpha=0.1,0.2,0.4" in line
+
+
 def test_one_line_per_job_start_and_end(alpha_sweep):
     *_, log = alpha_sweep
     assert log.count("] - start aug.alpha=") == 3
@@ -172,7 +185,7 @@ def test_variants_preset_with_label_noise_one_command(tmp_path, real_data_dir):
     """The variants preset (mixup x lam x pairing, CutMix, FMix, baseline) on noisy labels, two seeds: every job
     trains and records; a report of one seed has nothing to correct, of both six comparisons corrected together."""
     out = tmp_path / "variants"
-    tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.label_noise=0.2", "seed=0,1"]
+    tiny = ["dataset.train_size=256", "trainer.epochs=1", "dataset.val_size=500", "dataset.label_noise=0.2", "seed=0,1"]
     result = run_cli("-m", "experiment=variants", *tiny, f"paths.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     _, runs = mlflow_runs(out)

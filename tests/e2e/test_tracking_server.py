@@ -26,7 +26,8 @@ def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, rea
     env = {"MLFLOW_TRACKING_URI": uri}
     experiment = "server-outage"
     command = ["-m", "tracking=server", f"tracking.experiment={experiment}", "aug=none,mixup",
-               "dataset.train_size=2048", "trainer.epochs=3", f"paths.output_dir={tmp_path / 'out'}"]  # fmt: skip
+               "dataset.train_size=1024", "trainer.epochs=3", f"paths.output_dir={tmp_path / 'out'}",
+               "hydra/launcher=basic"]  # fmt: skip  # one process: the jobs in turn
     server = start_server(postgres, artifacts, port, log)
     try:
         sweep = subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT,

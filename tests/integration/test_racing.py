@@ -1,10 +1,7 @@
 """The integration part (real Hydra, MLflow, Keras in this process or one subprocess) of these tests; beside them:
-tests/e2e/test_racing.py, tests/unit/test_racing.py.
+tests/e2e/test_racing.py (a real race), tests/unit/test_racing.py (the rule in thousands of simulated races).
 
-The racing rule (`mixup_sweeps.sweeps.racing`) in thousands of simulated races with known normal noise: the best arm
-is eliminated in at most δ of races, in a separable regime the race spends at most half the exhaustive grid, in
-a near-equal regime it says the arms cannot be told apart, and the naive rule (an uncorrected 95 % interval at
-every look) breaks the guarantee. NumPy only: no training."""
+Bad race input through the command line: one line, exit 2, no run and no parent recorded."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.helpers import ROOT, TINY, mlflow_runs, run_cli
+from tests.unit.test_fuzz_config import REFUSED_FIRST
 from tests.unit.test_report import known_store  # noqa: F401 - the fixture
 
 
@@ -31,6 +32,7 @@ def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
             ["aug=none,mixup", "backend=jax", "hydra/launcher=packed", "hydra.launcher.pack_size=0"],
             "Invalid value hydra.launcher.pack_size=0: must be an integer >= 1",
         ),
+        *((argv[1:], message) for argv, message in REFUSED_FIRST),  # once opened a parent run first (#36)
     ],
 )
 def test_sweep_settings_are_checked_before_the_sweep_records_anything(tmp_path, overrides, message):

@@ -28,6 +28,8 @@ def fuzzed_keys() -> list[tuple[list[str], str]]:
         sweeper = compose_config(return_hydra_config=True).hydra.sweeper[section]
         keys += [([], f"hydra.sweeper.{section}.{key}") for key in sweeper]
     keys.append((["hydra/launcher=packed", "backend=jax"], "hydra.launcher.pack_size"))
+    keys += [([], "hydra.launcher.jobs"), ([], "hydra.launcher.threads")]  # the default (local) launcher's
+    keys.append((["hydra.sweeper.race.epsilon=0", "aug=none,mixup"], "seed"))  # a seed list beside a race
     search = compose_config(["hydra/sweeper=search"], return_hydra_config=True).hydra.sweeper
     keys += [(["hydra/sweeper=search"], f"hydra.sweeper.{key}") for key in search if key not in ("_target_", "params")]
     return keys
@@ -38,6 +40,28 @@ KEYS = fuzzed_keys()
 
 KNOWN_BAD = [["trainer.epochs=abc"], ["nokey=1"], ["aug=nope"], ["aug.alpha=0.1,0.2"], ["-m", "seed=0,-1"],
              ["-m", "aug=none,mixup", "aug.alpha=x"], ["'a=[1,'"]]  # fmt: skip
+
+
+# Sweep settings that were refused only after the sweep's parent run opened (#36): now in the preflight.
+REFUSED_FIRST = [
+    (["-m", "aug.alpha=0.1,0.2", "seed=0,1,2", "hydra.sweeper.race.epsilon=0.01"], "seed=0,1,2: hydra.sweeper.race "
+     "owns the seed axis"),
+    (["-m", "aug=none,mixup", "hydra.launcher.jobs=0"], "Invalid value hydra.launcher.jobs=0: must be an integer >= 1"),
+    (["-m", "aug=none,mixup", "hydra.launcher.threads=-1"], "Invalid value hydra.launcher.threads=-1"),
+    (["-m", "hydra/sweeper=search", "aug.alpha=interval(0.1, 1)", "hydra.sweeper.storage=bogus://x"],
+     "Invalid value hydra.sweeper.storage=bogus://x: a database URL"),
+    (["-m", "hydra/sweeper=search", "aug.alpha=interval(0.1, 1)",
+      "hydra.sweeper.storage=postgresql+psycopg://nobody@127.0.0.1:9/optuna"], "hydra.sweeper.storage="),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, message", REFUSED_FIRST)
+def test_sweep_settings_a_sweep_met_too_late_are_one_line_before_anything(argv, message):
+    """The command line's preflight (what `python -m mixup_sweeps.run` runs before Hydra: exit 2, nothing
+    recorded; tests/integration/test_user_errors.py shows that path through the command)."""
+    with pytest.raises(ConfigError) as error:
+        preflight.check(argv)
+    assert message in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("argv", KNOWN_BAD)
@@ -58,5 +82,8 @@ def test_the_fuzzer_covers_every_schema_and_found_both_outcomes():
         "hydra.launcher.pack_size",
         "hydra.sweeper.n_trials",
         "hydra.sweeper.confirm_seeds",
+        "hydra.sweeper.storage",
+        "hydra.launcher.jobs",
+        "hydra.launcher.threads",
     } <= keys
     assert {"dataset.label_noise", "model.kernel_size", "tracking.heartbeat_timeout_s", "seed", "backend"} <= keys

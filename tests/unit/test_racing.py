@@ -80,20 +80,20 @@ def report(regime: str, results: list[racing.RaceResult], best: list[int]) -> fl
 
 
 def test_a_separable_regime_keeps_the_best_and_spends_at_most_half_the_grid():
-    results = simulate(*SEPARABLE, races=2000)
+    results = simulate(*SEPARABLE, races=1000)
     assert report("(a) separable", results, best=[3]) <= SETTINGS.delta
     assert all(r.reason == "one_left" and r.remaining == [3] for r in results)  # every race found the best
     assert np.mean([r.spent for r in results]) <= 0.5  # target: ≤ 50 % of the exhaustive grid's model-epochs
 
 
 def test_the_section_7a_arms_keep_the_best_for_less_than_the_old_rule_spent():
-    results = simulate(*SECTION_7A, races=2000, seed=5)
+    results = simulate(*SECTION_7A, races=1000, seed=5)
     assert report("(b) §7a", results, best=[0]) <= SETTINGS.delta
     assert np.mean([r.spent for r in results]) < 0.586  # the two-sided rule over every pair: 58.6 %
 
 
 def test_near_equal_arms_keep_the_best_spend_no_more_than_the_grid_and_say_they_cannot_be_told_apart():
-    results = simulate(*NEAR_EQUAL, races=2000, seed=1)
+    results = simulate(*NEAR_EQUAL, races=1000, seed=1)
     assert report("near-equal", results, best=[0]) <= SETTINGS.delta
     assert all(r.seed_runs <= r.exhaustive_runs for r in results)
     undecided = [r for r in results if r.reason == "max_seeds"]
@@ -116,7 +116,7 @@ def test_equal_arms_with_accuracies_in_steps_lose_no_given_arm_more_often_than_d
 
 
 def test_two_tied_best_arms_are_each_kept():
-    results = simulate([0.870, 0.870, 0.862, 0.855], 0.004, races=2000, seed=8, val_size=2000)
+    results = simulate([0.870, 0.870, 0.862, 0.855], 0.004, races=1000, seed=8, val_size=2000)
     assert report("(e) two tied best", results, best=[0, 1]) <= SETTINGS.delta
 
 
@@ -124,7 +124,7 @@ def test_arms_with_diverged_seeds_are_scored_as_the_worst_value_and_the_race_goe
     """Arm 3 diverges on every seed (a learning rate too high), arm 2 on 30 % of its seeds, arm 1 on 5 %: scored
     as 0 accuracy, the best arm (which never diverges) is kept, the arm that always diverges leaves at once."""
     diverge = [0.0, 0.05, 0.3, 1.0]
-    results = simulate([0.870, 0.866, 0.862, 0.875], 0.004, races=2000, seed=9, val_size=2000, diverge=diverge)
+    results = simulate([0.870, 0.866, 0.862, 0.875], 0.004, races=1000, seed=9, val_size=2000, diverge=diverge)
     assert report("(f) diverged seeds", results, best=[0]) <= SETTINGS.delta
     assert all(r.arms[3].left_round == 1 and r.arms[3].diverged == 3 for r in results)
     assert all(np.isfinite(a.mean) for r in results for a in r.arms.values())
@@ -164,7 +164,7 @@ def test_equivalence_stops_a_race_of_arms_within_epsilon_and_its_claim_holds():
 def test_a_wrong_equivalence_claim_is_rare():
     """Arms 0.012 apart with epsilon 0.01: 'equivalent' would be false; it is said in at most δ of races."""
     settings = racing.RaceSettings(epsilon=0.01, delta=0.05, min_seeds=3, max_seeds=30)
-    results = simulate([0.870, 0.858], 0.004, races=2000, settings=settings, seed=10)
+    results = simulate([0.870, 0.858], 0.004, races=1000, settings=settings, seed=10)
     assert np.mean([r.reason == "equivalent" for r in results]) <= settings.delta
 
 

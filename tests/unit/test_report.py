@@ -291,3 +291,27 @@ def test_the_sweeps_parent_run_carries_the_answer(known_store):
         answer.startswith("mixup α=0.2: no detectable difference vs none") and "mixup α=0.4: better than none" in answer
     )
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_an_alpha_grid_without_a_baseline_is_compared_with_its_best_group(tmp_path):
+    """`-m aug.alpha=0.1,0.2,0.4 seed=0,1,2` has no aug=none: the answer names the best α, compares the others
+    with it paired by seed (Holm), says that is optimistic, and the parent run carries the same answer."""
+    uri, client, exp_id = new_store(tmp_path)
+    parent = new_sweep(client, exp_id, "grid")
+    for alpha, values in {0.1: [0.80, 0.82, 0.84], 0.2: [0.845, 0.86, 0.88], 0.4: [0.85, 0.87, 0.89]}.items():
+        for seed, acc in enumerate(values):
+            params = {"aug.name": "mixup", "aug.alpha": alpha, "seed": seed}
+            add_run(client, exp_id, params, acc, parent=parent, sweep_id="grid")
+    client.set_terminated(parent, "FINISHED")
+    run_set = report.fetch_runs(uri, EXPERIMENT, "latest")
+    files = report.write_report(run_set, uri, EXPERIMENT, tmp_path / "out", publish=True)
+    answer = files["report.md"].read_text().split("## Answer")[1].split("\n\n")[1].splitlines()
+    assert answer[0].startswith("- no aug=none in these runs: each group against the best observed one, "
+                                "aug.alpha=0.4, paired by seed, Holm over the 2 comparisons; optimistic")  # fmt: skip
+    assert "hydra.sweeper.race.epsilon=" in answer[0] and "add aug=none to the sweep" in answer[0]
+    (low,) = [line for line in answer if line.startswith("- mixup α=0.1:")]
+    assert "worse than aug.alpha=0.4" in low and "95% CI [" in low and "3 seeds" in low  # diffs 0.05, 0.05, 0.05
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["p_holm"].notna().sum() == 2
+    tag = client.get_run(parent).data.tags["answer"]
+    assert tag.startswith("no aug=none in these runs") and "worse than aug.alpha=0.4" in tag
