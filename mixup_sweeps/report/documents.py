@@ -235,7 +235,7 @@ def write_report(
     seconds = metric_histories(tracking_uri, list(runs["run_id"]), "epoch_seconds")
     summary = summarize(runs, keys, curves, seconds, baseline, run_set.until)
     if run_set.race:
-        summary = add_race_columns(summary, run_set.race)
+        summary = add_race_columns(summary, run_set.race, runs)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in ("summary.csv", "runs.csv", "report.md", "report.html", *PLOTS)}
     summary.to_csv(files["summary.csv"], index=False)
@@ -258,7 +258,7 @@ def write_report(
         plots += search_report.write_figures(run_set.search, out)
         files.update({name: out / name for name in plots})
     if run_set.race:
-        answer = [f"race: {line.strip()}" for line in race_answer(summary, run_set.race)] + answer
+        answer = [f"race: {line.strip()}" for line in race_answer(summary, run_set.race, runs)] + answer
     link = ui_runs_link(run_set.experiment_id, ui_url)
     left = ", ".join(f"{n} {s}" for s, n in sorted(run_set.left_out.items())) or "none"
     until = run_set.until

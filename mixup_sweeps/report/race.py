@@ -15,22 +15,25 @@ from mixup_sweeps.sweeps.overrides import override_values
 COLUMNS = ("race_outcome", "race_left_round", "race_seeds", "race_beaten_by", "race_delta", "race_low", "race_high")
 
 
-def _rows_of(summary: pd.DataFrame, overrides: list[str]) -> pd.Series:
-    """The summary rows of the group these overrides select."""
+def _rows_of(summary: pd.DataFrame, overrides: list[str], runs: pd.DataFrame | None = None) -> pd.Series:
+    """The summary rows of the group these overrides select. A key that is no summary column has one value in
+    every run reported (`runs`): an arm with another value has no rows (its runs all diverged, say)."""
     mask = pd.Series(True, index=summary.index)
     for key, value in override_values(overrides).items():
         if key in summary:
             mask &= summary[key].map(lambda v, value=value: same_value(v, value))
+        elif runs is not None and key in runs and not same_value(runs[key].iloc[0], value):
+            mask &= False
     return mask
 
 
-def add_race_columns(summary: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame:
+def add_race_columns(summary: pd.DataFrame, record: dict[str, Any], runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """`summary` with the round each group left the race and why (`COLUMNS`; NaN for groups not raced)."""
     summary = summary.copy()
     for column in COLUMNS:
         summary[column] = None
     for arm in record["arms"]:
-        rows = _rows_of(summary, arm.get("overrides", []))
+        rows = _rows_of(summary, arm.get("overrides", []), runs)
         summary.loc[rows, "race_outcome"] = arm["outcome"]
         summary.loc[rows, "race_left_round"] = arm["left_round"]
         summary.loc[rows, "race_seeds"] = arm["seeds"]
@@ -41,14 +44,14 @@ def add_race_columns(summary: pd.DataFrame, record: dict[str, Any]) -> pd.DataFr
     return summary
 
 
-def race_answer(summary: pd.DataFrame, record: dict[str, Any]) -> list[str]:
+def race_answer(summary: pd.DataFrame, record: dict[str, Any], runs: pd.DataFrame | None = None) -> list[str]:
     """The race's lines, each remaining group's test accuracy with its interval first."""
     test = record["settings"].get("test_metric", "test_accuracy")
     lines = [record["lines"][0]]
     for arm in record["arms"]:
         if arm["outcome"] == "eliminated":
             continue
-        rows = summary[_rows_of(summary, arm.get("overrides", []))]
+        rows = summary[_rows_of(summary, arm.get("overrides", []), runs)]
         if rows.empty or f"{test}_mean" not in rows:
             continue
         row = rows.iloc[0]

@@ -128,7 +128,9 @@ def test_the_parent_row_shows_the_answer_without_opening_a_child(ui, tmp_path):
     expected = parent.data.metrics["acc mixup α_0.4"]
     child = next(r for r in runs if r.info.run_name == "aug.alpha=0.4")
     assert expected == pytest.approx(child.data.metrics["test_accuracy"])  # one seed: the mean is that run
-    assert parent.data.tags["answer"].startswith("no comparison")  # no baseline in this sweep
+    # no aug=none in this sweep: the best observed α is the baseline, and one seed says which command answers
+    assert parent.data.tags["answer"].startswith("no aug=none in these runs: each group against the best observed")
+    assert parent.data.tags["answer"].endswith("seed=0,1,2")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})

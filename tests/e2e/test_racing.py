@@ -32,9 +32,9 @@ def test_a_real_race_with_a_diverged_arm_records_its_rounds_resumes_and_reports(
     children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
     assert record["seed_runs"] == len(children) in (4, 6) and record["exhaustive_runs"] == 6 and record["epochs"] == 1
     arms = {arm["group"]: arm for arm in record["arms"]}
-    assert set(arms) == {"trainer.learning_rate=0.001", "trainer.learning_rate=1e30"}
+    assert set(arms) == {"trainer.learning_rate=0.001", "trainer.learning_rate=1e+30"}
     assert record["reason"] == "one_left" and record["remaining"] == ["trainer.learning_rate=0.001"]
-    diverged = arms["trainer.learning_rate=1e30"]
+    diverged = arms["trainer.learning_rate=1e+30"]
     assert diverged["outcome"] == "eliminated" and diverged["diverged"] == diverged["seeds"] and diverged["mean"] == 0
     seeds = diverged["seeds"]
     assert sorted(r.info.status for r in children) == ["FAILED"] * seeds + ["FINISHED"] * seeds
