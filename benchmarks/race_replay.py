@@ -33,13 +33,17 @@ def main() -> None:
 
     mlflow.set_tracking_uri(f"sqlite:///{args.output_dir}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=[args.experiment], filter_string="attributes.status = 'FINISHED'")
-    runs = runs[(runs["tags.sweep_id"] == args.sweep) | runs.get(f"tags.reused_in_sweep.{args.sweep}", False).notna()]
-    runs = runs[runs.get("tags.sweep_parent") != "true"]
+    reused = f"tags.reused_in_sweep.{args.sweep}"  # finished jobs of an earlier sweep (the race) this grid skipped to
+    in_sweep = runs["tags.sweep_id"] == args.sweep
+    if reused in runs:
+        in_sweep |= runs[reused].notna()
+    runs = runs[in_sweep & (runs.get("tags.sweep_parent") != "true")]
     arm_keys = ["params.aug.name", "params.aug.alpha"]
     values: dict[str, np.ndarray] = {}
     for arm, rows in runs.groupby([runs[k].fillna("-") for k in arm_keys]):
         by_seed = dict(zip(rows[f"params.{SEED}"].astype(int), rows["metrics.val_accuracy"]))
-        values[" ".join(arm)] = np.array([by_seed[s] for s in range(args.max_seeds)])
+        name, alpha = arm
+        values[name if alpha == "-" else f"{name} α={alpha}"] = np.array([by_seed[s] for s in range(args.max_seeds)])
     settings = RaceSettings(args.epsilon, 0.05, args.min_seeds, args.max_seeds)
     arms = sorted(values)
 
@@ -56,7 +60,7 @@ def main() -> None:
     ):  # fmt: skip
         print(f"## {name}")
         for line in racing.describe(result):
-            print(line)
+            print(line.split("; each one-sided bound")[0] if "before" in name else line)
         print()
 
 
