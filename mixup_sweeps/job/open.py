@@ -18,14 +18,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mixup_sweeps.config import config_fingerprint
 from mixup_sweeps.data import datasets
 from mixup_sweeps.job.compose import validate
 from mixup_sweeps.job.context import Job, Outcome, outcome
 from mixup_sweeps.store import liveness, tags, tracking
-from mixup_sweeps.sweeps import progress, search, study
+from mixup_sweeps.sweeps import identity, progress, search, study
 from mixup_sweeps.sweeps.overrides import job_run_name, task_overrides
 from mixup_sweeps.train import backends, training
 
@@ -44,7 +44,7 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     fingerprint = config_fingerprint(cfg)
     backup_dir = output_dir / "backups" / fingerprint
     trial_tags = search_run_tags(hydra_cfg)
-    diverged_is_final = OmegaConf.select(hydra_cfg, "sweeper.race.epsilon") is not None or bool(trial_tags)
+    diverged_is_final = identity.races(hydra_cfg.sweeper) or bool(trial_tags)
     checkpointed = training.has_checkpoint(backup_dir)
     decision = decide(client, experiment_id, fingerprint, checkpointed, cfg.resume, diverged_is_final)
     if decision.action == "diverged":  # a race's or a search's fact about its arm: the sweeper scores it
@@ -132,8 +132,7 @@ def decide(
     finished = [r for r in attempts if r.info.status == "FINISHED"]
     if finished:
         return Decision("skip", finished[0])
-    reason = training.TrainingDiverged.reason
-    diverged = [r for r in attempts if r.info.status == "FAILED" and r.data.tags.get(tags.FAILURE_REASON) == reason]
+    diverged = [r for r in attempts if tracking.diverged(r)]
     if diverged:
         return Decision("diverged", diverged[0])
     interrupted = [r for r in attempts if r.info.status in ("RUNNING", "KILLED")]

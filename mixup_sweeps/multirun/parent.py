@@ -27,7 +27,6 @@ from mixup_sweeps.store import liveness, tags, tracking
 from mixup_sweeps.sweeps import identity
 from mixup_sweeps.sweeps.overrides import task_overrides
 from mixup_sweeps.sweeps.until import describe_seeds_until
-from mixup_sweeps.train.training import TrainingDiverged
 
 log = logging.getLogger(__name__)
 # a search stopping a hopeless trial is no failure, nor a race's arm diverging (a result about that arm)
@@ -50,12 +49,11 @@ class SweepParentCallback(Callback):
 
     def status(self, run: Run) -> str:
         """A child's status for the sweep's summary: DIVERGED for a race's job whose loss became NaN."""
-        diverged = run.info.status == "FAILED" and run.data.tags.get(tags.FAILURE_REASON) == TrainingDiverged.reason
-        return "DIVERGED" if self.racing and diverged else tracking.run_status(run)
+        return "DIVERGED" if self.racing and tracking.diverged(run) else tracking.run_status(run)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        self.racing = identity.race_settings(config) is not None
+        self.racing = identity.races(config.hydra.sweeper)
         try:
             self.client, self.experiment_id = client, experiment_id = tracking.connect(config.tracking)
             check_sweeper(config)

@@ -159,8 +159,8 @@ def seed_lines(summary: pd.DataFrame, run_set: RunSet) -> list[str]:
     """With one seed per group: say so, and the command that would answer (the same sweep on three seeds)."""
     if len(summary) < 2 or (summary["n"] > 1).any():
         return []
-    typed = " ".join(o for o in (run_set.overrides or "").split() if not o.startswith(f"{SEED}="))
-    command = f"python -m mixup_sweeps.run -m {typed} {SEED}=0,1,2".replace("  ", " ")
+    typed = [o for o in (run_set.overrides or "").split() if not o.startswith(f"{SEED}=")]
+    command = " ".join(["python -m mixup_sweeps.run -m", *typed, f"{SEED}=0,1,2"])
     return [f"one seed per group: no interval and no paired test; the same sweep on three seeds answers: {command}"]
 
 

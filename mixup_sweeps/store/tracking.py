@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from mixup_sweeps import files
 from mixup_sweeps.config import config_fingerprint, flatten
 from mixup_sweeps.store import liveness, tags
+from mixup_sweeps.train.training import TrainingDiverged
 
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 
@@ -287,6 +288,11 @@ def finished_durations(client: MlflowClient, experiment_id: str, parent: Run, si
         for run in runs
         if run.info.status == "FINISHED" and run.info.end_time and run.info.start_time >= since * 1000
     ]
+
+
+def diverged(run: Run) -> bool:
+    """A run that ended FAILED because its loss became NaN (`training.TrainingDiverged`)."""
+    return run.info.status == "FAILED" and run.data.tags.get(tags.FAILURE_REASON) == TrainingDiverged.reason
 
 
 def run_status(run: Run) -> str:

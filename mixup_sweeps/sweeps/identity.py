@@ -35,12 +35,17 @@ def seeds_until(config: DictConfig) -> dict[str, Any] | None:
     return settings
 
 
+def races(sweeper: Any) -> bool:
+    """Whether a sweeper's settings (`hydra.sweeper`, as a sweep or its job sees them) race: epsilon set."""
+    settings = sweeper.get("race")
+    return settings is not None and settings.get("epsilon") is not None
+
+
 def race_settings(config: DictConfig) -> dict[str, Any] | None:
     """The sweep's `hydra.sweeper.race` settings when racing is on (epsilon set), else None."""
-    settings = config.hydra.sweeper.get("race")
-    if settings is None or settings.get("epsilon") is None:
+    if not races(config.hydra.sweeper):
         return None
-    return OmegaConf.to_container(settings, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(config.hydra.sweeper.race, resolve=True)  # type: ignore[return-value]
 
 
 def search_settings(config: DictConfig) -> dict[str, Any] | None:

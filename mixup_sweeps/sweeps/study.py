@@ -8,10 +8,14 @@ Optuna is imported inside the functions: it is loaded only by a search.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.sweeps.search import STUDY_ENV, STUDY_FILE, TRIAL_ID_ENV, SearchSettings, is_search, settings_of
+from mixup_sweeps.text import one_line
 from mixup_sweeps.train.training import Pruned
 
 if TYPE_CHECKING:
@@ -30,14 +34,8 @@ STORAGE_WAIT_S = 15.0  # how long a study's database server may take to answer b
 def check_storage(url: str, key: str = "hydra.sweeper.storage", wait_s: float = STORAGE_WAIT_S) -> None:
     """`ConfigError` (one line) for a study storage URL that no installed database driver opens, or whose server
     does not answer within `wait_s`. A SQLite file is not created here: its directory must exist."""
-    import threading
-    from pathlib import Path
-
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine  # SQLAlchemy: loaded by a search that names a storage
     from sqlalchemy.engine import make_url
-
-    from mixup_sweeps.errors import ConfigError
-    from mixup_sweeps.text import one_line
 
     allowed = "a database URL, e.g. sqlite:////abs/path/optuna.db or postgresql+psycopg://user@host/db"
     try:
@@ -48,7 +46,7 @@ def check_storage(url: str, key: str = "hydra.sweeper.storage", wait_s: float = 
     if parsed.get_backend_name() == "sqlite":
         folder = Path(parsed.database or ".").expanduser().resolve().parent
         if parsed.database not in (None, "", ":memory:") and not folder.is_dir():
-            raise ConfigError(f"Invalid value {key}={url}: the folder {folder} does not exist")
+            raise ConfigError(f"Invalid value {key}={shown_url(url)}: the folder {folder} does not exist")
         return
     failure: list[BaseException] = []
 
