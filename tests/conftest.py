@@ -7,6 +7,10 @@ in this process or one subprocess), `e2e/` (the command line and real sweeps). E
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,16 @@ E2E = TESTS / "e2e"
 # when its last file does). A file not named here keeps its place after these.
 LONGEST_FIRST = ["test_cluster", "test_sweeps", "test_packed", "test_memorization", "test_fault_tolerance",
                  "test_packed_programs", "test_resume", "test_tracking_server", "test_search"]  # fmt: skip
+
+# JAX's persistent compilation cache, one per suite run, shared by every test process and the jobs they start
+# (inherited through the environment): the tests train the same small programs again and again (a sweep, then
+# its resumed or reference twin), and each JAX process would otherwise compile them anew (~5 CPU-s a job). A
+# compiled program is the same program: results do not change. A cache dir set outside (JAX_COMPILATION_CACHE_DIR)
+# is left alone.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first pytest process: its workers inherit the setting
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixup-test-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, not just those over 1 s
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

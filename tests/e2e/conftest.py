@@ -86,12 +86,17 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+# MLflow's server starts three job-runner processes (huey consumers, for its GenAI jobs) unless told not to;
+# the harness uses none of them, and on two cores their start-up and polling slow every other test.
+QUIET_SERVER = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_server(store: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
     """`mlflow server` on `store` at 127.0.0.1:`port`, serving artifacts from `artifacts`; returns once healthy."""
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True, env=QUIET_SERVER,
     )  # fmt: skip
 
     def healthy() -> bool:

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from mixup_sweeps.store.tracking import UI_URL
+from tests.e2e.conftest import QUIET_SERVER
 from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it, Playwright downloads nothing
@@ -33,7 +34,7 @@ def ui(shared_sweep):
     server = subprocess.Popen(
         [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{out}/mlflow.db", "--host", "127.0.0.1",
          "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=QUIET_SERVER,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

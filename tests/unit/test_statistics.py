@@ -95,3 +95,18 @@ def test_holm_keeps_the_family_wise_error_of_a_table_at_5_percent(groups):
     se = math.sqrt(0.05 * 0.95 / tables)
     assert any_holm / tables <= 0.05 + 3 * se  # the whole table's verdicts hold at 95 %
     assert any_plain / tables > 0.05 + 3 * se  # uncorrected, they do not (0.09 with 2 groups, 0.19 with 5)
+
+
+def test_the_t_interval_and_p_value_are_scipy_stats_ones():
+    """The t functions come from scipy.special (lighter to import); they must give what scipy.stats gives."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7, 40):
+        x = rng.normal(0.01, 0.02, n)
+        interval = statistics.t_interval(x)
+        low, high = stats.ttest_1samp(x, 0.0).confidence_interval(statistics.CONFIDENCE)
+        assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-12)
+        p = statistics.t_test_p(float(x.mean()), float(x.std(ddof=1)), n)
+        assert p == pytest.approx(stats.ttest_1samp(x, 0.0).pvalue, rel=1e-10)
+        assert statistics.t_quantile(n - 1) == pytest.approx(stats.t.ppf(0.975, n - 1), rel=1e-12)
