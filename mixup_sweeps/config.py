@@ -24,19 +24,6 @@ class PathsConfig:
 
 
 @dataclass
-class DatasetConfig:
-    name: str = MISSING
-    path: str | None = MISSING
-    val_size: int = MISSING
-    train_size: int | None = MISSING
-    image_shape: list[int] = MISSING
-    num_classes: int = MISSING
-    download: bool = MISSING
-    label_noise: float = MISSING  # fraction of training labels replaced by a random other class (fixed by seed)
-    noisy_validation: bool = MISSING  # corrupt the validation labels at the same rate (a practitioner's view)
-
-
-@dataclass
 class ModelConfig:
     name: str = MISSING
     conv_filters: list[int] = MISSING
@@ -70,7 +57,7 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    dataset: DatasetConfig = MISSING
+    dataset: Any = MISSING  # each dataset brings its own schema (`data.datasets`: cifar100 has label_mode)
     model: ModelConfig = MISSING
     aug: Any = MISSING  # each augmentation brings its own schema (`augmentations`; none has no alpha)
     trainer: TrainerConfig = MISSING

@@ -21,6 +21,7 @@ from mixup_sweeps.data.datasets import FILES
 from mixup_sweeps.job.compose import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS_DATA = ROOT / "tests" / "data"  # small committed files: golden values, fingerprints, tiny datasets
 CONF = CONF_DIR
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")  # logged every epoch
 TINY = ["dataset.train_size=256", "trainer.epochs=2"]  # the smallest run that still has a second epoch
@@ -36,9 +37,9 @@ def compose_config(
 EXPERIMENT = compose_config().tracking.experiment  # the default experiment, as conf/ names it
 
 
-def dataset_config(path: str | Path, **values: object) -> DictConfig:
-    """The `dataset` config with data from `path` and the given keys changed (`val_size=20`, ...)."""
-    overrides = [f"dataset.path={path}", *(f"dataset.{key}={value}" for key, value in values.items())]
+def dataset_config(path: str | Path, group: str = "fashion_mnist", **values: object) -> DictConfig:
+    """The `dataset=group` config with data from `path` and the given keys changed (`val_size=20`, ...)."""
+    overrides = [f"dataset={group}", f"dataset.path={path}", *(f"dataset.{k}={v}" for k, v in values.items())]
     return compose_config(overrides).dataset
 
 

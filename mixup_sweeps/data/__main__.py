@@ -1,4 +1,4 @@
-"""`python -m mixup_sweeps.data`: where Fashion-MNIST is found, or how to get it (exit 1)."""
+"""`python -m mixup_sweeps.data [KEY]`: where a dataset (default Fashion-MNIST) is found, or how to get it (exit 1)."""
 
 from mixup_sweeps.data.datasets import main
 

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps.config import BACKENDS, CONF_DIR, POOLINGS, PRECISIONS, SEED_RANGE, Config
-from mixup_sweeps.data import augmentations
+from mixup_sweeps.data import augmentations, datasets
 from mixup_sweeps.errors import ConfigError, require
 
 
@@ -37,6 +37,8 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     for name, schema in augmentations.AUGMENTATIONS.items():
         cs.store(group="hydra/schema/aug", name=name, node=schema)
+    for name, source in datasets.DATASETS.items():
+        cs.store(group="hydra/schema/dataset", name=name, node=source)
 
 
 def load_config(output_dir: str | Path, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
@@ -75,10 +77,10 @@ class OutputDirCheck(Callback):
             sys.exit(2)
 
 
-def _reject_unknown_keys(cfg: DictConfig, aug_schema: type) -> None:
+def _reject_unknown_keys(cfg: DictConfig, aug_schema: type, dataset_schema: type) -> None:
     """Hydra lets `+group.key=value` add keys even to a typed group; a key no code reads is a typo."""
     groups = {name: typ for name, typ in get_type_hints(Config).items() if is_dataclass(typ)}
-    schemas = {"": Config, "aug": aug_schema, **groups}
+    schemas = {"": Config, "aug": aug_schema, "dataset": dataset_schema, **groups}
     for prefix, schema in schemas.items():
         node = cfg if prefix == "" else cfg.get(prefix)
         if not isinstance(node, DictConfig):
@@ -98,7 +100,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"Config does not resolve: {exc}".splitlines()[0]) from None
     name = cfg.aug.get("name")
     require(name in augmentations.AUGMENTATIONS, "aug.name", name, f"one of {sorted(augmentations.AUGMENTATIONS)}")
-    _reject_unknown_keys(cfg, augmentations.AUGMENTATIONS[name])
+    data_name = cfg.dataset.get("name")
+    require(data_name in datasets.DATASETS, "dataset.name", data_name, f"one of {sorted(datasets.DATASETS)}")
+    _reject_unknown_keys(cfg, augmentations.AUGMENTATIONS[name], datasets.DATASETS[data_name])
     augmentations.of(cfg.aug).check()
     trainer = cfg.trainer
     require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
@@ -113,23 +117,7 @@ def validate(cfg: DictConfig) -> None:
     require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
     probe = trainer.memorization_probe
     require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
-    dataset = cfg.dataset
-    require(dataset.val_size >= 1, "dataset.val_size", dataset.val_size, "must be an integer >= 1")
-    require(
-        dataset.train_size is None or dataset.train_size >= 1,
-        "dataset.train_size",
-        dataset.train_size,
-        "must be null (all) or an integer >= 1",
-    )
-    noise = dataset.label_noise
-    require(0 <= noise <= 1, "dataset.label_noise", noise, "must be a fraction in [0, 1]")
-    require(dataset.num_classes >= 2, "dataset.num_classes", dataset.num_classes, "must be an integer >= 2")
-    require(
-        len(dataset.image_shape) == 3 and all(d >= 1 for d in dataset.image_shape),
-        "dataset.image_shape",
-        list(dataset.image_shape),
-        "must be [height, width, channels]",
-    )
+    datasets.of(cfg.dataset).check()
     require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
     low, high = SEED_RANGE
     require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
@@ -141,16 +129,8 @@ def validate(cfg: DictConfig) -> None:
         "must be a non-empty list of integers >= 1",
     )
     require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
-    smallest = min(dataset.image_shape[:2])
-    for block in range(len(model.conv_filters)):  # each block: a valid k x k convolution, then 2 x 2 max pooling
-        smallest = (smallest - model.kernel_size + 1) // 2
-        require(
-            smallest >= 1,
-            "model.kernel_size",
-            model.kernel_size,
-            f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(dataset.image_shape[:2])} "
-            f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
-        )
+    if cfg.dataset.image_shape is not None:  # else once the files are read (`check_model_fits` in job.open)
+        check_model_fits(model, cfg.dataset.image_shape)
     require(model.pooling in POOLINGS, "model.pooling", model.pooling, f"one of {list(POOLINGS)}")
     require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
     require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
@@ -159,3 +139,24 @@ def validate(cfg: DictConfig) -> None:
     )
     timeout = cfg.tracking.heartbeat_timeout_s
     require(timeout > 0, "tracking.heartbeat_timeout_s", timeout, "must be a number of seconds > 0")
+
+
+def check_model_fits(model: Any, image_shape: Sequence[int]) -> None:
+    """The model's conv blocks leave at least one pixel of an image of this shape (one line naming the key)."""
+    smallest = min(image_shape[:2])
+    for block in range(len(model.conv_filters)):  # each block: a valid k x k convolution, then 2 x 2 max pooling
+        smallest = (smallest - model.kernel_size + 1) // 2
+        require(
+            smallest >= 1,
+            "model.kernel_size",
+            model.kernel_size,
+            f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(image_shape[:2])} "
+            f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
+        )
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The job's dataset found, read and checked (`DataError`, one line), and the model fits its images: before a
+    multirun records its parent run. The pixels stay in this process's copy for the jobs it runs itself."""
+    dataset = datasets.read_splits(datasets.of(cfg.dataset))
+    check_model_fits(cfg.model, cfg.dataset.image_shape or dataset.image_shape)

@@ -18,11 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from mixup_sweeps.config import config_fingerprint
 from mixup_sweeps.data import datasets
-from mixup_sweeps.job.compose import validate
+from mixup_sweeps.job.compose import check_model_fits, validate
 from mixup_sweeps.job.context import Job, Outcome, outcome
 from mixup_sweeps.store import liveness, tags, tracking
 from mixup_sweeps.sweeps import identity, progress, search, study
@@ -37,6 +37,7 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     Runs inside the job's Hydra context."""
     validate(cfg)
     dataset = datasets.load(cfg.dataset, cfg.seed)
+    with_data_shape(cfg, dataset)
     hydra_cfg: DictConfig = HydraConfig.get()  # type: ignore[assignment]  # a DictConfig at run time
     client, experiment_id = tracking.connect(cfg.tracking, check=hydra_cfg.mode != RunMode.MULTIRUN)
     parent, name = _place_in_sweep(hydra_cfg, client, experiment_id)
@@ -75,6 +76,18 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     reporter = study.reporter_for(hydra_cfg, str(output_dir), cfg.seed)
     log_file = job_dir / f"{hydra_cfg.job.name}.log"
     return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir, reporter, log_file)
+
+
+def with_data_shape(cfg: DictConfig, dataset: datasets.Dataset) -> None:
+    """A `dataset.image_shape` or `num_classes` left null (npz, folder, CIFAR-100) becomes what the files hold,
+    before the run's fingerprint, params and model are made of the config; then the model must fit the images."""
+    node = cfg.dataset
+    with read_write(node), open_dict(node):
+        if node.image_shape is None:
+            node.image_shape = list(dataset.image_shape)
+        if node.num_classes is None:
+            node.num_classes = dataset.num_classes
+    check_model_fits(cfg.model, node.image_shape)
 
 
 def search_run_tags(hydra_cfg: Any) -> dict[str, str]:
@@ -159,7 +172,7 @@ def _open_run(
         log.info("resume %s: run %s from its backup in %s", name, run_id, backup_dir)
         return run_id
     shutil.rmtree(backup_dir, ignore_errors=True)  # a stale backup of a failed or forced-fresh run
-    data_tags = {tags.DATASET_DIR: str(dataset.source_dir)}
+    data_tags = {tags.DATASET_DIR: str(dataset.source_dir), tags.DATASET_ORIGIN: dataset.origin or "your own files"}
     data_tags.update({f"{tags.DATASET_SHA256}{file}": digest for file, digest in dataset.sha256.items()})
     run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
     log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))

@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from mixup_sweeps import plots
 from mixup_sweeps.config import recordable
-from mixup_sweeps.data.datasets import CLASS_NAMES
 from mixup_sweeps.job.context import Job
 from mixup_sweeps.store import tags, tracking
 from mixup_sweeps.train import probes
@@ -43,7 +42,7 @@ def record_inputs(job: Job) -> None:
     images, labels = training_stream.preview(
         job.dataset.train, cfg.aug, cfg.trainer.batch_size, cfg.dataset.num_classes, seed=cfg.seed
     )
-    job.log_artifact(plots.save_samples(images, labels, job.job_dir / "samples.png", CLASS_NAMES))
+    job.log_artifact(plots.save_samples(images, labels, job.job_dir / "samples.png", job.dataset.class_names))
     resolved = job.job_dir / "config.yaml"
     resolved.write_text(OmegaConf.to_yaml(recordable(cfg)))
     job.log_artifact(resolved)

@@ -2,9 +2,10 @@
 
 A command line is composed as Hydra will compose it (types, keys, group options, override syntax), the sweep's
 own settings are checked (`check_sweeper`, also called by the sweep's parent callback), and every job a
-multirun would launch has its values checked (`config.validate`): each job group once, every seed value against
-the seed range. An error here is the user's: one `ConfigError` line naming what was wrong and what is allowed,
-exit 2, before a directory, a run or a sweep's parent exists. Anything else stays a traceback: it is a bug.
+multirun would launch has its values checked (`config.validate`) and its data read (`check_data`): each job
+group once, every seed value against the seed range. An error here is the user's: one `ConfigError` line
+naming what was wrong and what is allowed, exit 2, before a directory, a run or a sweep's parent exists.
+Anything else stays a traceback: it is a bug.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mixup_sweeps.config import CONF_DIR, SEED, SEED_RANGE
 from mixup_sweeps.errors import ConfigError, require
-from mixup_sweeps.job.compose import register_configs, validate
+from mixup_sweeps.job.compose import check_data, register_configs, validate
 from mixup_sweeps.multirun.local import check_settings as check_local_settings
 from mixup_sweeps.sweeps import racing, search
 from mixup_sweeps.sweeps.identity import race_settings, seeds_until
@@ -68,6 +69,7 @@ def check(argv: Sequence[str]) -> None:
         raise ConfigError(one_line(exc)) from None
     if not multirun:
         validate(_task(config))
+        check_data(_task(config))
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
@@ -104,6 +106,7 @@ def _check_job(overrides: Sequence[str]) -> None:
     except Exception as exc:
         raise ConfigError(one_line(exc)) from None
     validate(_task(job_config))
+    check_data(_task(job_config))
 
 
 def check_search(config: DictConfig) -> list[list[str]]:

@@ -13,7 +13,8 @@ GIT_COMMIT = "git_commit"  # the harness's commit, `-dirty` with local changes
 ERROR, FAILURE_REASON = "error", "failure_reason"  # why a run ended FAILED or KILLED
 PACK_MEMBERS = "pack_members"  # on a JAX run: how many jobs its packed program trained (1: alone)
 INIT_WEIGHTS_SHA256 = "init_weights_sha256"
-DATASET_DIR, DATASET_SHA256 = "dataset.dir", "dataset.sha256."  # + file name
+DATASET_DIR, DATASET_SHA256 = "dataset.dir", "dataset.sha256."  # the file or folder read; + file name
+DATASET_ORIGIN = "dataset.origin"  # where the published files come from (a URL), or "your own files"
 REUSED_IN_SWEEP = "reused_in_sweep."  # + sweep_id: a FINISHED run of another sweep that this sweep skipped to
 ACCELERATOR = "accelerator"
 

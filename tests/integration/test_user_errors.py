@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT, TINY, mlflow_runs, run_cli
@@ -79,6 +80,11 @@ REFUSED_BEFORE_HYDRA = [
     "model.conv_filters=[]", "model.kernel_size=0", "model.kernel_size=30", "model.conv_filters=[8,8,8,8]",
     "seed=abc", "seed=-1", "seed=4294967296", "aug=cutmixx", "model=resnet", "nokey=1", "+trainer.extra=1",
     "aug=none aug.alpha=0.2",
+    # the data: a dataset's own keys, then its files (found, read and checked before anything is made)
+    "dataset=npz", "dataset=folder", "dataset=npz dataset.path=/nonexistent/mine.npz", "dataset=bogus",
+    "dataset=cifar100 dataset.label_mode=medium", "dataset.image_shape=[28,28]", "dataset.num_classes=1",
+    "dataset=folder dataset.path=/tmp dataset.image_size=[0,3]", "dataset.download=false dataset=kmnist",
+    "dataset=cifar10 dataset.path=/nonexistent", "dataset.image_shape=[32,32,3]",
 ]  # fmt: skip
 
 
@@ -95,3 +101,16 @@ def test_bad_values_are_one_line_naming_the_key_before_anything_is_made(override
     key = override.split()[-1].split("=")[0].lstrip("+")
     assert key.split(".")[-1] in message or key in message or "kernel_size" in message, message
     assert not out.exists()  # nothing made: no directory, no store, no run
+
+
+def test_a_multirun_on_data_that_cannot_be_read_records_nothing(tmp_path):
+    """The data is read before the sweep's parent run exists: a bad file is one line, no store, no directory."""
+    from mixup_sweeps.errors import ConfigError
+    from mixup_sweeps.multirun import preflight
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(4, int))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="missing arrays x_test, y_test"):
+        preflight.check(["-m", "dataset=npz", f"dataset.path={bad}", "aug=none,mixup", f"paths.output_dir={out}"])
+    assert not out.exists()

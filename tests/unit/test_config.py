@@ -26,7 +26,8 @@ GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
 )
 def test_every_group_option_composes(group, option, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    cfg = compose_config([f"{group}={option}"])
+    needs = {"npz": ["dataset.path=/data/mine.npz"], "folder": ["dataset.path=/data/images"]}  # your own data
+    cfg = compose_config([f"{group}={option}", *(needs.get(option, []) if group == "dataset" else [])])
     OmegaConf.resolve(cfg)
     validate(cfg)
     if group != "experiment":
@@ -110,6 +111,8 @@ PRESETS = {  # preset -> number of jobs it runs
     "label_noise": 27,
     "variants": 21,  # 18 before FMix joined (issue 26)
     "default_sweep": 6,
+    "data_efficiency": 36,  # issue 37
+    "cifar10_quick": 6,
 }
 
 

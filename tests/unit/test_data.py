@@ -17,7 +17,7 @@ def no_ambient_data(monkeypatch, tmp_path):
     """Search only where each test says: no env var, an empty home, no Debian copy."""
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(datasets, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(datasets.FashionMNIST, "system_dirs", (tmp_path / "no-debian",))
 
 
 def test_round_trip_and_seed_split(tmp_path):

@@ -6,10 +6,18 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mixup_sweeps.data import augmentations
+from mixup_sweeps.data import augmentations, datasets
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import preflight
-from tests.helpers import compose_config
+from tests.helpers import TESTS_DATA, compose_config
+
+# The files each dataset's keys are fuzzed on: 30 real Fashion-MNIST images (labels mod 3) as your own data; the
+# published datasets on no files and without downloading (each case would otherwise try the network).
+FUZZ_DATA = {
+    "npz": [f"dataset.path={TESTS_DATA / 'tiny.npz'}"],
+    "folder": [f"dataset.path={TESTS_DATA / 'tiny_folder'}"],
+    "fashion_mnist": [],
+}
 
 
 def leaf_keys(node, prefix: str = "") -> list[str]:
@@ -21,7 +29,12 @@ def leaf_keys(node, prefix: str = "") -> list[str]:
 def fuzzed_keys() -> list[tuple[list[str], str]]:
     """(overrides that select the schema, key) for every key the user can set."""
     base = compose_config()
-    keys = [([], key) for key in leaf_keys(OmegaConf.masked_copy(base, [k for k in base if k not in ("hydra", "aug")]))]
+    own = [k for k in base if k not in ("hydra", "aug", "dataset")]
+    keys = [([], key) for key in leaf_keys(OmegaConf.masked_copy(base, own))]
+    for name in sorted(datasets.DATASETS):
+        chosen = [f"dataset={name}", *FUZZ_DATA.get(name, ["dataset.download=false"])]
+        found = leaf_keys(compose_config(chosen).dataset)
+        keys += [(chosen, f"dataset.{key}") for key in found if name in FUZZ_DATA or key != "download"]
     for name in sorted(augmentations.AUGMENTATIONS):
         keys += [([f"aug={name}"], f"aug.{key}") for key in leaf_keys(compose_config([f"aug={name}"]).aug)]
     for section in ("until", "race"):
@@ -86,4 +99,5 @@ def test_the_fuzzer_covers_every_schema_and_found_both_outcomes():
         "hydra.launcher.jobs",
         "hydra.launcher.threads",
     } <= keys
+    assert {"dataset.label_mode", "dataset.image_size", "dataset.path"} <= keys  # each dataset's own keys too
     assert {"dataset.label_noise", "model.kernel_size", "tracking.heartbeat_timeout_s", "seed", "backend"} <= keys
