@@ -65,10 +65,10 @@ test: data browser postgres
 	echo "HOME=$$home (throw-away) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)"; \
 	env $(FRESH_ENV) HOME="$$home" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The edit loop: tests/unit and tests/integration (everything but tests/e2e, marked slow by its folder).
-# `make test` stays everything.
+# The edit loop: tests/unit and tests/integration (everything but tests/e2e, marked slow by its folder), with the
+# config fuzzer on 25 generated cases instead of 80. `make test` stays everything.
 test-fast:
-	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
+	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-25} $(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 # ruff (lint and format), mypy, and the layer contract (lint-imports: folders are layers, no import circle;
 # settings in pyproject.toml); CI runs it before the tests.

@@ -12,7 +12,8 @@ Campaign (2026-12-01, `FUZZ_EXAMPLES=1500`): 1,500 generated cases, 314 accepted
 no other outcome. What it found on the way: nothing beyond what trying the boundary by hand had found while
 building it (a sweep's variants handed to `OmegaConf.to_container` as a Python list, Hydra's "Error merging
 override" headline without its reason, group-option errors listing Hydra's search path); an earlier campaign
-failed only because the schemas moved in the ConfigStore while it ran. The suite runs 80 cases (~40 s).
+failed only because the schemas moved in the ConfigStore while it ran. `make test` runs 80 cases (~40 s), `make
+test-fast` 25.
 Second campaign (2026-12-01, with `hydra/sweeper=search`'s keys and search ranges, `FUZZ_EXAMPLES=300`): it found
 a sweeper setting set to an unset `${oc.env:...}` in a multirun (`hydra.sweeper.race.epsilon`) ending in a
 traceback; sweeper and launcher settings are now resolved first, one line naming the node (`preflight._resolved`)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, TINY, mlflow_runs, run_cli
+from tests.helpers import ROOT, TINY, mlflow_runs, run_cli, run_report
 from tests.unit.test_fuzz_config import REFUSED_FIRST
 from tests.unit.test_report import known_store  # noqa: F401 - the fixture
 
@@ -53,19 +54,23 @@ def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_
     assert store.read_bytes() == before
 
 
-def report_cli(output_dir, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(output_dir), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-
-
-def test_the_report_refuses_a_baseline_or_directory_that_cannot_work(known_store):  # noqa: F811
+def test_the_report_refuses_a_baseline_or_directory_that_cannot_work(known_store, capsys):  # noqa: F811
+    """The report's main in this process (its exit code and stderr line are what the command prints and returns;
+    the command itself refuses a store above, in test_a_store_file_that_is_not_a_database...)."""
     _, _, _, tmp_path = known_store
     (tmp_path / "a_file").write_text("x")
-    one_line_exit_2(report_cli(tmp_path, "--out", str(tmp_path / "a_file" / "report")), "--out: cannot write")
-    one_line_exit_2(report_cli(tmp_path, "--baseline", "trainer.precision=float32"), "no run has trainer.precision")
-    one_line_exit_2(report_cli(tmp_path, "--baseline", "aug=cutmix"), "no run has that value (aug.name: mixup, none)")
-    one_line_exit_2(report_cli(tmp_path, "--where", "nokey=1"), "--where nokey=1: no such key")
-    assert report_cli(tmp_path, "--baseline", "aug=none").returncode == 0  # what works, works
+
+    def refused(message: str, *args: str | Path) -> None:
+        capsys.readouterr()
+        assert run_report("--output-dir", tmp_path, *args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and message in err.splitlines()[-1], err
+
+    refused("--out: cannot write", "--out", tmp_path / "a_file" / "report")
+    refused("no run has trainer.precision", "--baseline", "trainer.precision=float32")
+    refused("no run has that value (aug.name: mixup, none)", "--baseline", "aug=cutmix")
+    refused("--where nokey=1: no such key", "--where", "nokey=1")
+    assert run_report("--output-dir", tmp_path, "--baseline", "aug=none", "--out", tmp_path / "r") == 0  # what works
 
 
 # Bad values the command line is checked for before Hydra starts (`preflight.check`, what `python -m
