@@ -1,5 +1,5 @@
 """The end-to-end part (the command line, real sweeps; slow) of these tests; beside them:
-tests/integration/test_backends.py.
+tests/e2e/test_backend_setup.py.
 
 `backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
 up to share a GPU before its backend starts (checked here without a GPU: what the job sets, and when)."""

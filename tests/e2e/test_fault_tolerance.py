@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers import EPOCH_METRICS, ROOT, TINY, mlflow_runs, run_cli, run_report
+from tests.integration.test_user_errors import one_line_exit_2
 
 
 def test_a_failing_job_ends_failed_with_its_traceback_and_the_sweep_goes_on(tmp_path, real_data_dir):
@@ -161,18 +162,28 @@ def test_bad_input_fails_cleanly_and_records_nothing_successful(override, bad_in
 def test_a_single_run_has_no_parent_and_no_environment_variable_becomes_a_param_or_tag(tmp_path, real_data_dir):
     secrets = {"AWS_SECRET_ACCESS_KEY": "aws-s3cr3t-0001", "MLFLOW_TRACKING_PASSWORD": "pw-s3cr3t-0002",
                "MIXUP_NAME": "named-s3cr3t-0003"}  # fmt: skip
-    result = run_cli(
-        "aug=none", *TINY, "dataset.name=${oc.env:MIXUP_NAME}", f"paths.output_dir={tmp_path}", env=secrets
-    )
+    result = run_cli("aug=none", *TINY, "model.name=${oc.env:MIXUP_NAME}", f"paths.output_dir={tmp_path}", env=secrets)
     assert result.returncode == 0, result.stderr[-2000:]
     client, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "mlflow.parentRunId" not in runs[0].data.tags and "sweep_id" not in runs[0].data.tags
     # the overrides as typed, paths.* left out
-    assert runs[0].info.run_name == "aug=none,dataset.train_size=256,trainer.epochs=2,dataset.name=${oc.env:MIXUP_NAME}"
+    assert runs[0].info.run_name == "aug=none,dataset.train_size=256,trainer.epochs=2,model.name=${oc.env:MIXUP_NAME}"
     values = [*runs[0].data.params.values(), *runs[0].data.tags.values(), runs[0].info.run_name]
     assert not [v for v in values if any(secret in v for secret in secrets.values())]
-    assert runs[0].data.params["dataset.name"] == "${oc.env:MIXUP_NAME}"
+    assert runs[0].data.params["model.name"] == "${oc.env:MIXUP_NAME}"  # (dataset.name is a registry key now)
     assert not [k for k in os.environ if k in runs[0].data.params]
     config_yaml = open(client.download_artifacts(runs[0].info.run_id, "config.yaml")).read()
     assert "${oc.env:MIXUP_NAME}" in config_yaml and not any(s in config_yaml for s in secrets.values())
+
+
+def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_path):
+    store = tmp_path / "mlflow.db"
+    store.write_text("these are my notes, not a database\n" * 10)
+    before = store.read_bytes()
+    for args in ([*TINY], ["-m", "aug=none,mixup", *TINY]):
+        one_line_exit_2(run_cli(*args, f"paths.output_dir={tmp_path}"), "is not an SQLite database")
+    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    one_line_exit_2(report, "is not an SQLite database")
+    assert store.read_bytes() == before

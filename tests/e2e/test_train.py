@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mixup_sweeps.data import datasets
 from mixup_sweeps.train import fit, models, training
-from tests.helpers import TINY, compose_config, dataset_config, mlflow_runs, run_cli
+from tests.helpers import ROOT, TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +77,25 @@ def test_a_job_reads_back_the_threads_it_was_given_and_threads_change_no_result(
         accuracies[threads] = (run.data.tags["config_fingerprint"], run.data.metrics["test_accuracy"])
     assert accuracies[1][0] == accuracies[2][0]  # the same computation
     assert abs(accuracies[1][1] - accuracies[2][1]) <= 5 / 10000  # at most 5 of 10,000 test images differ
+
+
+# Two fresh processes (slow: moved out of the edit loop's tests/integration/test_models.py).
+CREATE = """
+import sys
+from mixup_sweeps.train import models
+from tests.helpers import compose_config
+path = models.create_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
+print(models.sha256_file(path))
+"""
+
+
+def test_two_processes_starting_at_once_create_one_file(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CREATE, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    digests = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(digests) == 1
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert len(files) == 1 and files[0].endswith(".weights.h5")  # no temp file left behind

@@ -176,7 +176,7 @@ def golden_digests() -> dict[str, dict[str, str]]:
 
 def test_mixed_images_of_mixup_and_cutmix_are_bit_for_bit_what_they_were():
     """The one mixing formula (x·k + y·(1 - k)) gives the bytes the per-augmentation code gave, on this backend
-    (the JAX backend: tests/integration/test_backends.py), for fit's input form and the pack's."""
+    (the JAX backend: tests/e2e/test_backend_setup.py), for fit's input form and the pack's."""
     import json
 
     import keras

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from mixup_sweeps.train import models
-from tests.helpers import ROOT, compose_config
+from tests.helpers import compose_config
 
 
 def test_seed_cnn_is_exactly_the_keras_example():
@@ -71,24 +68,3 @@ def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
     b.load_weights(path)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         assert (wa == wb).all()
-
-
-CREATE = """
-import sys
-from mixup_sweeps.train import models
-from tests.helpers import compose_config
-path = models.create_initial_weights(sys.argv[1], compose_config().model, (28, 28, 1), 10, seed=7)
-print(models.sha256_file(path))
-"""
-
-
-def test_two_processes_starting_at_once_create_one_file(tmp_path):
-    procs = [
-        subprocess.Popen([sys.executable, "-c", CREATE, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    digests = {p.communicate(timeout=120)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs)
-    assert len(digests) == 1
-    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
-    assert len(files) == 1 and files[0].endswith(".weights.h5")  # no temp file left behind

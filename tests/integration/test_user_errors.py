@@ -4,13 +4,12 @@ store, the report's options. Each is one line, exit 2, and records nothing (no r
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, TINY, mlflow_runs, run_cli, run_report
+from tests.helpers import TINY, mlflow_runs, run_cli, run_report
 from tests.unit.test_fuzz_config import REFUSED_FIRST
 from tests.unit.test_report import known_store  # noqa: F401 - the fixture
 
@@ -42,21 +41,9 @@ def test_sweep_settings_are_checked_before_the_sweep_records_anything(tmp_path, 
     assert not mlflow_runs(tmp_path)[1]  # no parent run, no job run
 
 
-def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_path):
-    store = tmp_path / "mlflow.db"
-    store.write_text("these are my notes, not a database\n" * 10)
-    before = store.read_bytes()
-    for args in ([*TINY], ["-m", "aug=none,mixup", *TINY]):
-        one_line_exit_2(run_cli(*args, f"paths.output_dir={tmp_path}"), "is not an SQLite database")
-    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    one_line_exit_2(report, "is not an SQLite database")
-    assert store.read_bytes() == before
-
-
 def test_the_report_refuses_a_baseline_or_directory_that_cannot_work(known_store, capsys):  # noqa: F811
     """The report's main in this process (its exit code and stderr line are what the command prints and returns;
-    the command itself refuses a store above, in test_a_store_file_that_is_not_a_database...)."""
+    the command itself refuses a store in tests/e2e/test_fault_tolerance.py, test_a_store_file_that_is_not_...)."""
     _, _, _, tmp_path = known_store
     (tmp_path / "a_file").write_text("x")
 

@@ -1,5 +1,5 @@
-"""The integration part (real Hydra, MLflow, Keras in this process or one subprocess) of these tests; beside them:
-tests/e2e/test_backends.py.
+"""The backend set-up of a job, each in a fresh Python process (slow: a process each; moved out of the edit loop's
+tests/integration); beside them: tests/e2e/test_backends.py (sweeps across backends).
 
 `backend=tensorflow|jax`: a JAX job needs no TensorFlow, a sweep may cross backends, and every job is set
 up to share a GPU before its backend starts (checked here without a GPU: what the job sets, and when)."""
