@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.e2e.test_backend_setup import TINY, WITHOUT_TENSORFLOW
 from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
-from tests.integration.test_backends import TINY, WITHOUT_TENSORFLOW
 
 ARTIFACTS = {
     "samples.png",

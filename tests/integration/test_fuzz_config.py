@@ -98,8 +98,9 @@ def test_every_key_with_any_value_runs_or_is_one_line(selected, value, multirun)
     elif key.startswith("hydra."):
         argv = ["-m", *selectors, "aug=none,mixup", typed]  # a sweep's settings, on a two-job sweep
     else:
-        default = compose_config(selectors).get(key.split(".")[0])  # a two-job sweep: a good value, then this one
-        good = OmegaConf.select(compose_config(selectors), key) if default is not None else None
+        single = [s for s in selectors if "," not in s]  # the config a job gets: no sweep among the selectors
+        default = compose_config(single).get(key.split(".")[0])  # a two-job sweep: a good value, then this one
+        good = OmegaConf.select(compose_config(single), key) if default is not None else None
         argv = ["-m", *selectors, f"{key}={render(good) if good is not None else 'null'},{render(value)}"]
     assert_one_line_or_accepted(argv)
     if CASES["run"] % 100 == 0:

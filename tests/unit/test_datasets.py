@@ -181,3 +181,24 @@ def test_your_own_data_needs_a_path(group):
 
     with pytest.raises(ConfigError, match="dataset.path.*set it to"):
         datasets.of(dataset_config("null", group)).check()
+
+
+@pytest.mark.parametrize("name", ["cutmix", "fmix"])
+def test_the_masks_fit_images_of_any_size(name):
+    """What an augmentation draws takes the image size from the data: CutMix boxes inside 32x32 (and 20x24),
+    FMix masks of 32x32 pixels keeping round(λ·1024) of them."""
+    from mixup_sweeps.data import augmentations
+    from tests.helpers import compose_config
+
+    aug = augmentations.of(compose_config([f"aug={name}"]).aug)
+    for size in ((32, 32), (20, 24)):
+        rng = np.random.default_rng
+        mixing = aug.draw(rng(0), rng(1), np.arange(256), 64, size)
+        assert np.all((mixing.own_share >= 0) & (mixing.own_share <= 1))
+        if name == "cutmix":
+            box = mixing.masks["box"]
+            assert box.shape == (256, 4) and (box[:, :2] <= size[0]).all() and (box[:, 2:] <= size[1]).all()
+        else:
+            pasted = mixing.masks["pasted"]
+            assert pasted.shape == (256, *size)
+            np.testing.assert_allclose(mixing.own_share, 1 - pasted.reshape(256, -1).mean(axis=1), atol=1e-6)
