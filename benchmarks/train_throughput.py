@@ -116,7 +116,7 @@ def run_arm(
 
     from mixup_sweeps.data import augmentations, datasets, training_stream
     from mixup_sweeps.job.compose import load_config
-    from mixup_sweeps.train import models, training
+    from mixup_sweeps.train import models, optimizers
 
     ds = datasets.load(load_config(cache, [f"dataset.train_size={train_size or 'null'}"]).dataset)
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "seed_cnn.yaml")
@@ -139,7 +139,8 @@ def run_arm(
         model, steps_per_execution = training_stream.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
         stream = training_stream.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
         callbacks.append(stream.epoch_callback())
-    model.compile(optimizer=training.make_optimizer(0.001, precision), loss="categorical_crossentropy",
+    seed_recipe = OmegaConf.create({"learning_rate": 0.001, "precision": precision})  # Adam, constant rate
+    model.compile(optimizer=optimizers.make(seed_recipe), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
     timer = EpochTimer()
     model.fit(stream, epochs=epochs, callbacks=[*callbacks, timer], shuffle=False, verbose=0)

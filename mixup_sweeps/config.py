@@ -24,17 +24,6 @@ class PathsConfig:
 
 
 @dataclass
-class ModelConfig:
-    name: str = MISSING
-    conv_filters: list[int] = MISSING
-    kernel_size: int = MISSING
-    dense_units: int = MISSING
-    dropout: float = MISSING
-    batch_norm: bool = MISSING
-    pooling: str = MISSING  # global_average (the seed's) | flatten (every position its own weights: memorizes)
-
-
-@dataclass
 class TrainerConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
@@ -45,6 +34,17 @@ class TrainerConfig:
     test_every_epoch: bool = MISSING  # test accuracy per epoch: the best-validation epoch's test accuracy
     memorization_probe: int = MISSING  # corrupted (and clean) training examples probed per epoch; 0 = off
     threads: int | None = MISSING  # CPU threads of the job's TensorFlow/XLA pools; None: what the launcher gave it
+    # the recipe (train.recipe): optimizer, weight decay, learning-rate schedule, input augmentation
+    optimizer: str = MISSING  # adam (the seed's) | sgd (PyTorch's: momentum, nesterov, coupled L2) | adamw
+    momentum: float = MISSING  # sgd only
+    nesterov: bool = MISSING  # sgd only
+    weight_decay: float = MISSING  # sgd: coupled L2 on the gradient; adamw: decoupled; adam: must be 0
+    schedule: str = MISSING  # constant | step (milestones, step_factor) | cosine; after warmup_epochs
+    milestones: list[int] = MISSING  # step: the epochs (from 0) from which the rate is multiplied by step_factor
+    step_factor: float = MISSING
+    warmup_epochs: int = MISSING  # a linear ramp to learning_rate over the first epochs (any schedule)
+    input_aug: str = MISSING  # none | crop_flip (random crop after zero padding, horizontal flip)
+    crop_padding: int = MISSING
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TrackingConfig:
 @dataclass
 class Config:
     dataset: Any = MISSING  # each dataset brings its own schema (`data.datasets`: cifar100 has label_mode)
-    model: ModelConfig = MISSING
+    model: Any = MISSING  # each architecture brings its own schema (`train.models`: resnet has depth)
     aug: Any = MISSING  # each augmentation brings its own schema (`augmentations`; none has no alpha)
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
@@ -71,7 +71,6 @@ class Config:
 SEED = "seed"  # the replicate axis: never a group key, the key comparisons are paired on
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy, TensorFlow and Keras accept as a seed
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-POOLINGS = ("global_average", "flatten")
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a job can run on (mixup_sweeps.train.backends sets them up)
 
 # Keys that say where things go or how to run, not what is computed: left out of the run fingerprint.
@@ -85,6 +84,17 @@ FINGERPRINT_DEFAULTS = {
     "trainer.memorization_probe": 0,
     "dataset.noisy_validation": False,
     "model.pooling": "global_average",
+    "model.architecture": "cnn",
+    "trainer.optimizer": "adam",
+    "trainer.momentum": 0.9,
+    "trainer.nesterov": False,
+    "trainer.weight_decay": 0.0,
+    "trainer.schedule": "constant",
+    "trainer.milestones": [],
+    "trainer.step_factor": 0.1,
+    "trainer.warmup_epochs": 0,
+    "trainer.input_aug": "none",
+    "trainer.crop_padding": 4,
 }
 
 
@@ -134,8 +144,12 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# What jobs of one packed program may differ in: data, not program shape (hydra/launcher=packed).
-PACK_MEMBER_KEYS = ("seed", "aug.", "dataset.label_noise", "trainer.learning_rate")
+# What jobs of one packed program may differ in: data, not program shape (hydra/launcher=packed). The learning
+# rate of each epoch (its schedule) and the weight decay are values in each member's optimizer state.
+PACK_MEMBER_KEYS = (
+    "seed", "aug.", "dataset.label_noise", "trainer.learning_rate", "trainer.weight_decay",
+    "trainer.schedule", "trainer.milestones", "trainer.step_factor", "trainer.warmup_epochs",
+)  # fmt: skip
 
 
 def program_shape_key(cfg: DictConfig) -> str:

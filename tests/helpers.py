@@ -23,7 +23,7 @@ from mixup_sweeps.job.compose import load_config
 ROOT = Path(__file__).resolve().parents[1]
 TESTS_DATA = ROOT / "tests" / "data"  # small committed files: golden values, fingerprints, tiny datasets
 CONF = CONF_DIR
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")  # logged every epoch
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")  # every epoch
 TINY = ["dataset.train_size=256", "trainer.epochs=2"]  # the smallest run that still has a second epoch
 
 

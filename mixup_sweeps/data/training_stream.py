@@ -25,8 +25,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from mixup_sweeps.data import augmentations
+from mixup_sweeps.data import augmentations, input_aug
 from mixup_sweeps.data.datasets import Split
+
+CROP = "crop"  # the input after the mask inputs when the recipe crops and flips (`input_aug`): (n, 6) int32
 
 
 @dataclass(frozen=True)
@@ -38,42 +40,58 @@ class EpochPlan:
     masks: dict[str, np.ndarray]  # what builds each keep mask (`augmentations.MASK_INPUTS`)
     labels: np.ndarray  # soft labels, float32 (n, classes)
     image_size: tuple[int, int]  # (height, width) of the images
+    crops: np.ndarray | None = None  # (n, 6) int32: each image's and its partner's shift (y, x) and flip
 
     def arrays(self, form: Sequence[str]) -> tuple[np.ndarray, ...]:
-        """The plan as a step of input form `form` takes it: order[, partner, mask inputs], labels. A mask
+        """The plan as a step of input form `form` takes it: order[, partner, mask inputs, crop], labels. A mask
         input this plan does not draw is sent as 'nothing taken' (lam 1, an empty box, no pasted pixel)."""
         if not form:
             return self.order, self.labels
         partner = self.order if self.partner is None else self.partner
         missing = [name for name in form if name not in self.masks]
         masks = {**self.masks, **dict(zip(missing, no_mixing(len(self.order), missing, self.image_size)))}
+        if self.crops is not None:
+            masks[CROP] = self.crops
         return (self.order, partner, *(masks[name] for name in form), self.labels)
 
 
 def no_mixing(n: int, form: Sequence[str], image_size: tuple[int, int]) -> list[np.ndarray]:
     """Mask inputs that take nothing from the partner: lam 1, an empty box, no pasted pixel (x·1 + y·0 = x)."""
-    shapes = {"lam": ((n,), np.float32, 1), "box": ((n, 4), np.float32, 0), "pasted": ((n, *image_size), np.uint8, 0)}
+    shapes = {"lam": ((n,), np.float32, 1), "box": ((n, 4), np.float32, 0), "pasted": ((n, *image_size), np.uint8, 0),
+              CROP: ((n, 6), np.int32, 0)}  # fmt: skip
     return [np.full(shapes[name][0], shapes[name][2], dtype=shapes[name][1]) for name in form]
 
 
-def epoch_plan(split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, epoch: int) -> EpochPlan:
+def epoch_plan(
+    split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, epoch: int, crop_padding: int | None = None
+) -> EpochPlan:
     """The plan of one epoch: a pure function of its arguments (NumPy's generator seeded by [seed, epoch]).
 
-    The shuffle, the pairing and the weights draw from separate child streams, so every augmentation of one
-    (seed, epoch) sees its images in the same order.
+    The shuffle, the pairing, the weights and the crops draw from separate child streams (a child depends on
+    its index only: adding the fourth left the first three as they were), so every augmentation of one
+    (seed, epoch) sees its images in the same order, cropped and flipped the same way (`input_aug`).
     """
-    order_rng, partner_rng, weight_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([seed, epoch]).spawn(3)
+    order_rng, partner_rng, weight_rng, crop_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, epoch]).spawn(4)
     )
     order = order_rng.permutation(len(split))
     onehot = np.eye(num_classes, dtype=np.float32)[split.labels]
     image_size = (int(split.images.shape[1]), int(split.images.shape[2]))
+    crops = None
+    if crop_padding is not None:  # the images' own first, then their partners'
+        own, partners = (input_aug.draw_crops(crop_rng, len(order), crop_padding) for _ in range(2))
+        crops = np.concatenate([own, partners], axis=1)
     mixing = augmentations.of(aug).draw(partner_rng, weight_rng, order, batch_size, image_size)
     if mixing is None:
-        return EpochPlan(order, None, {}, onehot[order], image_size)
-    own = mixing.own_share[:, None]
-    labels = own * onehot[order] + (1.0 - own) * onehot[mixing.partner]
-    return EpochPlan(order, mixing.partner, mixing.masks, labels, image_size)
+        return EpochPlan(order, None, {}, onehot[order], image_size, crops)
+    own_share = mixing.own_share[:, None]
+    labels = own_share * onehot[order] + (1.0 - own_share) * onehot[mixing.partner]
+    return EpochPlan(order, mixing.partner, mixing.masks, labels, image_size, crops)
+
+
+def input_form(augs: Any, crop_padding: int | None) -> tuple[str, ...]:
+    """What a step takes after (images, partners): the mask inputs `augs` need, then `CROP` when cropping."""
+    return (*augmentations.input_form(augs), *((CROP,) if crop_padding is not None else ()))
 
 
 class TrainingStream(keras.utils.PyDataset):
@@ -83,10 +101,14 @@ class TrainingStream(keras.utils.PyDataset):
     BackupAndRestore skipped the saved ones); a batch depends on (epoch, index) only, never on call order.
     """
 
-    def __init__(self, split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, **kwargs: object) -> None:
+    def __init__(
+        self, split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, crop_padding: int | None = None,
+        **kwargs: object,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.split, self.aug, self.batch_size, self.num_classes, self.seed = split, aug, batch_size, num_classes, seed
-        self.form = augmentations.of(aug).inputs
+        self.crop_padding = crop_padding
+        self.form = input_form([augmentations.of(aug)], crop_padding)
         self.epoch = 0
         self._plans: dict[int, EpochPlan] = {}
         self._lock = threading.Lock()
@@ -101,7 +123,7 @@ class TrainingStream(keras.utils.PyDataset):
                 for old in [e for e in self._plans if e < epoch - 1]:
                     del self._plans[old]
                 self._plans[epoch] = epoch_plan(
-                    self.split, self.aug, self.batch_size, self.num_classes, self.seed, epoch
+                    self.split, self.aug, self.batch_size, self.num_classes, self.seed, epoch, self.crop_padding
                 )
             return self._plans[epoch]
 
@@ -147,8 +169,15 @@ class MixImages(keras.layers.Layer):
         images = ops.cast(inputs[0], "float32") / 255.0
         if not self.form:
             return images
+        parts = dict(zip(self.form, inputs[2:]))
+        if CROP in parts:
+            images = shift_and_flip(images, parts[CROP][:, :3])
+        if not set(parts) - {CROP}:  # crops alone: nothing is mixed in
+            return images
         partners = ops.cast(inputs[1], "float32") / 255.0
-        keep = self.keep_mask(images, dict(zip(self.form, inputs[2:])))
+        if CROP in parts:
+            partners = shift_and_flip(partners, parts[CROP][:, 3:])
+        keep = self.keep_mask(images, parts)
         return images * keep + partners * (1.0 - keep)
 
     @staticmethod
@@ -171,6 +200,21 @@ class MixImages(keras.layers.Layer):
         return {**super().get_config(), "form": list(self.form)}
 
 
+def shift_and_flip(images: Any, crop: Any) -> Any:
+    """Each image's crop (`input_aug`): the window of its own size at offset (dy, dx) from the centre of the
+    zero-padded image, i.e. pixel (r, c) of the window is (r + dy, c + dx) of the image, 0 outside it; then
+    mirrored left-right where flip is 1. A (0, 0, 0) crop gives the image back exactly."""
+    height, width = ops.shape(images)[1], ops.shape(images)[2]
+    crop = ops.cast(crop, "int32")
+    rows = ops.arange(height, dtype="int32")[None, :] + crop[:, 0:1]  # (n, H)
+    cols = ops.arange(width, dtype="int32")[None, :]
+    cols = ops.where(crop[:, 2:3] > 0, width - 1 - cols, cols) + crop[:, 1:2]  # (n, W): flipped, then shifted
+    inside = ((rows >= 0) & (rows < height))[:, :, None, None] & ((cols >= 0) & (cols < width))[:, None, :, None]
+    picked = ops.take_along_axis(images, ops.clip(rows, 0, height - 1)[:, :, None, None], axis=1)
+    picked = ops.take_along_axis(picked, ops.clip(cols, 0, width - 1)[:, None, :, None], axis=2)
+    return ops.where(inside, picked, 0.0)
+
+
 def training_model(network: keras.Model, form: Sequence[str], name: str) -> keras.Model:
     """`network` behind the mixing step (it shares the network's weights): what both engines train. `form`:
     the mask inputs after images and partners (`augmentations.input_form`); none for a plain stream."""
@@ -178,7 +222,8 @@ def training_model(network: keras.Model, form: Sequence[str], name: str) -> kera
     inputs = [keras.Input(image_shape, dtype="uint8", name="images")]
     if form:
         inputs.append(keras.Input(image_shape, dtype="uint8", name="partners"))
-    shapes = {"lam": ((), "float32"), "box": ((4,), "float32"), "pasted": (image_shape[:2], "uint8")}
+    shapes = {"lam": ((), "float32"), "box": ((4,), "float32"), "pasted": (image_shape[:2], "uint8"),
+              CROP: ((6,), "int32")}  # fmt: skip
     inputs += [keras.Input(shapes[part][0], dtype=shapes[part][1], name=part) for part in form]
     return keras.Model(inputs, network(MixImages(form)(inputs)), name=f"{network.name}_{name}")
 
@@ -196,10 +241,12 @@ def scaled(split: Split) -> np.ndarray:
 
 
 def preview(
-    split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, count: int = 9
-) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` training examples of epoch 0 as the model sees them (samples.png), mixed by `MixImages`."""
-    stream = TrainingStream(split, aug, batch_size, num_classes, seed)
+    split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, count: int = 9,
+    crop_padding: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The first `count` training examples of epoch 0 as the model sees them (samples.png): cropped, flipped and
+    mixed by `MixImages`."""
+    stream = TrainingStream(split, aug, batch_size, num_classes, seed, crop_padding)
     inputs, labels = stream.batch(0, 0)
     first = [x[:count] for x in inputs]
     return ops.convert_to_numpy(MixImages(stream.form)(first)), labels[:count]

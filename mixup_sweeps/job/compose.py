@@ -21,9 +21,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mixup_sweeps.config import BACKENDS, CONF_DIR, POOLINGS, PRECISIONS, SEED_RANGE, Config
-from mixup_sweeps.data import augmentations, datasets
+from mixup_sweeps.config import BACKENDS, CONF_DIR, PRECISIONS, SEED_RANGE, Config
+from mixup_sweeps.data import augmentations, datasets, input_aug
 from mixup_sweeps.errors import ConfigError, require
+from mixup_sweeps.train import models, recipe
 
 
 def register_configs() -> None:
@@ -39,6 +40,8 @@ def register_configs() -> None:
         cs.store(group="hydra/schema/aug", name=name, node=schema)
     for name, source in datasets.DATASETS.items():
         cs.store(group="hydra/schema/dataset", name=name, node=source)
+    for name, model in models.MODELS.items():
+        cs.store(group="hydra/schema/model", name=name, node=model)
 
 
 def load_config(output_dir: str | Path, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
@@ -77,10 +80,10 @@ class OutputDirCheck(Callback):
             sys.exit(2)
 
 
-def _reject_unknown_keys(cfg: DictConfig, aug_schema: type, dataset_schema: type) -> None:
+def _reject_unknown_keys(cfg: DictConfig, own_schemas: dict[str, type]) -> None:
     """Hydra lets `+group.key=value` add keys even to a typed group; a key no code reads is a typo."""
     groups = {name: typ for name, typ in get_type_hints(Config).items() if is_dataclass(typ)}
-    schemas = {"": Config, "aug": aug_schema, "dataset": dataset_schema, **groups}
+    schemas = {"": Config, **own_schemas, **groups}
     for prefix, schema in schemas.items():
         node = cfg if prefix == "" else cfg.get(prefix)
         if not isinstance(node, DictConfig):
@@ -102,7 +105,11 @@ def validate(cfg: DictConfig) -> None:
     require(name in augmentations.AUGMENTATIONS, "aug.name", name, f"one of {sorted(augmentations.AUGMENTATIONS)}")
     data_name = cfg.dataset.get("name")
     require(data_name in datasets.DATASETS, "dataset.name", data_name, f"one of {sorted(datasets.DATASETS)}")
-    _reject_unknown_keys(cfg, augmentations.AUGMENTATIONS[name], datasets.DATASETS[data_name])
+    architecture = cfg.model.get("architecture", models.DEFAULT_ARCHITECTURE)
+    require(architecture in models.MODELS, "model.architecture", architecture, f"one of {sorted(models.MODELS)}")
+    schemas = {"aug": augmentations.AUGMENTATIONS[name], "dataset": datasets.DATASETS[data_name],
+               "model": models.MODELS[architecture]}  # fmt: skip
+    _reject_unknown_keys(cfg, schemas)
     augmentations.of(cfg.aug).check()
     trainer = cfg.trainer
     require(trainer.epochs >= 1, "trainer.epochs", trainer.epochs, "must be an integer >= 1")
@@ -117,23 +124,19 @@ def validate(cfg: DictConfig) -> None:
     require(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision, f"one of {list(PRECISIONS)}")
     probe = trainer.memorization_probe
     require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
+    recipe.check(trainer)
+    require(trainer.input_aug in input_aug.INPUT_AUGS, "trainer.input_aug", trainer.input_aug,
+            f"one of {list(input_aug.INPUT_AUGS)}")  # fmt: skip
+    padding = trainer.crop_padding
+    require(padding >= 0, "trainer.crop_padding", padding, "must be an integer >= 0 (pixels of zeros on each side)")
     datasets.of(cfg.dataset).check()
     require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
     low, high = SEED_RANGE
     require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
-    model = cfg.model
-    require(
-        len(model.conv_filters) >= 1 and all(f >= 1 for f in model.conv_filters),
-        "model.conv_filters",
-        list(model.conv_filters),
-        "must be a non-empty list of integers >= 1",
-    )
-    require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "must be an integer >= 1")
+    model = models.of(cfg.model)
+    model.check()
     if cfg.dataset.image_shape is not None:  # else once the files are read (`check_model_fits` in job.open)
-        check_model_fits(model, cfg.dataset.image_shape)
-    require(model.pooling in POOLINGS, "model.pooling", model.pooling, f"one of {list(POOLINGS)}")
-    require(model.dense_units >= 1, "model.dense_units", model.dense_units, "must be an integer >= 1")
-    require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
+        model.check_fits(cfg.dataset.image_shape)
     require(
         bool(cfg.tracking.uri), "tracking.uri", cfg.tracking.uri, "set it (tracking=server reads MLFLOW_TRACKING_URI)"
     )
@@ -142,17 +145,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_model_fits(model: Any, image_shape: Sequence[int]) -> None:
-    """The model's conv blocks leave at least one pixel of an image of this shape (one line naming the key)."""
-    smallest = min(image_shape[:2])
-    for block in range(len(model.conv_filters)):  # each block: a valid k x k convolution, then 2 x 2 max pooling
-        smallest = (smallest - model.kernel_size + 1) // 2
-        require(
-            smallest >= 1,
-            "model.kernel_size",
-            model.kernel_size,
-            f"with {len(model.conv_filters)} conv blocks (model.conv_filters) on {list(image_shape[:2])} "
-            f"images, block {block + 1} has no pixels left; use a smaller kernel or fewer conv blocks",
-        )
+    """The model (a config's `model` node) takes images of this shape (one line naming the key)."""
+    models.of(model).check_fits(image_shape)
 
 
 def check_data(cfg: DictConfig) -> None:

@@ -36,11 +36,16 @@ def initial_weights(job: Job) -> Path:
 
 def record_inputs(job: Job) -> None:
     """A preview of the training stream (samples.png), the resolved config and Hydra's own files."""
-    from mixup_sweeps.data import training_stream  # Keras: after the job chose its backend
+    from mixup_sweeps.data import input_aug, training_stream  # Keras: after the job chose its backend
 
     cfg = job.cfg
     images, labels = training_stream.preview(
-        job.dataset.train, cfg.aug, cfg.trainer.batch_size, cfg.dataset.num_classes, seed=cfg.seed
+        job.dataset.train,
+        cfg.aug,
+        cfg.trainer.batch_size,
+        cfg.dataset.num_classes,
+        seed=cfg.seed,
+        crop_padding=input_aug.padding_of(cfg.trainer),
     )
     job.log_artifact(plots.save_samples(images, labels, job.job_dir / "samples.png", job.dataset.class_names))
     resolved = job.job_dir / "config.yaml"

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from mixup_sweeps.data import training_stream
+from mixup_sweeps.data import input_aug, training_stream
 from mixup_sweeps.data.datasets import Dataset, Split
-from mixup_sweeps.train import backends, models, probes, training
+from mixup_sweeps.train import backends, models, probes, recipe, training
 from mixup_sweeps.train.training import INTERRUPTS, Member
 
 
@@ -34,7 +34,14 @@ def _fit(member: Member) -> training.TrainResult:
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     network = models.build_model(cfg.model, tuple(cfg.dataset.image_shape), num_classes, precision=trainer.precision)
     network.load_weights(member.initial_weights)
-    stream = training_stream.TrainingStream(dataset.train, cfg.aug, trainer.batch_size, num_classes, seed=cfg.seed)
+    stream = training_stream.TrainingStream(
+        dataset.train,
+        cfg.aug,
+        trainer.batch_size,
+        num_classes,
+        seed=cfg.seed,
+        crop_padding=input_aug.padding_of(trainer),
+    )
     form = stream.form  # the mask inputs the augmentation sends
     model = training_stream.training_model(network, form, name=cfg.aug.name)  # uint8 batches -> mixing -> network
     training.compile_for_training(model, trainer, trainer.steps_per_execution)
@@ -42,6 +49,8 @@ def _fit(member: Member) -> training.TrainResult:
     epoch_metrics = EpochMetrics(member.history)
     callbacks: list[keras.callbacks.Callback] = [
         stream.epoch_callback(),  # the epoch's batches and its random draws depend on the epoch number only
+        # the rate of each epoch, set before it (a resumed run's too) and logged as learning_rate
+        keras.callbacks.LearningRateScheduler(lambda epoch, rate: recipe.learning_rate(trainer, epoch)),
         EpochSeeds(),
         RaisePendingInterrupt(),
         keras.callbacks.TerminateOnNaN(),
@@ -122,7 +131,14 @@ class ProbeEachEpoch(keras.callbacks.Callback):
             logs.update(self.probes.metrics(self._classes(self.test_images), self._classes(self.probe_images)))
 
 
-EPOCH_LOGS = ("loss", "accuracy", "val_loss", "val_accuracy", *probes.EPOCH_METRICS)  # what an epoch records
+EPOCH_LOGS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    *probes.EPOCH_METRICS,
+)  # what an epoch records
 
 
 class EpochMetrics(keras.callbacks.Callback):

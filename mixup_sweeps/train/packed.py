@@ -34,9 +34,9 @@ import keras
 import numpy as np
 
 from mixup_sweeps import files
-from mixup_sweeps.data import augmentations, training_stream
+from mixup_sweeps.data import augmentations, input_aug, training_stream
 from mixup_sweeps.text import format_duration
-from mixup_sweeps.train import models, probes, training
+from mixup_sweeps.train import models, probes, recipe, training
 from mixup_sweeps.train.training import INTERRUPTS, Member
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,9 @@ class PackedProgram:
         self.network = models.build_model(
             first.model, tuple(first.dataset.image_shape), self.classes, precision=first.trainer.precision
         )
-        self.form = augmentations.input_form(augmentations.of(member.cfg.aug) for member in self.members)
+        self.crop_padding = input_aug.padding_of(first.trainer)  # the program's input form: one for the pack
+        augs = [augmentations.of(member.cfg.aug) for member in self.members]
+        self.form = training_stream.input_form(augs, self.crop_padding)
         self.model = training_stream.training_model(self.network, self.form, name="packed")
         training.compile_for_training(self.model, first.trainer)
         val = self.members[0].dataset.val  # one evaluation builds the loss and metric variables
@@ -96,7 +98,8 @@ class PackedProgram:
     def _initial_state(self) -> tuple[list[np.ndarray], ...]:
         """Stacked (trainable, non-trainable, optimizer) state: each member from its initial weights or backup."""
         optimizer_template = [np.asarray(v.value) for v in self.model.optimizer.variables]
-        rate = next(i for i, v in enumerate(self.model.optimizer.variables) if v.name == "learning_rate")
+        self.rate_slot = self._optimizer_slot("learning_rate")
+        decay = self._optimizer_slot("weight_decay")  # sgd and adamw: a value per member, as the rate
         per_member, starts = [], set()
         for member in self.members:
             epoch, state_file = _restore_point(member)
@@ -108,7 +111,8 @@ class PackedProgram:
             else:
                 self.network.load_weights(member.initial_weights)
                 optimizer = [a.copy() for a in optimizer_template]
-                optimizer[rate] = np.asarray(member.cfg.trainer.learning_rate, optimizer[rate].dtype)
+                if decay is not None:
+                    optimizer[decay] = np.asarray(member.cfg.trainer.weight_decay, optimizer[decay].dtype)
                 parts = (
                     [np.asarray(v.value) for v in self.model.trainable_variables],
                     [np.asarray(v.value) for v in self.model.non_trainable_variables],
@@ -119,6 +123,9 @@ class PackedProgram:
         return tuple(
             [jax.device_put(np.stack(arrays)) for arrays in zip(*(p[k] for p in per_member))] for k in range(3)
         )
+
+    def _optimizer_slot(self, name: str) -> int | None:
+        return next((i for i, v in enumerate(self.model.optimizer.variables) if v.name == name), None)
 
     def _layout(self) -> list[tuple[str, int]]:
         model = self.model
@@ -178,7 +185,13 @@ class PackedProgram:
         plans = []
         for member in self.members:
             plan = training_stream.epoch_plan(
-                member.dataset.train, member.cfg.aug, self.batch, self.classes, member.cfg.seed, epoch
+                member.dataset.train,
+                member.cfg.aug,
+                self.batch,
+                self.classes,
+                member.cfg.seed,
+                epoch,
+                self.crop_padding,
             )
             plans.append(plan.arrays(self.form))
         return [np.stack(arrays) for arrays in zip(*plans)]
@@ -188,6 +201,10 @@ class PackedProgram:
         for slot in self.seed_slots:  # dropout's draws start at (seed, epoch) for each member
             seeds = [training.epoch_seed_state(m.cfg.seed, epoch) for m in self.members]
             non_trainable[slot] = np.asarray(seeds, dtype=np.asarray(non_trainable[slot]).dtype)
+        rates = [recipe.learning_rate(m.cfg.trainer, epoch) for m in self.members]  # each member's schedule
+        rate = self.rate_slot
+        assert rate is not None  # every Keras optimizer has its learning_rate variable
+        optimizer[rate] = np.asarray(rates, dtype=np.asarray(optimizer[rate]).dtype)
         state = jax.device_put((trainable, non_trainable, optimizer, self._zero_metrics()))
         plans = self._epoch_plans(epoch)
         n = plans[0].shape[1]
@@ -286,6 +303,7 @@ class PackedProgram:
                     continue
                 metrics = {"loss": float(logs["loss"][i]), "accuracy": float(logs["accuracy"][i]),
                            "val_loss": float(val["loss"][i]), "val_accuracy": float(val["accuracy"][i]),
+                           "learning_rate": recipe.learning_rate(member.cfg.trainer, epoch),
                            **probed[i], "epoch_seconds": seconds}  # fmt: skip
                 if not math.isfinite(metrics["loss"]):  # as the fit engine would say; the rest go on
                     member.fail(training.diverged(epoch + 1, member.cfg.trainer))

@@ -137,20 +137,13 @@ def epoch_seed_state(seed: int, epoch: int) -> list[int]:
 
 
 # --- the recipe -----------------------------------------------------------------------------------------
-def make_optimizer(learning_rate: float, precision: str) -> keras.optimizers.Optimizer:
-    """Adam, as the seed; under mixed_float16 wrapped in loss scaling (float16 gradients underflow without it)."""
-    import keras
-
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    if precision == "mixed_float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
 def compile_for_training(model: keras.Model, trainer: DictConfig, steps_per_execution: int = 1) -> None:
-    """The seed's recipe: Adam at trainer.learning_rate, categorical cross-entropy, accuracy."""
+    """The recipe's optimizer (`optimizers.make`: the seed's is Adam at trainer.learning_rate), categorical
+    cross-entropy, accuracy."""
+    from mixup_sweeps.train import optimizers  # Keras: after the job chose its backend
+
     model.compile(
-        optimizer=make_optimizer(trainer.learning_rate, trainer.precision),
+        optimizer=optimizers.make(trainer),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

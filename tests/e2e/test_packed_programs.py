@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.test_packed import PACKED, assert_same_training, children, history, member, weights
@@ -72,7 +73,10 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
 
 def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_data_dir):
     """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, one after the
-    other in one process (`packed.BATCHED` is read when a pack trains)."""
+    other in one process (`packed.BATCHED` is read when a pack trains). The pack is a recipe's (issue 38): ResNet-20
+    with batch norm, SGD, a step schedule, crops and flips, its members differing in seed, augmentation, learning
+    rate and weight decay: in the one-by-one program each member is a computation of its own, so the batched one
+    agreeing shows each member's own batch-norm statistics, rate and decay."""
     code = f"""
 import json, sys
 from pathlib import Path
@@ -87,14 +91,19 @@ results = []
 for mode in ("batched", "one_by_one"):
     packed.BATCHED = mode == "batched"
     members = []
-    for seed, aug in ((0, "mixup"), (1, "cutmix"), (0, "none")):
+    for seed, aug, rate, decay in ((0, "mixup", 0.1, 1e-4), (1, "cutmix", 0.05, 5e-3), (0, "none", 0.1, 0.0)):
         cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
-                                         "trainer.epochs=2", "trainer.steps_per_execution=2"])
+                                         "trainer.epochs=2", "trainer.steps_per_execution=2", "model=resnet20",
+                                         "trainer.optimizer=sgd", f"trainer.learning_rate={{rate}}",
+                                         f"trainer.weight_decay={{decay}}", "trainer.schedule=step",
+                                         "trainer.milestones=[1]", "trainer.input_aug=crop_flip"])
         weights = models.create_initial_weights(Path("{tmp_path}/iw"), cfg.model, (28, 28, 1), 10, seed)
         members.append(training.Member(cfg, datasets.load(cfg.dataset, seed), weights, lambda e, m: None,
                                        Path("{tmp_path}") / mode / str(len(members)), print))
     packed.train(members)
     results.append([[m.history, m.result.test_accuracy] for m in members])
+    statistics = [[v.numpy().sum() for v in m.result.trained_network().non_trainable_variables] for m in members]
+    assert len({{str(s) for s in statistics}}) == 3  # each member its own batch-norm statistics
 print(json.dumps(results))
 """
     job = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -106,6 +115,9 @@ print(json.dumps(results))
             assert np.allclose(one["loss"], two["loss"], rtol=1e-4) and np.allclose(
                 one["val_loss"], two["val_loss"], rtol=1e-4
             )
+            assert one["learning_rate"] == two["learning_rate"]
+    assert [[e["learning_rate"] for e in h] for h, _ in results[0]] == pytest.approx([[0.1, 0.01], [0.05, 0.005],
+                                                                                     [0.1, 0.01]])  # fmt: skip
 
 
 def test_the_packed_launcher_runs_a_tensorflow_job_as_the_basic_launcher_would(tmp_path):

@@ -1,6 +1,8 @@
 """Exact resume and reproducible runs, through the real CLI on both backends: with trainer.deterministic=true a
 config run twice gives the same metrics and weights, and a job killed after epoch 1 and run again ends bit for
-bit as the uninterrupted job."""
+bit as the uninterrupted job. The job trains with the recipe where resume has the most to restore (issue 38):
+SGD with momentum and coupled weight decay, a step schedule whose milestone falls on epoch 2 (the one the kill
+interrupts: the rerun starts right after the milestone), crops and flips."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
 
-RESUMABLE = ["dataset.train_size=2048", "trainer.epochs=3", "trainer.deterministic=true"]  # epochs 2-3: the kill window
-TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; epoch_seconds is wall time
+RECIPE = ["trainer.optimizer=sgd", "trainer.learning_rate=0.05", "trainer.weight_decay=0.0005",
+          "trainer.schedule=step", "trainer.milestones=[1]", "trainer.input_aug=crop_flip"]  # fmt: skip
+RESUMABLE = ["dataset.train_size=2048", "trainer.epochs=3", "trainer.deterministic=true", *RECIPE]  # epochs 2-3: kill
+TRAINING_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")  # epoch_seconds is wall time
 
 
 def outcome(client: MlflowClient, run_id: str, tmp_path) -> tuple[dict, list]:
@@ -35,7 +39,8 @@ def outcome(client: MlflowClient, run_id: str, tmp_path) -> tuple[dict, list]:
 
 
 def assert_same_outcome(first: tuple[dict, list], second: tuple[dict, list]) -> None:
-    assert first[0] == second[0]  # every epoch's loss/accuracy/val_*, and the test accuracy, exactly
+    assert first[0] == second[0]  # every epoch's loss/accuracy/val_*, rate, and the test accuracy, exactly
+    assert first[0]["learning_rate"] == pytest.approx([0.05, 0.005, 0.005])  # the milestone
     assert [name for name, _ in first[1]] == [name for name, _ in second[1]] and len(first[1]) >= 8
     for (name, one), (_, two) in zip(first[1], second[1]):
         assert one.tobytes() == two.tobytes(), name  # bit for bit

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT, mlflow_runs, run_cli, run_report
 
-EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
 
 def split_parent(runs):

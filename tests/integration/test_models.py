@@ -68,3 +68,23 @@ def test_loaded_initial_weights_equal_the_saved_ones(tmp_path):
     b.load_weights(path)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         assert (wa == wb).all()
+
+
+@pytest.mark.parametrize("name, expected", [("resnet20", 0.27e6), ("preact_resnet18", 11.17e6)])
+def test_the_recipes_networks_have_their_published_sizes(name, expected):
+    """Trainable weights (what PyTorch counts; batch norm's moving statistics are state, not parameters)."""
+    model = models.build_model(compose_config([f"model={name}"]).model, (32, 32, 3), 10)
+    count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert abs(count - expected) / expected < 0.01, count
+    assert model.output_shape == (None, 10) and model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_resnet20_takes_fashion_mnist_and_starts_from_shared_weights(tmp_path):
+    cfg = compose_config(["model=resnet20"]).model
+    path = models.create_initial_weights(tmp_path, cfg, (28, 28, 1), 10, seed=0)
+    one, two = (models.build_model(cfg, (28, 28, 1), 10) for _ in range(2))
+    for model in (one, two):
+        model.load_weights(path)
+    images = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(one(images)), keras.ops.convert_to_numpy(two(images)))
+    assert path.name.startswith("resnet20-28x28x1-c10-seed0-")

@@ -113,6 +113,9 @@ PRESETS = {  # preset -> number of jobs it runs
     "default_sweep": 6,
     "data_efficiency": 36,  # issue 37
     "cifar10_quick": 6,
+    "paper_cifar10": 10,  # issue 38
+    "paper_cifar100": 10,
+    "recipe_fashion_mnist": 9,
 }
 
 
@@ -191,6 +194,13 @@ def test_flat_params_and_fingerprint():
         "trainer.memorization_probe=100",
         "dataset.noisy_validation=true",
         "model.pooling=flatten",
+        "trainer.optimizer=sgd",  # issue 38: the recipe's keys
+        "trainer.weight_decay=0.0001",
+        "trainer.schedule=cosine",
+        "trainer.warmup_epochs=2",
+        "trainer.input_aug=crop_flip",
+        "trainer.crop_padding=2",
+        "model.architecture=resnet",
     ],
 )
 def test_keys_added_later_are_in_the_fingerprint_except_at_the_value_every_earlier_run_used(override):

@@ -1,0 +1,160 @@
+"""The residual networks of the recipes where mixup matters: He et al.'s CIFAR ResNet (`model=resnet20`) and the
+pre-activation ResNet of the mixup paper's code (`model=preact_resnet18`).
+
+Both follow their references layer for layer: 3x3 convolutions without bias, padding 1 (a stride-2 convolution
+pads explicitly, as PyTorch's `padding=1`, so a 7x7 map becomes 4x4 with the same pixels), batch norm, He-normal
+kernels, global average pooling and one dense softmax layer. Parameter counts (trainable, 10 classes, what
+PyTorch counts): resnet20 0.27M, preact_resnet18 11.17M (`tests/integration/test_models.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omegaconf import MISSING
+
+from mixup_sweeps.errors import require
+from mixup_sweeps.train.models._base import Model, register
+
+if TYPE_CHECKING:
+    import keras
+
+
+def _check_widths(widths: Sequence[int]) -> None:
+    require(len(widths) >= 1 and all(w >= 1 for w in widths), "model.widths", list(widths),
+            "must be a non-empty list of integers >= 1 (channels of each stage)")  # fmt: skip
+
+
+def _check_stages_fit(stages: int, image_shape: Sequence[int]) -> None:
+    """Each stage after the first halves the feature map: the image must have a pixel to halve at each."""
+    smallest, needed = min(image_shape[:2]), 2 ** (stages - 1)
+    require(smallest >= needed, "model", f"{stages} stages",
+            f"too deep for {list(image_shape[:2])} images: its {stages - 1} stride-2 stages need images of at least "
+            f"{needed}x{needed}; use a model with fewer stages (model.widths) or larger images")  # fmt: skip
+
+
+def _conv(layers: Any, filters: int, kernel: int, stride: int, hidden: dict) -> list:
+    """A bias-free convolution padded as PyTorch's `padding=kernel // 2` (explicitly when strided)."""
+    if stride == 1:
+        return [
+            layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_initializer="he_normal", **hidden)
+        ]
+    pad = [layers.ZeroPadding2D(kernel // 2, **hidden)] if kernel > 1 else []
+    return [*pad, layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=False,
+                                kernel_initializer="he_normal", **hidden)]  # fmt: skip
+
+
+def _apply(x: Any, stack: list) -> Any:
+    for layer in stack:
+        x = layer(x)
+    return x
+
+
+def _head(x: Any, num_classes: int, hidden: dict) -> Any:
+    """Global average pooling and the dense softmax layer (float32: the probabilities and the loss)."""
+    from keras import layers
+
+    x = layers.GlobalAveragePooling2D(**hidden)(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+
+
+def _shortcut_a(stride: int, extra_channels: int, hidden: dict) -> Any:
+    """He et al.'s option A: the identity, subsampled by `stride` and zero-padded with `extra_channels`
+    (half on each side): no parameters, as in the paper's CIFAR networks."""
+    import keras
+    from keras import ops
+
+    class ShortcutA(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            x = x[:, ::stride, ::stride, :]
+            before = extra_channels // 2
+            return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra_channels - before]])
+
+    return ShortcutA(**hidden)
+
+
+@register
+@dataclass
+class ResNet(Model):
+    """He et al. 2016's CIFAR ResNet: a 3x3 stem, stages of basic blocks (conv-BN-ReLU-conv-BN, + shortcut,
+    ReLU), each stage after the first starting with stride 2; depth = 6n + 2 for n blocks per stage of 3."""
+
+    key: ClassVar[str] = "resnet"
+    depth: int = MISSING  # 6n + 2: 20, 32, 44, 56, 110
+    widths: list[int] = MISSING  # channels per stage: [16, 32, 64] in the paper
+
+    def check(self) -> None:
+        _check_widths(self.widths)
+        stages = len(self.widths)
+        blocks, rest = divmod(self.depth - 2, 2 * stages)
+        require(rest == 0 and blocks >= 1, "model.depth", self.depth,
+                f"must be {2 * stages}n + 2, n >= 1 blocks per stage ({stages} stages): e.g. 20, 32, 56")  # fmt: skip
+
+    def check_fits(self, image_shape: Sequence[int]) -> None:
+        _check_stages_fit(len(self.widths), image_shape)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, precision: str) -> keras.Model:
+        import keras
+        from keras import layers
+
+        hidden = {"dtype": precision}
+        inputs = keras.Input(shape=input_shape)
+        x = _apply(inputs, _conv(layers, self.widths[0], 3, 1, hidden))
+        x = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
+        channels, blocks = self.widths[0], (self.depth - 2) // (2 * len(self.widths))
+        for stage, width in enumerate(self.widths):
+            for block in range(blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                out = _apply(x, _conv(layers, width, 3, stride, hidden))
+                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
+                out = layers.BatchNormalization(**hidden)(_apply(out, _conv(layers, width, 3, 1, hidden)))
+                shortcut = x if stride == 1 and channels == width else _shortcut_a(stride, width - channels, hidden)(x)
+                x = layers.Activation("relu", **hidden)(layers.Add(**hidden)([out, shortcut]))
+                channels = width
+        return keras.Model(inputs, _head(x, num_classes, hidden), name=self.name)
+
+
+@register
+@dataclass
+class PreActResNet(Model):
+    """The mixup paper's network (facebookresearch/mixup-cifar10, models/resnet.py `ResNet18`): a 3x3 stem with
+    BN-ReLU, stages of pre-activation blocks (BN-ReLU-conv-BN-ReLU-conv + shortcut; a 1x1 convolution of the
+    activated input where the shape changes), no final BN, average pooling and a dense layer."""
+
+    key: ClassVar[str] = "preact_resnet"
+    blocks: list[int] = MISSING  # blocks per stage: [2, 2, 2, 2] for ResNet-18
+    widths: list[int] = MISSING  # channels per stage: [64, 128, 256, 512]
+
+    def check(self) -> None:
+        _check_widths(self.widths)
+        stages, blocks = len(self.widths), list(self.blocks)
+        require(len(blocks) == stages and all(b >= 1 for b in blocks), "model.blocks", blocks,
+                f"must be {stages} integers >= 1 (one per stage of model.widths)")  # fmt: skip
+
+    def check_fits(self, image_shape: Sequence[int]) -> None:
+        _check_stages_fit(len(self.widths), image_shape)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int, precision: str) -> keras.Model:
+        import keras
+        from keras import layers
+
+        hidden = {"dtype": precision}
+        inputs = keras.Input(shape=input_shape)
+        x = _apply(inputs, _conv(layers, self.widths[0], 3, 1, hidden))
+        x = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
+        channels = self.widths[0]
+        for stage, (width, count) in enumerate(zip(self.widths, self.blocks)):
+            for block in range(count):
+                stride = 2 if stage > 0 and block == 0 else 1
+                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
+                shortcut = x
+                if stride != 1 or channels != width:
+                    shortcut = _apply(out, _conv(layers, width, 1, stride, hidden))
+                out = _apply(out, _conv(layers, width, 3, stride, hidden))
+                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
+                out = _apply(out, _conv(layers, width, 3, 1, hidden))
+                x = layers.Add(**hidden)([out, shortcut])
+                channels = width
+        return keras.Model(inputs, _head(x, num_classes, hidden), name=self.name)
