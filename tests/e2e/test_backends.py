@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.test_backend_setup import TINY, WITHOUT_TENSORFLOW
 from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
 
@@ -49,8 +51,12 @@ def test_a_jax_job_runs_where_tensorflow_is_not_installed(tmp_path, real_data_di
 
 
 def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
-    """Hydra's basic launcher runs both jobs in one process: the second switches Keras to the other backend."""
-    result = run_cli("-m", "backend=tensorflow,jax", *TINY, f"paths.output_dir={tmp_path}")
+    """Hydra's basic launcher runs both jobs in one process: the second switches Keras to the other backend. The
+    jobs train a recipe's network (issue 38: ResNet-20, SGD with decay, a step schedule, crops and flips): it
+    runs on both engines, Keras's fit and the packed JAX program, from the same initial weights."""
+    recipe = ["model=resnet20", "trainer.optimizer=sgd", "trainer.learning_rate=0.05", "trainer.weight_decay=0.0001",
+              "trainer.schedule=step", "trainer.milestones=[1]", "trainer.input_aug=crop_flip"]  # fmt: skip
+    result = run_cli("-m", "backend=tensorflow,jax", *TINY, *recipe, f"paths.output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = mlflow_runs(tmp_path)
     children = {r.data.params["backend"]: r for r in runs if r.data.tags.get("sweep_parent") != "true"}
@@ -60,3 +66,8 @@ def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
     fingerprints = {r.data.tags["config_fingerprint"] for r in children.values()}
     assert len(fingerprints) == 2  # the backend is part of what a run computes
     assert len({r.data.tags["init_weights_sha256"] for r in children.values()}) == 1  # the same start
+    for run in children.values():
+        rates = [
+            m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)
+        ]
+        assert rates == pytest.approx([0.05, 0.005]) and run.data.params["model.name"] == "resnet20"

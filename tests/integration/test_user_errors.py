@@ -34,6 +34,10 @@ def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
             "Invalid value hydra.launcher.pack_size=0: must be an integer >= 1",
         ),
         *((argv[1:], message) for argv, message in REFUSED_FIRST),  # once opened a parent run first (#36)
+        (  # a recipe that cannot work, in a sweep (issue 38; each key's refusal: tests/unit/test_recipe.py)
+            ["aug=none,mixup", "trainer.optimizer=sgd", "trainer.schedule=step", "trainer.milestones=[1,0]"],
+            "must be increasing epochs",
+        ),
     ],
 )
 def test_sweep_settings_are_checked_before_the_sweep_records_anything(tmp_path, overrides, message):

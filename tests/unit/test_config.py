@@ -244,7 +244,7 @@ def preset_jobs() -> dict[str, list[str]]:
     from mixup_sweeps.sweeps.overrides import expand_jobs
 
     singles = [[], ["aug=none"], ["aug=cutmix"], ["backend=jax"], ["trainer.precision=mixed_bfloat16"],
-               ["model=wide_cnn"], ["model=flat_cnn"], ["dataset.label_noise=0.2"]]  # fmt: skip
+               ["model=wide_cnn"], ["model=flat_cnn"], ["dataset.label_noise=0.2"], ["model=resnet20"]]  # fmt: skip
     jobs = {" ".join(s) or "(defaults)": s for s in singles}
     for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
         sweeper = compose_config([f"experiment={preset}"], return_hydra_config=True).hydra.sweeper

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from mixup_sweeps.config import CONF_DIR
 from mixup_sweeps.data import augmentations, datasets
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import preflight
@@ -29,12 +30,14 @@ def leaf_keys(node, prefix: str = "") -> list[str]:
 def fuzzed_keys() -> list[tuple[list[str], str]]:
     """(overrides that select the schema, key) for every key the user can set."""
     base = compose_config()
-    own = [k for k in base if k not in ("hydra", "aug", "dataset")]
+    own = [k for k in base if k not in ("hydra", "aug", "dataset", "model")]
     keys = [([], key) for key in leaf_keys(OmegaConf.masked_copy(base, own))]
     for name in sorted(datasets.DATASETS):
         chosen = [f"dataset={name}", *FUZZ_DATA.get(name, ["dataset.download=false"])]
         found = leaf_keys(compose_config(chosen).dataset)
         keys += [(chosen, f"dataset.{key}") for key in found if name in FUZZ_DATA or key != "download"]
+    for name in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):  # each architecture's keys
+        keys += [([f"model={name}"], f"model.{key}") for key in leaf_keys(compose_config([f"model={name}"]).model)]
     for name in sorted(augmentations.AUGMENTATIONS):
         keys += [([f"aug={name}"], f"aug.{key}") for key in leaf_keys(compose_config([f"aug={name}"]).aug)]
     for section in ("until", "race"):
@@ -100,4 +103,6 @@ def test_the_fuzzer_covers_every_schema_and_found_both_outcomes():
         "hydra.launcher.threads",
     } <= keys
     assert {"dataset.label_mode", "dataset.image_size", "dataset.path"} <= keys  # each dataset's own keys too
+    recipe = {"trainer.optimizer", "trainer.milestones", "trainer.warmup_epochs", "trainer.input_aug"}
+    assert {"model.depth", "model.blocks", "model.widths", "model.architecture", *recipe} <= keys  # issue 38
     assert {"dataset.label_noise", "model.kernel_size", "tracking.heartbeat_timeout_s", "seed", "backend"} <= keys
