@@ -75,66 +75,23 @@ def _shortcut_a(stride: int, extra_channels: int, hidden: dict) -> Any:
     return ShortcutA(**hidden)
 
 
-@register
 @dataclass
-class ResNet(Model):
-    """He et al. 2016's CIFAR ResNet: a 3x3 stem, stages of basic blocks (conv-BN-ReLU-conv-BN, + shortcut,
-    ReLU), each stage after the first starting with stride 2; depth = 6n + 2 for n blocks per stage of 3."""
+class _Residual(Model):
+    """What both residual networks share: the 3x3 stem with BN-ReLU, stages of `widths` channels (each after the
+    first starting with stride 2), global average pooling and the dense softmax. A subclass says how many blocks
+    each stage has and what a block is."""
 
-    key: ClassVar[str] = "resnet"
-    depth: int = MISSING  # 6n + 2: 20, 32, 44, 56, 110
-    widths: list[int] = MISSING  # channels per stage: [16, 32, 64] in the paper
-
-    def check(self) -> None:
-        _check_widths(self.widths)
-        stages = len(self.widths)
-        blocks, rest = divmod(self.depth - 2, 2 * stages)
-        require(rest == 0 and blocks >= 1, "model.depth", self.depth,
-                f"must be {2 * stages}n + 2, n >= 1 blocks per stage ({stages} stages): e.g. 20, 32, 56")  # fmt: skip
+    widths: list[int] = MISSING  # channels per stage
 
     def check_fits(self, image_shape: Sequence[int]) -> None:
         _check_stages_fit(len(self.widths), image_shape)
 
-    def build(self, input_shape: tuple[int, ...], num_classes: int, precision: str) -> keras.Model:
-        import keras
-        from keras import layers
+    def blocks_per_stage(self) -> list[int]:
+        raise NotImplementedError
 
-        hidden = {"dtype": precision}
-        inputs = keras.Input(shape=input_shape)
-        x = _apply(inputs, _conv(layers, self.widths[0], 3, 1, hidden))
-        x = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
-        channels, blocks = self.widths[0], (self.depth - 2) // (2 * len(self.widths))
-        for stage, width in enumerate(self.widths):
-            for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                out = _apply(x, _conv(layers, width, 3, stride, hidden))
-                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
-                out = layers.BatchNormalization(**hidden)(_apply(out, _conv(layers, width, 3, 1, hidden)))
-                shortcut = x if stride == 1 and channels == width else _shortcut_a(stride, width - channels, hidden)(x)
-                x = layers.Activation("relu", **hidden)(layers.Add(**hidden)([out, shortcut]))
-                channels = width
-        return keras.Model(inputs, _head(x, num_classes, hidden), name=self.name)
-
-
-@register
-@dataclass
-class PreActResNet(Model):
-    """The mixup paper's network (facebookresearch/mixup-cifar10, models/resnet.py `ResNet18`): a 3x3 stem with
-    BN-ReLU, stages of pre-activation blocks (BN-ReLU-conv-BN-ReLU-conv + shortcut; a 1x1 convolution of the
-    activated input where the shape changes), no final BN, average pooling and a dense layer."""
-
-    key: ClassVar[str] = "preact_resnet"
-    blocks: list[int] = MISSING  # blocks per stage: [2, 2, 2, 2] for ResNet-18
-    widths: list[int] = MISSING  # channels per stage: [64, 128, 256, 512]
-
-    def check(self) -> None:
-        _check_widths(self.widths)
-        stages, blocks = len(self.widths), list(self.blocks)
-        require(len(blocks) == stages and all(b >= 1 for b in blocks), "model.blocks", blocks,
-                f"must be {stages} integers >= 1 (one per stage of model.widths)")  # fmt: skip
-
-    def check_fits(self, image_shape: Sequence[int]) -> None:
-        _check_stages_fit(len(self.widths), image_shape)
+    def block(self, x: Any, channels: int, width: int, stride: int, hidden: dict) -> Any:
+        """One block from `channels` to `width` channels."""
+        raise NotImplementedError
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, precision: str) -> keras.Model:
         import keras
@@ -145,16 +102,70 @@ class PreActResNet(Model):
         x = _apply(inputs, _conv(layers, self.widths[0], 3, 1, hidden))
         x = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
         channels = self.widths[0]
-        for stage, (width, count) in enumerate(zip(self.widths, self.blocks)):
-            for block in range(count):
-                stride = 2 if stage > 0 and block == 0 else 1
-                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
-                shortcut = x
-                if stride != 1 or channels != width:
-                    shortcut = _apply(out, _conv(layers, width, 1, stride, hidden))
-                out = _apply(out, _conv(layers, width, 3, stride, hidden))
-                out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
-                out = _apply(out, _conv(layers, width, 3, 1, hidden))
-                x = layers.Add(**hidden)([out, shortcut])
+        for stage, (width, count) in enumerate(zip(self.widths, self.blocks_per_stage())):
+            for index in range(count):
+                x = self.block(x, channels, width, 2 if stage > 0 and index == 0 else 1, hidden)
                 channels = width
         return keras.Model(inputs, _head(x, num_classes, hidden), name=self.name)
+
+
+@register
+@dataclass
+class ResNet(_Residual):
+    """He et al. 2016's CIFAR ResNet: a 3x3 stem, stages of basic blocks (conv-BN-ReLU-conv-BN, + shortcut,
+    ReLU); depth = 6n + 2 for n blocks per stage of 3 (`widths: [16, 32, 64]` in the paper)."""
+
+    key: ClassVar[str] = "resnet"
+    depth: int = MISSING  # 6n + 2: 20, 32, 44, 56, 110
+
+    def check(self) -> None:
+        _check_widths(self.widths)
+        stages = len(self.widths)
+        blocks, rest = divmod(self.depth - 2, 2 * stages)
+        require(rest == 0 and blocks >= 1, "model.depth", self.depth,
+                f"must be {2 * stages}n + 2, n >= 1 blocks per stage ({stages} stages): e.g. 20, 32, 56")  # fmt: skip
+
+    def blocks_per_stage(self) -> list[int]:
+        return [(self.depth - 2) // (2 * len(self.widths))] * len(self.widths)
+
+    def block(self, x: Any, channels: int, width: int, stride: int, hidden: dict) -> Any:
+        from keras import layers
+
+        out = _apply(x, _conv(layers, width, 3, stride, hidden))
+        out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
+        out = layers.BatchNormalization(**hidden)(_apply(out, _conv(layers, width, 3, 1, hidden)))
+        shortcut = x if stride == 1 and channels == width else _shortcut_a(stride, width - channels, hidden)(x)
+        return layers.Activation("relu", **hidden)(layers.Add(**hidden)([out, shortcut]))
+
+
+@register
+@dataclass
+class PreActResNet(_Residual):
+    """The mixup paper's network (facebookresearch/mixup-cifar10, models/resnet.py `ResNet18`): a 3x3 stem with
+    BN-ReLU, stages of pre-activation blocks (BN-ReLU-conv-BN-ReLU-conv + shortcut; a 1x1 convolution of the
+    activated input where the shape changes), no final BN, average pooling and a dense layer
+    (`blocks: [2, 2, 2, 2]`, `widths: [64, 128, 256, 512]` for ResNet-18)."""
+
+    key: ClassVar[str] = "preact_resnet"
+    blocks: list[int] = MISSING  # blocks per stage
+
+    def check(self) -> None:
+        _check_widths(self.widths)
+        stages, blocks = len(self.widths), list(self.blocks)
+        require(len(blocks) == stages and all(b >= 1 for b in blocks), "model.blocks", blocks,
+                f"must be {stages} integers >= 1 (one per stage of model.widths)")  # fmt: skip
+
+    def blocks_per_stage(self) -> list[int]:
+        return list(self.blocks)
+
+    def block(self, x: Any, channels: int, width: int, stride: int, hidden: dict) -> Any:
+        from keras import layers
+
+        out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(x))
+        shortcut = x
+        if stride != 1 or channels != width:
+            shortcut = _apply(out, _conv(layers, width, 1, stride, hidden))
+        out = _apply(out, _conv(layers, width, 3, stride, hidden))
+        out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
+        out = _apply(out, _conv(layers, width, 3, 1, hidden))
+        return layers.Add(**hidden)([out, shortcut])
