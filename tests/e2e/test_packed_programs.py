@@ -73,7 +73,7 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
 
 def test_the_batched_program_trains_as_the_one_by_one_program(tmp_path, real_data_dir):
     """The GPU's program (vmap over members, scan over the steps of a call) against the CPU's, one after the
-    other in one process (`packed.BATCHED` is read when a pack trains). The pack is a recipe's (issue 38): wide_cnn
+    other in one process (`packed.BATCHED` is read when a pack trains). The pack is a recipe's (issue 38): the seed CNN
     with batch norm, SGD, a step schedule, crops and flips, its members differing in seed, augmentation, learning
     rate and weight decay: in the one-by-one program each member is a computation of its own, so the batched one
     agreeing shows each member's own batch-norm statistics, rate and decay."""
@@ -93,7 +93,7 @@ for mode in ("batched", "one_by_one"):
     members = []
     for seed, aug, rate, decay in ((0, "mixup", 0.1, 1e-4), (1, "cutmix", 0.05, 5e-3), (0, "none", 0.1, 0.0)):
         cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
-                                         "trainer.epochs=2", "trainer.steps_per_execution=2", "model=wide_cnn",
+                                         "trainer.epochs=2", "trainer.steps_per_execution=2", "model.batch_norm=true",
                                          "trainer.optimizer=sgd", f"trainer.learning_rate={{rate}}",
                                          f"trainer.weight_decay={{decay}}", "trainer.schedule=step",
                                          "trainer.milestones=[1]", "trainer.input_aug=crop_flip"])
