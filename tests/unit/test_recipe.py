@@ -67,7 +67,7 @@ def test_warmup_then_step():
         (["trainer.input_aug=cutout"], "trainer.input_aug"),
         (["trainer.optimizer=sgd", "trainer.momentum=1.0"], "trainer.momentum"),
         (["trainer.step_factor=0"], "trainer.step_factor"),
-        (["model=preact_resnet18", "dataset.image_shape=[4,4,1]"], "model"),  # 3 stride-2 stages need 8x8
+        (["model=preact_resnet18", "dataset.image_shape=[4,4,1]"], "model.widths"),  # 3 stride-2 stages need 8x8
         (["model=resnet20", "model.depth=21"], "model.depth"),
     ],
 )

@@ -27,12 +27,13 @@ def _check_widths(widths: Sequence[int]) -> None:
             "must be a non-empty list of integers >= 1 (channels of each stage)")  # fmt: skip
 
 
-def _check_stages_fit(stages: int, image_shape: Sequence[int]) -> None:
+def _check_stages_fit(widths: Sequence[int], image_shape: Sequence[int]) -> None:
     """Each stage after the first halves the feature map: the image must have a pixel to halve at each."""
+    stages = len(widths)
     smallest, needed = min(image_shape[:2]), 2 ** (stages - 1)
-    require(smallest >= needed, "model", f"{stages} stages",
-            f"too deep for {list(image_shape[:2])} images: its {stages - 1} stride-2 stages need images of at least "
-            f"{needed}x{needed}; use a model with fewer stages (model.widths) or larger images")  # fmt: skip
+    require(smallest >= needed, "model.widths", list(widths),
+            f"{stages} stages are too deep for {list(image_shape[:2])} images: their {stages - 1} stride-2 stages need "
+            f"images of at least {needed}x{needed}; use fewer stages or larger images")  # fmt: skip
 
 
 def _conv(layers: Any, filters: int, kernel: int, stride: int, hidden: dict) -> list:
@@ -84,7 +85,7 @@ class _Residual(Model):
     widths: list[int] = MISSING  # channels per stage
 
     def check_fits(self, image_shape: Sequence[int]) -> None:
-        _check_stages_fit(len(self.widths), image_shape)
+        _check_stages_fit(self.widths, image_shape)
 
     def blocks_per_stage(self) -> list[int]:
         raise NotImplementedError
