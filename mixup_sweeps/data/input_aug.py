@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from mixup_sweeps.errors import require
+
 INPUT_AUGS = ("none", "crop_flip")
+
+
+def check(trainer: Any) -> None:
+    """One `ConfigError` line for `trainer.input_aug` or `trainer.crop_padding` that cannot work."""
+    require(trainer.input_aug in INPUT_AUGS, "trainer.input_aug", trainer.input_aug, f"one of {list(INPUT_AUGS)}")
+    padding = trainer.crop_padding
+    require(padding >= 0, "trainer.crop_padding", padding, "must be an integer >= 0 (pixels of zeros on each side)")
 
 
 def padding_of(trainer: Any) -> int | None:

@@ -105,10 +105,8 @@ def validate(cfg: DictConfig) -> None:
     require(name in augmentations.AUGMENTATIONS, "aug.name", name, f"one of {sorted(augmentations.AUGMENTATIONS)}")
     data_name = cfg.dataset.get("name")
     require(data_name in datasets.DATASETS, "dataset.name", data_name, f"one of {sorted(datasets.DATASETS)}")
-    architecture = cfg.model.get("architecture", models.DEFAULT_ARCHITECTURE)
-    require(architecture in models.MODELS, "model.architecture", architecture, f"one of {sorted(models.MODELS)}")
-    schemas = {"aug": augmentations.AUGMENTATIONS[name], "dataset": datasets.DATASETS[data_name],
-               "model": models.MODELS[architecture]}  # fmt: skip
+    model = models.of(cfg.model)  # its architecture known (one line if not), its schema for the key check
+    schemas = {"aug": augmentations.AUGMENTATIONS[name], "dataset": datasets.DATASETS[data_name], "model": type(model)}
     _reject_unknown_keys(cfg, schemas)
     augmentations.of(cfg.aug).check()
     trainer = cfg.trainer
@@ -125,15 +123,11 @@ def validate(cfg: DictConfig) -> None:
     probe = trainer.memorization_probe
     require(probe >= 0, "trainer.memorization_probe", probe, "must be an integer >= 0 (examples per epoch; 0 = off)")
     recipe.check(trainer)
-    require(trainer.input_aug in input_aug.INPUT_AUGS, "trainer.input_aug", trainer.input_aug,
-            f"one of {list(input_aug.INPUT_AUGS)}")  # fmt: skip
-    padding = trainer.crop_padding
-    require(padding >= 0, "trainer.crop_padding", padding, "must be an integer >= 0 (pixels of zeros on each side)")
+    input_aug.check(trainer)
     datasets.of(cfg.dataset).check()
     require(cfg.backend in BACKENDS, "backend", cfg.backend, f"one of {list(BACKENDS)}")
     low, high = SEED_RANGE
     require(low <= cfg.seed <= high, "seed", cfg.seed, f"must be an integer in [{low}, {high}] (2**32 - 1)")
-    model = models.of(cfg.model)
     model.check()
     if cfg.dataset.image_shape is not None:  # else once the files are read (`check_model_fits` in job.open)
         model.check_fits(cfg.dataset.image_shape)

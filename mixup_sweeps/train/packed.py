@@ -83,6 +83,10 @@ class PackedProgram:
         self.model.evaluate(self._unmixed(val.images[:1]), _onehot(val.labels[:1], self.classes), verbose=0)
         self.model.optimizer.build(self.model.trainable_variables)
         self.seed_slots = [i for i, v in enumerate(self.model.non_trainable_variables) if v.name == training.SEED_STATE]
+        optimizer_names = [v.name for v in self.model.optimizer.variables]
+        self.rate_slot = optimizer_names.index("learning_rate")  # set per member before each epoch (its schedule)
+        # sgd and adamw: the decay is a value per member, set once (adam has none)
+        self.decay_slot = optimizer_names.index("weight_decay") if "weight_decay" in optimizer_names else None
         self.state = self._initial_state()
         self.train_images = jax.device_put(self.members[0].dataset.train.images)  # the same images for all
         self.batched = batched_members() if BATCHED is None else BATCHED
@@ -98,8 +102,7 @@ class PackedProgram:
     def _initial_state(self) -> tuple[list[np.ndarray], ...]:
         """Stacked (trainable, non-trainable, optimizer) state: each member from its initial weights or backup."""
         optimizer_template = [np.asarray(v.value) for v in self.model.optimizer.variables]
-        self.rate_slot = self._optimizer_slot("learning_rate")
-        decay = self._optimizer_slot("weight_decay")  # sgd and adamw: a value per member, as the rate
+        decay = self.decay_slot
         per_member, starts = [], set()
         for member in self.members:
             epoch, state_file = _restore_point(member)
@@ -123,9 +126,6 @@ class PackedProgram:
         return tuple(
             [jax.device_put(np.stack(arrays)) for arrays in zip(*(p[k] for p in per_member))] for k in range(3)
         )
-
-    def _optimizer_slot(self, name: str) -> int | None:
-        return next((i for i, v in enumerate(self.model.optimizer.variables) if v.name == name), None)
 
     def _layout(self) -> list[tuple[str, int]]:
         model = self.model
@@ -202,9 +202,7 @@ class PackedProgram:
             seeds = [training.epoch_seed_state(m.cfg.seed, epoch) for m in self.members]
             non_trainable[slot] = np.asarray(seeds, dtype=np.asarray(non_trainable[slot]).dtype)
         rates = [recipe.learning_rate(m.cfg.trainer, epoch) for m in self.members]  # each member's schedule
-        rate = self.rate_slot
-        assert rate is not None  # every Keras optimizer has its learning_rate variable
-        optimizer[rate] = np.asarray(rates, dtype=np.asarray(optimizer[rate]).dtype)
+        optimizer[self.rate_slot] = np.asarray(rates, dtype=np.asarray(optimizer[self.rate_slot]).dtype)
         state = jax.device_put((trainable, non_trainable, optimizer, self._zero_metrics()))
         plans = self._epoch_plans(epoch)
         n = plans[0].shape[1]
