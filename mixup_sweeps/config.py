@@ -53,6 +53,7 @@ class TrackingConfig:
     experiment: str = MISSING
     artifact_location: str | None = MISSING
     heartbeat_timeout_s: float = MISSING  # a job of another host silent this long (or 3 epochs) is dead
+    system_metrics: bool = MISSING  # CPU, memory, disk, network (and NVIDIA GPUs) every 10 s while a job trains
 
 
 @dataclass

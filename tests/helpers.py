@@ -4,6 +4,7 @@ loopback ports, and the small-run settings the end-to-end tests share. Fixtures 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 import subprocess
@@ -122,3 +123,53 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float = 90.0) -> N
             return
         time.sleep(0.5)
     raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
+
+
+def logged_model(client: MlflowClient, run_id: str, into: Path) -> Path:
+    """The run's logged network (an MLflow Model) downloaded into `into`; returns its folder (MLmodel, data/)."""
+    import mlflow.artifacts
+
+    (output,) = client.get_run(run_id).outputs.model_outputs  # one network per run
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{output.model_id}", dst_path=str(into / run_id), tracking_uri=client.tracking_uri
+    ))  # fmt: skip
+
+
+def network_weights(client: MlflowClient, run_id: str, into: Path) -> list[tuple[str, np.ndarray]]:
+    """The trained weights of a run's logged network, by their path in the `.keras` file, read without Keras (the
+    file is a zip holding `model.weights.h5`)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    keras_file = logged_model(client, run_id, into) / "data" / "model.keras"
+    arrays: list[tuple[str, np.ndarray]] = []
+    with zipfile.ZipFile(keras_file) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as file:
+        file.visititems(lambda name, node: arrays.append((name, node[()])) if isinstance(node, h5py.Dataset) else None)
+    return arrays
+
+
+LOAD_AND_PREDICT = """
+import json, sys, mlflow.keras, numpy as np
+network = mlflow.keras.load_model(sys.argv[1])  # before the harness is imported: the layers are Keras's own
+harness = [m for m in sys.modules if m.startswith("mixup_sweeps")]
+from mixup_sweeps.data.datasets import find_data_dir
+from mixup_sweeps.data.datasets.idx import FILES, IDX_UBYTE_IMAGES, IDX_UBYTE_LABELS, read_idx
+images = read_idx(find_data_dir() / FILES["test_images"], IDX_UBYTE_IMAGES)[0][..., None].astype(np.float32) / 255
+labels = read_idx(find_data_dir() / FILES["test_labels"], IDX_UBYTE_LABELS)[0]
+probabilities = network.predict(images, batch_size=1000, verbose=0)
+print(json.dumps([float(np.mean(probabilities.argmax(axis=1) == labels)), harness]))
+"""
+
+
+def accuracy_in_fresh_python(model_uri: str, backend: str, tracking_uri: str) -> tuple[float, list[str]]:
+    """`mlflow.keras.load_model(model_uri)` in a fresh Python on `backend`: the network's accuracy on the
+    Fashion-MNIST test set, and the harness modules that loading it imported (none, when it needs no code of
+    ours)."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "MLFLOW_TRACKING_URI": tracking_uri}
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, model_uri], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=300)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    accuracy, harness = json.loads(loaded.stdout.strip().splitlines()[-1])
+    return accuracy, harness

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mixup_sweeps.job import record
 from mixup_sweeps.job.context import Job, Outcome, outcome
-from mixup_sweeps.store import tags, tracking
+from mixup_sweeps.store import networks, tags, tracking
 from mixup_sweeps.train import backends, training
 
 ENGINES = {"tensorflow": "fit", "jax": "packed"}  # backend -> the engine module (mixup_sweeps.train.*) of its jobs
@@ -40,7 +40,13 @@ def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
         def fail(index: int, exc: BaseException) -> None:  # a member that failed alone (its loss diverged)
             outcomes[ready[index][0]] = _fail(jobs[ready[index][0]], exc, started)
 
-        results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready], fail) if ready else []
+        system_metrics = networks.SystemMetrics()
+        if ready and (first := jobs[ready[0][0]]).cfg.tracking.system_metrics:  # a pack: on its first member
+            system_metrics.start(first.client, first.run_id)
+        try:
+            results = _train([jobs[i] for i, _ in ready], [weights for _, weights in ready], fail) if ready else []
+        finally:
+            system_metrics.stop()
         for (i, _), result in zip(ready, results):
             job = jobs[i]
             if i in outcomes:

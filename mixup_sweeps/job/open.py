@@ -24,7 +24,7 @@ from mixup_sweeps.config import config_fingerprint
 from mixup_sweeps.data import datasets
 from mixup_sweeps.job.compose import check_model_fits, validate
 from mixup_sweeps.job.context import Job, Outcome, outcome
-from mixup_sweeps.store import liveness, tags, tracking
+from mixup_sweeps.store import liveness, networks, tags, tracking
 from mixup_sweeps.sweeps import identity, progress, search, study
 from mixup_sweeps.sweeps.overrides import job_run_name, task_overrides
 from mixup_sweeps.train import backends, training
@@ -91,11 +91,13 @@ def with_data_shape(cfg: DictConfig, dataset: datasets.Dataset) -> None:
 
 
 def search_run_tags(hydra_cfg: Any) -> dict[str, str]:
-    """Tags of a search job's run: its trial number, or that it confirms the winner (as its sweeper told it)."""
+    """Tags of a search job's run: its study and trial number, or that it confirms the winner (as its sweeper told
+    it)."""
     env = hydra_cfg.job.env_set
     trial_tags = {}
     if env.get(search.TRIAL_ENV) is not None:
         trial_tags[tags.TRIAL] = str(env[search.TRIAL_ENV])
+        trial_tags[tags.SEARCH_STUDY] = str(env[search.STUDY_ENV])
     if env.get(search.CONFIRM_ENV) is not None:
         trial_tags[tags.CONFIRM] = str(env[search.CONFIRM_ENV])
     return trial_tags
@@ -175,5 +177,7 @@ def _open_run(
     data_tags = {tags.DATASET_DIR: str(dataset.source_dir), tags.DATASET_ORIGIN: dataset.origin or "your own files"}
     data_tags.update({f"{tags.DATASET_SHA256}{file}": digest for file, digest in dataset.sha256.items()})
     run_id = tracking.start_job_run(client, experiment_id, cfg, name, parent, data_tags)
+    digests = datasets.split_digests(cfg.dataset, dataset, cfg.seed)
+    networks.log_datasets(client, run_id, dataset, digests)  # the UI's dataset column
     log.info("start %s (run %s, %d training images)", name, run_id, len(dataset.train))
     return run_id

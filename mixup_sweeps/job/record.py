@@ -1,5 +1,6 @@
 """What a job puts on record: the shared initial weights, its inputs (a preview, the resolved config, Hydra's
-files) before training, and its results (test metrics, curves, reliability, the trained weights) after."""
+files; its MLflow datasets are logged when its run is made, `job.open`) before training, and its results (the
+trained network as an MLflow Model, the test metrics linked to it, curves, reliability) after."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from omegaconf import OmegaConf
 
 from mixup_sweeps import plots
 from mixup_sweeps.config import recordable
+from mixup_sweeps.data import datasets
 from mixup_sweeps.job.context import Job
-from mixup_sweeps.store import tags, tracking
+from mixup_sweeps.store import networks, tags, tracking
 from mixup_sweeps.train import probes
 from mixup_sweeps.train.training import TrainResult
 
@@ -69,14 +71,22 @@ def test_metrics(job: Job, result: TrainResult) -> dict[str, float]:
     }
 
 
+def _digests(job: Job) -> dict[str, str]:
+    return datasets.split_digests(job.cfg.dataset, job.dataset, job.cfg.seed)
+
+
 def record_results(job: Job, result: TrainResult) -> dict[str, float]:
-    """Test metrics (and the best-validation epoch's), the curves and reliability diagram, the trained weights;
-    returns the metrics it logged."""
+    """The trained network as the run's MLflow Model, then the test metrics (and the best-validation epoch's)
+    linked to it and to the test dataset, the curves and reliability diagram; returns the metrics it logged.
+    The model comes first: a run whose model cannot be logged fails, it never ends FINISHED without it."""
+    from mixup_sweeps.data import training_stream  # Keras: after the job chose its backend
+
+    test, few = job.dataset.test, networks.SIGNATURE_IMAGES
+    images = training_stream.scaled(datasets.Split(test.images[:few], test.labels[:few]))
+    model_id = networks.log_network(job.client, job.run_id, result.trained_network(), images, job.cfg.backend)
     metrics = test_metrics(job, result)
-    tracking.log_metrics(job.client, job.run_id, metrics, step=len(result.history))
+    test_ref = networks.split_refs(job.dataset, _digests(job))["test"]
+    networks.link_metrics(job.client, job.run_id, model_id, metrics, len(result.history), test_ref)
     job.log_artifact(plots.save_curves(result.history, job.job_dir / "curves.png", title=job.name))
     job.log_artifact(plots.save_reliability(result.test_reliability, job.job_dir / "reliability.png", title=job.name))
-    model_path = job.job_dir / "model.weights.h5"
-    result.save_weights(model_path)
-    job.log_artifact(model_path)
     return metrics

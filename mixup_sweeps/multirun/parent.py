@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig
 
 from mixup_sweeps.errors import ConfigError
@@ -100,8 +101,11 @@ class SweepParentCallback(Callback):
             if self.status(run) not in ENDED_WELL:
                 log.error("  %s %s: %s", run.info.status, run.info.run_name, run.data.tags.get(tags.ERROR, "")[:200])
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
-        for line in _answer_lines(client.get_run(run_id).data.tags):
+        lines = _answer_lines(client.get_run(run_id).data.tags)
+        for line in lines:
             log.info("%s", line)
+        if lines:  # the run's description in the UI (the report replaces it with report.md's opening)
+            client.set_tag(run_id, MLFLOW_RUN_NOTE, "\n".join(["## Answer", "", *(f"- {line}" for line in lines)]))
 
 
 def _parent_tags(config: DictConfig, sweep_id: str, sweep_dir: str, fingerprint: str) -> dict[str, str]:
@@ -114,6 +118,7 @@ def _parent_tags(config: DictConfig, sweep_id: str, sweep_dir: str, fingerprint:
         tags.SWEEP_FINGERPRINT: fingerprint,
         tags.SWEEP_OVERRIDES: " ".join(task_overrides(config.hydra)),
         **liveness.process_tags(),
+        **tracking.source_tags(),
     }
     if until := identity.seeds_until(config):
         parent_tags[tags.SEEDS_UNTIL] = json.dumps(until, sort_keys=True)
@@ -121,8 +126,6 @@ def _parent_tags(config: DictConfig, sweep_id: str, sweep_dir: str, fingerprint:
         parent_tags[tags.RACE] = json.dumps(settings, sort_keys=True)
     if settings := identity.search_settings(config):
         parent_tags[tags.SEARCH] = json.dumps(settings, sort_keys=True)
-    if commit := tracking.harness_git_commit():
-        parent_tags[tags.GIT_COMMIT] = commit
     return parent_tags
 
 

@@ -22,24 +22,35 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from mixup_sweeps.config import CONF_DIR, SEED
 from mixup_sweeps.multirun.in_process import job_failure
-from mixup_sweeps.store import liveness, tags, tracking
-from mixup_sweeps.sweeps import search
+from mixup_sweeps.store import liveness, registry, tags, tracking
+from mixup_sweeps.sweeps import search, winner
 from mixup_sweeps.sweeps.baseline import baseline_setting
 from mixup_sweeps.sweeps.identity import sweep_fingerprint
 from mixup_sweeps.sweeps.overrides import config_key, override_key, override_values
 from mixup_sweeps.sweeps.progress import jobs_at_once, progress_overrides
 from mixup_sweeps.sweeps.search import objective
-from mixup_sweeps.sweeps.study import make_sampler, open_study, shown_url, storage_url, study_name
+from mixup_sweeps.sweeps.study import (
+    make_sampler,
+    name_metric,
+    open_study,
+    shown_url,
+    storage_url,
+    stored_trial,
+    study_name,
+)
 from mixup_sweeps.train.training import Pruned
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial a killed sweep left RUNNING (marked FAIL, asked again)
 OWNER = "owner"  # user attribute: the process that asked the trial (`liveness.process_tags`)
 MODEL_EPOCHS, MODEL_EPOCHS_UNPRUNED = "model_epochs", "model_epochs_unpruned"  # user attributes of a told trial
+MLFLOW_RUNS = "mlflow_run_ids"  # user attribute: the MLflow runs of the trial's jobs
 
 
 class SearchRun:
@@ -52,6 +63,9 @@ class SearchRun:
         self.settings_node: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
         self.started = time.time()
         self.job_idx = 0
+        self.storage: Any = None  # the study's Optuna storage, once the search opened it
+        self.study_name = ""
+        self._mlflow: tuple[MlflowClient, str] | None = None
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.sweeper.config is not None and self.sweeper.launcher is not None
@@ -62,11 +76,16 @@ class SearchRun:
         OmegaConf.save(self.sweeper.config, sweep_dir / "multirun.yaml")  # as the basic sweeper does
         url = storage_url(settings, str(Path(self.sweeper.config.paths.output_dir).resolve()))
         name = study_name(settings, sweep_fingerprint(self.sweeper.config))
-        study = open_study(settings, url, name)
+        import optuna  # loaded by a search only
+
+        self.storage = optuna.storages.RDBStorage(url)
+        self.study_name = name
+        study = open_study(settings, self.storage, name)
+        name_metric(study, settings)
         study.sampler = make_sampler(settings, trials_so_far=len(study.get_trials(deepcopy=False)))
         log.info("Search: study %r in %s, %d trials of %d seeds", name, shown_url(url), settings.n_trials,
                  settings.seeds_per_trial)  # fmt: skip
-        self._recover(study)
+        self._recover(study, self.storage)
         parallel = jobs_at_once(self.sweeper.launcher, self.sweeper.config.hydra.launcher)
         per_launch = max(1, parallel // settings.seeds_per_trial)
         seeds = range(settings.seeds_per_trial)
@@ -78,7 +97,6 @@ class SearchRun:
             for trial in trials:
                 trial.set_user_attr(OWNER, _owner())
                 env = [f"++hydra.job.env_set.{search.TRIAL_ENV}={trial.number}",
-                       f"++hydra.job.env_set.{search.TRIAL_ID_ENV}={trial._trial_id}",
                        f"++hydra.job.env_set.{search.STUDY_ENV}={name}"]  # fmt: skip
                 for seed in seeds:
                     jobs.append([*fixed, *search.overrides_of(trial.params), f"{SEED}={seed}", *env, *extra])
@@ -111,17 +129,43 @@ class SearchRun:
         spent = sum(exc.epoch if isinstance(exc, Pruned) else full for exc in failures)
         trial.set_user_attr(MODEL_EPOCHS, int(spent))
         trial.set_user_attr(MODEL_EPOCHS_UNPRUNED, full * len(returns))
+        runs = self._trial_runs(trial.number)
+        trial.set_user_attr(MLFLOW_RUNS, [run.info.run_id for run in runs])  # which MLflow runs the trial made
+        value: float | None = None
         if any(isinstance(exc, Pruned) for exc in failures):
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            state = optuna.trial.TrialState.PRUNED
             log.info("Search: trial #%d pruned", trial.number)
         elif any(failures):
             first = next(exc for exc in failures if exc is not None)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            state = optuna.trial.TrialState.FAIL
             log.warning("Search: trial #%d failed: %s: %s", trial.number, type(first).__name__, first)
         else:
+            state = optuna.trial.TrialState.COMPLETE
             value = objective([float(ret.return_value[settings.metric]) for ret in returns])
-            study.tell(trial, value)
             log.info("Search: trial #%d %s=%.4f %s", trial.number, settings.metric, value, trial.params)
+        study.tell(trial, value, state=state)
+        self._mark_runs(runs, state.name, value)
+
+    def _store(self) -> tuple[MlflowClient, str]:
+        if self._mlflow is None:
+            assert self.sweeper.config is not None
+            self._mlflow = tracking.connect(self.sweeper.config.tracking, check=False)  # checked at the start
+        return self._mlflow
+
+    def _trial_runs(self, number: int) -> list[Run]:
+        """The MLflow runs of trial `number` of this study (its jobs tag them; a reused run too)."""
+        client, experiment_id = self._store()
+        where = f"tags.{tags.SEARCH_STUDY} = '{self.study_name}' and tags.{tags.TRIAL} = '{number}'"
+        return client.search_runs([experiment_id], filter_string=where)
+
+    def _mark_runs(self, runs: list[Run], state: str, value: float | None) -> None:
+        """The told trial on its runs: its state as a tag, its objective as the metric `trial_value` (the runs of
+        a search sort by it in the UI and in `mlflow.search_runs`)."""
+        client, _ = self._store()
+        for run in runs:
+            client.set_tag(run.info.run_id, tags.TRIAL_STATE, state)
+            if value is not None:
+                client.log_metric(run.info.run_id, tags.TRIAL_VALUE, value)
 
     @staticmethod
     def _counted(study: Any) -> int:
@@ -132,7 +176,7 @@ class SearchRun:
         return sum(1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(INTERRUPTED))
 
     @staticmethod
-    def _recover(study: Any) -> None:
+    def _recover(study: Any, storage: Any) -> None:
         """Trials left RUNNING by a sweep that died (its process is gone): marked FAIL and `interrupted`, and their
         parameters asked again first, so their jobs skip (finished) or resume (checkpointed) instead of being lost."""
         import optuna
@@ -140,7 +184,7 @@ class SearchRun:
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if _alive(trial.user_attrs.get(OWNER) or {}):
                 continue  # another sweep on the same study is running it
-            optuna.trial.Trial(study, trial._trial_id).set_user_attr(INTERRUPTED, True)
+            stored_trial(study, storage, trial.number).set_user_attr(INTERRUPTED, True)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params)
             log.info("Search: trial #%d was interrupted; its parameters are tried again first", trial.number)
@@ -221,6 +265,8 @@ class SearchRun:
         path = Path(self.sweeper.config.hydra.sweep.dir) / Path(tags.SEARCH_RECORD).name
         path.write_text(search.to_json(record))
         client.log_artifact(parent.info.run_id, str(path), str(Path(tags.SEARCH_RECORD).parent))
+        runs = tracking.sweep_runs(client, experiment_id, parent)
+        registry.register_winner(client, parent, runs, winner.search_winner(record), "\n".join(lines))
 
 
 def _owner() -> dict[str, str]:

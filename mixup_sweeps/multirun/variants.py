@@ -24,13 +24,15 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from mixup_sweeps.config import CONF_DIR, SEED
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun.in_process import job_failure
-from mixup_sweeps.store import tags, tracking
-from mixup_sweeps.sweeps import racing, until
+from mixup_sweeps.store import registry, tags, tracking
+from mixup_sweeps.sweeps import racing, until, winner
 from mixup_sweeps.sweeps.overrides import expand_jobs, group_names, without_seed
 from mixup_sweeps.sweeps.progress import jobs_at_once, progress_overrides
 from mixup_sweeps.sweeps.settings import UntilSettings
@@ -116,6 +118,10 @@ class VariantsRun:
         self._tag_parent(tags.RACE_RESULT, json.dumps(record))
         for line in record["lines"]:
             log.info("Race: %s", line)
+        if found := self._parent():
+            client, experiment_id, parent = found
+            runs = tracking.sweep_runs(client, experiment_id, parent)
+            registry.register_winner(client, parent, runs, winner.race_winner(record), "\n".join(record["lines"]))
         return outcomes
 
     def _until_precise(self, arguments: list[str]) -> Any:
@@ -137,13 +143,18 @@ class VariantsRun:
         log.info("Seeds until precise: %s", until.describe_seeds_until(outcome, settings.half_width))
         return results
 
-    def _tag_parent(self, key: str, value: str) -> None:
-        """Put a procedure's outcome on the sweep's parent run; the sweep's last log lines read it from there."""
+    def _parent(self) -> tuple[MlflowClient, str, Run] | None:
+        """The store, experiment and parent run of this sweep (None without the parent callback)."""
         config = self.sweeper.config
         assert config is not None
         client, experiment_id = tracking.connect(config.tracking, check=False)  # checked at the start
         parent = tracking.find_parent(client, experiment_id, str(Path(config.hydra.sweep.dir).resolve()))
-        if parent is not None:
+        return (client, experiment_id, parent) if parent is not None else None
+
+    def _tag_parent(self, key: str, value: str) -> None:
+        """Put a procedure's outcome on the sweep's parent run; the sweep's last log lines read it from there."""
+        if found := self._parent():
+            client, _, parent = found
             client.set_tag(parent.info.run_id, key, value)
 
     def _launch_seeds(self, plan: dict[Group, range], results: dict, stage: str, diverged_ok: bool = False) -> None:

@@ -14,9 +14,11 @@ import jinja2
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from mixup_sweeps.config import SEED
 from mixup_sweeps.report import search as search_report
+from mixup_sweeps.report import winner as registered_winner
 from mixup_sweeps.report.figures import (
     MEMORIZATION_PLOT,
     PLOTS,
@@ -298,7 +300,10 @@ def write_report(
     )
     files["report.html"].write_text(page)
     if publish and run_set.parent_run_id:
-        publish_answer(MlflowClient(tracking_uri=tracking_uri), run_set.parent_run_id, summary, answer, out)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        opening = "\n".join(md[: md.index(f"Runs in the MLflow UI: {link}") + 1])  # the answer and how it was made
+        publish_answer(client, run_set.parent_run_id, summary, answer, out, opening)
+        registered_winner.register(client, run_set, summary, keys, baseline, opening)
     return files
 
 
@@ -321,11 +326,16 @@ def answer_metrics(summary: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
-def publish_answer(client: MlflowClient, run_id: str, summary: pd.DataFrame, answer: list[str], out: Path) -> None:
-    """The answer on the sweep's parent run (metrics, the `answer` tag) and the report's files as artifacts."""
+def publish_answer(
+    client: MlflowClient, run_id: str, summary: pd.DataFrame, answer: list[str], out: Path, opening: str = ""
+) -> None:
+    """The answer on the sweep's parent run (metrics, the `answer` tag, `opening` (report.md's first lines) as
+    the run's description in the UI) and the report's files as artifacts."""
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, 0) for name, value in answer_metrics(summary).items()]
     for i in range(0, len(metrics), 1000):  # MLflow's limit of metrics per log_batch call
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     client.set_tag(run_id, tags.ANSWER, (" | ".join(answer) or "no comparison: no baseline in these runs")[:5000])
+    if opening:
+        client.set_tag(run_id, MLFLOW_RUN_NOTE, opening[:5000])
     client.log_artifacts(run_id, str(out), "report")

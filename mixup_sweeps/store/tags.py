@@ -5,6 +5,10 @@ machine), so it is part of the store's format: renaming one breaks stores writte
 who writes each.
 """
 
+# The experiment -----------------------------------------------------------------------------------------------
+# MLflow 3's experiment kind: the UI opens a model-training experiment on its runs, not on the GenAI view
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 # A job's run ------------------------------------------------------------------------------------------------
 NESTED = "mlflow.parentRunId"  # MLflow's own: the UI nests a child under its sweep's parent
 FINGERPRINT = "config_fingerprint"  # what a run computes (config.config_fingerprint): skip, resume, reuse
@@ -33,8 +37,17 @@ RACE, RACE_RESULT = "race", "race_result"  # the race's settings and outcome (`r
 SEARCH, SEARCH_RESULT = "search", "search_result"  # a search's settings and its answer's lines (JSON)
 ANSWER = "answer"  # the report's answer, one verdict after another (`report.documents`)
 
+REGISTERED_MODEL = "registered_model"  # `<name>/<version>@<alias>`: the network the sweep registered
+
+# A registered model version (`store.registry`): which sweep registered it, why (SWEEP_ID is on it too) ----------
+WINNER_ALIAS, WINNER_GROUP, WINNER_WHY = "alias", "group", "decided_by"
+WINNER_PARENT = "sweep_parent_run"
+
 # A search's jobs (`multirun.search`) -------------------------------------------------------------------------
 TRIAL, CONFIRM = "search_trial", "search_confirm"  # the trial number, or which side of the confirmation
+SEARCH_STUDY = "search_study"  # the Optuna study a trial's job belongs to
+TRIAL_STATE = "search_trial_state"  # the trial's state once told: COMPLETE, PRUNED, FAIL
+TRIAL_VALUE = "trial_value"  # metric: the trial's objective (the mean over its seeds), on each of its runs
 PRUNED, PRUNED_EPOCH = "pruned", "pruned_epoch"  # a run the search's pruner stopped (KILLED in MLflow)
 
 # Artifacts --------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Which process owns a run is `liveness`; every tag name is in `tags`. A sweep's p
 
 from __future__ import annotations
 
+import getpass
+import os
 import subprocess
 import tempfile
 import time
@@ -22,6 +24,7 @@ from hydra.errors import CompactHydraException
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils import mlflow_tags
 from omegaconf import DictConfig
 
 from mixup_sweeps import files
@@ -111,8 +114,7 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
             location = tracking.artifact_location
             if location and "://" not in location:
                 location = Path(location).resolve().as_uri()
-            # the experiment kind makes the MLflow UI open it as "Training runs", not as a GenAI experiment
-            kind = {"mlflow.experimentKind": "custom_model_development"}
+            kind = {tags.EXPERIMENT_KIND: tags.MODEL_TRAINING}
             try:
                 return client, client.create_experiment(tracking.experiment, artifact_location=location, tags=kind)
             except MlflowException:  # a tracking server: another job created it first
@@ -121,6 +123,8 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
                     raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if tags.EXPERIMENT_KIND not in experiment.tags:  # an experiment made before the harness marked its kind
+        client.set_experiment_tag(experiment.experiment_id, tags.EXPERIMENT_KIND, tags.MODEL_TRAINING)
     liveness.end_ghost_runs(client, experiment.experiment_id, tracking.heartbeat_timeout_s)
     return client, experiment.experiment_id
 
@@ -151,8 +155,8 @@ def runs_with_fingerprint(
     return [r for r in runs if r.info.status in statuses]
 
 
-def harness_git_commit() -> str | None:
-    """The commit of the harness code that ran, with '-dirty' when it had local changes; None outside git."""
+def _git_commit() -> tuple[str, bool] | None:
+    """The commit of the harness code that ran and whether it had local changes; None outside git."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -164,7 +168,32 @@ def harness_git_commit() -> str | None:
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("-dirty" if dirty else "")
+    return commit, bool(dirty)
+
+
+ENTRY_POINT = Path(__file__).resolve().parents[1] / "run.py"  # `python -m mixup_sweeps.run`
+
+
+def source_tags() -> dict[str, str]:
+    """Who ran what, on every run: MLflow's own source tags (the UI's source and user columns: the commit as
+    git gives it) and the harness's `git_commit` (`-dirty` when the code had local changes)."""
+    found = {
+        mlflow_tags.MLFLOW_SOURCE_NAME: str(ENTRY_POINT),
+        mlflow_tags.MLFLOW_SOURCE_TYPE: "LOCAL",
+        mlflow_tags.MLFLOW_USER: _user(),
+    }
+    if (git := _git_commit()) is not None:
+        commit, dirty = git
+        found[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
+        found[tags.GIT_COMMIT] = commit + ("-dirty" if dirty else "")
+    return found
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return str(os.getuid())
 
 
 def start_job_run(
@@ -176,9 +205,7 @@ def start_job_run(
     extra_tags: dict[str, str],
 ) -> str:
     """Create the job's run (nested under the sweep parent if any) with all params and static tags."""
-    all_tags = {tags.FINGERPRINT: config_fingerprint(cfg), **liveness.process_tags(), **extra_tags}
-    if commit := harness_git_commit():
-        all_tags[tags.GIT_COMMIT] = commit
+    all_tags = {tags.FINGERPRINT: config_fingerprint(cfg), **liveness.process_tags(), **source_tags(), **extra_tags}
     if parent is not None:
         all_tags[tags.NESTED] = parent.info.run_id
         all_tags[tags.SWEEP_ID] = parent.data.tags.get(tags.SWEEP_ID, "")
@@ -277,6 +304,16 @@ def find_parent(
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
     return client.search_runs([experiment_id], filter_string=f"tags.`{tags.NESTED}` = '{parent_run_id}'")
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, parent: Run) -> list[Run]:
+    """A sweep's runs: its children and the FINISHED runs of earlier sweeps it skipped to (`mark_reused`)."""
+    runs = child_runs(client, experiment_id, parent.info.run_id)
+    sweep_id = parent.data.tags.get(tags.SWEEP_ID)
+    if sweep_id:
+        reused = f"tags.`{tags.REUSED_IN_SWEEP}{sweep_id}` = '{parent.info.run_id}'"
+        runs += client.search_runs([experiment_id], filter_string=reused)
+    return runs
 
 
 def finished_durations(client: MlflowClient, experiment_id: str, parent: Run, since: float) -> list[float]:

@@ -46,7 +46,7 @@ SAMPLERS = ("tpe", "random", "qmc")  # need nothing beyond Optuna and SciPy
 PRUNERS = ("median", "wilcoxon", "none")
 STUDY_FILE = "optuna.db"  # the default storage: beside mlflow.db in paths.output_dir
 # What the sweeper tells a search job (as hydra.job.env_set: neither a task override nor in the fingerprint)
-TRIAL_ENV, TRIAL_ID_ENV, STUDY_ENV = "MIXUP_SEARCH_TRIAL", "MIXUP_SEARCH_TRIAL_ID", "MIXUP_SEARCH_STUDY"
+TRIAL_ENV, STUDY_ENV = "MIXUP_SEARCH_TRIAL", "MIXUP_SEARCH_STUDY"
 CONFIRM_ENV = "MIXUP_SEARCH_CONFIRM"
 
 

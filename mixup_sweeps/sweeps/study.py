@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixup_sweeps.errors import ConfigError
-from mixup_sweeps.sweeps.search import STUDY_ENV, STUDY_FILE, TRIAL_ID_ENV, SearchSettings, is_search, settings_of
+from mixup_sweeps.sweeps.search import STUDY_ENV, STUDY_FILE, TRIAL_ENV, SearchSettings, is_search, settings_of
 from mixup_sweeps.text import one_line
 from mixup_sweeps.train.training import Pruned
 
@@ -105,13 +106,13 @@ def make_sampler(settings: SearchSettings, trials_so_far: int = 0) -> optuna.sam
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, settings.n_startup_trials))
 
 
-def open_study(settings: SearchSettings, url: str, name: str) -> optuna.Study:
+def open_study(settings: SearchSettings, storage: str | optuna.storages.BaseStorage, name: str) -> optuna.Study:
     """The stored study (created on the first call): the sweeper asks and tells, each job reports and prunes."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
-        storage=url,
+        storage=storage,
         study_name=name,
         direction="maximize" if settings.direction == "maximize" else "minimize",
         sampler=make_sampler(settings),
@@ -120,24 +121,43 @@ def open_study(settings: SearchSettings, url: str, name: str) -> optuna.Study:
     )
 
 
+def name_metric(study: optuna.Study, settings: SearchSettings) -> None:
+    """The objective's name in Optuna's dashboards and dataframes (`set_metric_names`; Optuna marks it
+    experimental, its warning is not the user's business)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([settings.metric])
+
+
+def stored_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> optuna.trial.Trial:
+    """Trial `number` of the stored study as a `Trial` that reports and records from any process. Optuna's
+    public API reaches a trial by number only through the storage (`get_trial_id_from_study_id_trial_number`)."""
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
 def step_of(epoch: int, seed: int, seeds: int) -> int:
     """The intermediate step of (epoch from 1, seed): every (epoch, seed) pair its own step."""
     return (epoch - 1) * seeds + seed
 
 
-def should_prune(study: optuna.Study, trial_id: int, seed: int, seeds: int) -> bool:
-    """Whether this job (its trial's `seed`) is hopeless: the median pruner sees only this seed's steps (so it
-    compares with the other trials at the same epoch and seed); the Wilcoxon pruner sees all of the trial's."""
+def should_prune(study: optuna.Study, number: int, seed: int, seeds: int) -> bool:
+    """Whether this job (trial `number`'s `seed`) is hopeless: the median pruner sees only this seed's steps (so
+    it compares with the other trials at the same epoch and seed); the Wilcoxon pruner sees all of the trial's."""
     import optuna
 
-    trial = study._storage.get_trial(trial_id)  # Optuna keeps no public read of one trial by id
+    (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not isinstance(study.pruner, optuna.pruners.WilcoxonPruner):
         own = {step: v for step, v in trial.intermediate_values.items() if step % seeds == seed}
         trial = optuna.trial.FrozenTrial(
             number=trial.number, state=trial.state, value=None, datetime_start=trial.datetime_start,
             datetime_complete=None, params=trial.params, distributions=trial.distributions,
             user_attrs=trial.user_attrs, system_attrs=trial.system_attrs, intermediate_values=own,
-            trial_id=trial._trial_id,
+            trial_id=trial.number,  # the pruner reads the values; the storage's id is not public
         )  # fmt: skip
     return bool(study.pruner.prune(study, trial))
 
@@ -146,27 +166,29 @@ class EpochReporter:
     """A search job's hook after each epoch: report its validation metric to its trial, raise `training.Pruned`
     when the pruner says the trial is hopeless (after the epoch's checkpoint and MLflow record)."""
 
-    def __init__(self, settings: SearchSettings, url: str, name: str, trial_id: int, seed: int) -> None:
-        self.settings, self.url, self.name, self.trial_id, self.seed = settings, url, name, trial_id, seed
+    def __init__(self, settings: SearchSettings, url: str, name: str, number: int, seed: int) -> None:
+        self.settings, self.url, self.name, self.number, self.seed = settings, url, name, number, seed
         self.study: optuna.Study | None = None
+        self.trial: optuna.trial.Trial | None = None
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
         import optuna
 
-        if self.study is None:
-            self.study = open_study(self.settings, self.url, self.name)
+        if self.study is None or self.trial is None:
+            storage = optuna.storages.RDBStorage(self.url)
+            self.study = open_study(self.settings, storage, self.name)
+            self.trial = stored_trial(self.study, storage, self.number)
         value = float(metrics.get(self.settings.epoch_metric, math.nan))
         seeds = self.settings.seeds_per_trial
-        trial = optuna.trial.Trial(self.study, self.trial_id)
-        trial.report(value, step_of(epoch, self.seed, seeds))
-        if should_prune(self.study, self.trial_id, self.seed, seeds):
+        self.trial.report(value, step_of(epoch, self.seed, seeds))
+        if should_prune(self.study, self.number, self.seed, seeds):
             raise Pruned(f"pruned by the {self.settings.pruner} pruner after epoch {epoch}", epoch)
 
 
 def reporter_for(hydra_cfg: Any, output_dir: str, seed: int) -> EpochReporter | None:
     """The job's `EpochReporter` when the search sweeper launched it for a trial, else None."""
     env = hydra_cfg.job.env_set
-    if env.get(TRIAL_ID_ENV) is None or not is_search(hydra_cfg.sweeper):
+    if env.get(TRIAL_ENV) is None or not is_search(hydra_cfg.sweeper):
         return None
     settings = settings_of(hydra_cfg.sweeper)
-    return EpochReporter(settings, storage_url(settings, output_dir), str(env[STUDY_ENV]), int(env[TRIAL_ID_ENV]), seed)
+    return EpochReporter(settings, storage_url(settings, output_dir), str(env[STUDY_ENV]), int(env[TRIAL_ENV]), seed)

@@ -12,14 +12,13 @@ import sys
 import pytest
 
 from tests.e2e.test_backend_setup import TINY, WITHOUT_TENSORFLOW
-from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli
+from tests.helpers import EPOCH_METRICS, ROOT, accuracy_in_fresh_python, logged_model, mlflow_runs, run_cli
 
 ARTIFACTS = {
     "samples.png",
     "config.yaml",
     "curves.png",
     "reliability.png",
-    "model.weights.h5",
     "hydra",
     "initial_weights",
 }
@@ -35,6 +34,17 @@ def check_tracked_run(run, client, backend: str) -> None:
     tags = run.data.tags
     assert tags["keras_backend"] == backend and tags["accelerator"] == "cpu" and tags[f"{backend}_version"]
     assert run.data.params["backend"] == backend
+
+
+def assert_loads_and_predicts_as_the_run(client, run, backend: str, tmp_path) -> None:
+    """`mlflow.keras.load_model("runs:/<id>/model")` in a fresh process on the run's backend: the network's test
+    accuracy is the run's (its test pass; within one of the 10,000 images, for a prediction batched otherwise),
+    and loading it imported nothing of the harness."""
+    accuracy, harness = accuracy_in_fresh_python(f"runs:/{run.info.run_id}/model", backend, client.tracking_uri)
+    assert abs(accuracy - run.data.metrics["test_accuracy"]) <= 1.01e-4 and harness == []
+    model_dir = logged_model(client, run.info.run_id, tmp_path)
+    requirements = (model_dir / "requirements.txt").read_text()
+    assert f"{backend}==" in requirements and "keras==" in requirements  # given, not inferred
 
 
 def test_a_jax_job_runs_where_tensorflow_is_not_installed(tmp_path, real_data_dir):
@@ -69,6 +79,8 @@ def test_one_sweep_over_both_backends_in_one_process(tmp_path, real_data_dir):
     fingerprints = {r.data.tags["config_fingerprint"] for r in children.values()}
     assert len(fingerprints) == 2  # the backend is part of what a run computes
     assert len({r.data.tags["init_weights_sha256"] for r in children.values()}) == 1  # the same start
+    for backend, run in children.items():  # each network loads in a fresh Python, without the harness
+        assert_loads_and_predicts_as_the_run(client, run, backend, tmp_path)
     for run in children.values():
         rates = [
             m.value for m in sorted(client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def ui(shared_sweep):
-    """`mlflow ui` on the session's shared sweep (aug.alpha=0.1,0.2,0.4: tests/e2e/conftest.py)."""
-    out = shared_sweep.out
+@contextmanager
+def mlflow_ui(out: Path) -> Iterator[str]:
+    """`mlflow ui` on the SQLite store under `out` at a free loopback port; yields its URL."""
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
@@ -46,10 +47,17 @@ def ui(shared_sweep):
             assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
             time.sleep(0.5)
     try:
-        yield url, out, shared_sweep.log
+        yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ui(shared_sweep):
+    """`mlflow ui` on the session's shared sweep (aug.alpha=0.1,0.2,0.4: tests/e2e/conftest.py)."""
+    with mlflow_ui(shared_sweep.out) as url:
+        yield url, shared_sweep.out, shared_sweep.log
 
 
 def printed_link(output: str, url: str) -> str:

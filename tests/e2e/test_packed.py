@@ -15,15 +15,16 @@ import os
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, network_weights, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
 PACKED = ["-m", "hydra/launcher=packed"]
+SAMPLE_OFTEN = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"}  # MLflow's system metrics within a short job
+SYSTEM_CPU = "system/cpu_utilization_percentage"
 LOSSES = ("loss", "val_loss")  # per epoch, within a relative 1e-4
 ACCURACIES = {"accuracy": 512, "val_accuracy": 2000, "test_accuracy": 10000}  # within one image of these
 
@@ -45,11 +46,7 @@ def history(client: MlflowClient, run) -> dict[str, list[float]]:
 
 
 def weights(client: MlflowClient, run, tmp_path) -> list[np.ndarray]:
-    path = client.download_artifacts(run.info.run_id, "model.weights.h5", str(tmp_path / run.info.run_id))
-    arrays: list[np.ndarray] = []
-    with h5py.File(path) as file:
-        file.visititems(lambda name, node: arrays.append(node[()]) if isinstance(node, h5py.Dataset) else None)
-    return arrays
+    return [array for _, array in network_weights(client, run.info.run_id, tmp_path)]
 
 
 def assert_same_training(one: tuple, two: tuple, exact: bool = False) -> None:
@@ -68,7 +65,7 @@ def assert_same_training(one: tuple, two: tuple, exact: bool = False) -> None:
 @pytest.fixture(scope="module")
 def packed_sweep(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("packed")
-    result = run_cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL, f"paths.output_dir={out}")
+    result = run_cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL, f"paths.output_dir={out}", env=SAMPLE_OFTEN)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout + result.stderr
 
@@ -85,9 +82,12 @@ def test_a_packed_sweep_lands_ordinary_runs_that_an_unpacked_sweep_skips(packed_
         for key in EPOCH_METRICS:
             assert steps(client, run.info.run_id, key) == [1, 2], key
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model.weights.h5", "reliability.png", "curves.png", "samples.png", "config.yaml", "hydra"} <= artifacts
+        assert {"reliability.png", "curves.png", "samples.png", "config.yaml", "hydra"} <= artifacts
+        assert run.outputs.model_outputs  # every member of the pack logs its network as an MLflow Model
     assert len({r.data.tags["init_weights_sha256"] for r in runs}) == 2  # one per seed: none and mixup start equal
     assert not list(out.glob("backups/*/*"))  # finished members keep no checkpoint
+    # the machine is sampled once per process: on the pack's first member, not on each of its 4
+    assert sum(SYSTEM_CPU in r.data.metrics for r in runs) == 1
 
     again = run_cli("-m", "aug=none,mixup", "seed=0,1", *SMALL, f"paths.output_dir={out}")  # the basic launcher
     assert again.returncode == 0, again.stderr[-3000:]
@@ -102,9 +102,11 @@ def test_a_member_trains_as_it_would_alone(packed_sweep, tmp_path, real_data_dir
     client, _ = mlflow_runs(out)
     in_pack_of_4 = member(children(out), **{"aug.name": "mixup", "seed": "1"})
 
-    alone = run_cli("aug=mixup", "seed=1", *SMALL, f"paths.output_dir={tmp_path / 'alone'}")
+    alone = run_cli("aug=mixup", "seed=1", *SMALL, f"paths.output_dir={tmp_path / 'alone'}",
+                    "tracking.system_metrics=false", env=SAMPLE_OFTEN)  # fmt: skip
     assert alone.returncode == 0, alone.stderr[-3000:]
     (lone,) = children(tmp_path / "alone")
+    assert not any(key.startswith("system/") for key in lone.data.metrics)  # switched off
     lone_client, _ = mlflow_runs(tmp_path / "alone")
     assert lone.data.tags["pack_members"] == "1"
     assert lone.data.tags["config_fingerprint"] == in_pack_of_4.data.tags["config_fingerprint"]

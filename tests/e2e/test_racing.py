@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from playwright.sync_api import sync_playwright
 
-from tests.helpers import mlflow_runs, run_cli, run_report
+from mixup_sweeps.store.tracking import ui_runs_link
+from tests.e2e.test_mlflow_ui import CHROMIUM, CHROMIUM_ARGS, mlflow_ui
+from tests.helpers import EXPERIMENT, accuracy_in_fresh_python, mlflow_runs, run_cli, run_report
 from tests.integration.test_racing import RACE
 
 
@@ -51,3 +54,44 @@ def test_a_real_race_with_a_diverged_arm_records_its_rounds_resumes_and_reports(
     summary = pd.read_csv(next((tmp_path / "reports").glob("*/summary.csv")))
     assert set(summary["race_outcome"]) == {"winner"}  # the diverged arm has no FINISHED run to summarize
     assert "race: " in next((tmp_path / "reports").glob("*/report.md")).read_text()
+    winner_registered_and_loads_by_alias(client, children, parent, tmp_path)
+
+
+def winner_registered_and_loads_by_alias(client, children, parent, tmp_path) -> None:
+    """Issue 39: the race's winner is the registered model's `champion`: of its seeds the best on validation, once
+    however often the sweep or the report ran, the race's answer its description; `models:/<experiment>@champion`
+    in a fresh Python gives that run's test accuracy. The UI shows it (test_mlflow_ui.py)."""
+    versions = client.search_model_versions(f"name = '{EXPERIMENT}'")
+    assert len(versions) == 1  # the sweep, the same command again and the report: one version
+    champion = client.get_model_version_by_alias(EXPERIMENT, "champion")
+    arm = [r for r in children if r.data.params["trainer.learning_rate"] == "0.001"]
+    best = max(arm, key=lambda r: r.data.metrics["val_accuracy"])
+    assert champion.run_id == best.info.run_id and champion.tags["group"] == "trainer.learning_rate=0.001"
+    assert champion.tags["sweep_id"] == parent.data.tags["sweep_id"] and "race" in champion.description
+    assert client.get_run(parent.info.run_id).data.tags["registered_model"] == f"{EXPERIMENT}/1@champion"
+    accuracy, _ = accuracy_in_fresh_python(f"models:/{EXPERIMENT}@champion", "tensorflow", client.tracking_uri)
+    assert abs(accuracy - best.data.metrics["test_accuracy"]) <= 1.01e-4
+    ui_shows_the_model_the_champion_and_the_datasets(tmp_path, parent.info.experiment_id, champion, tmp_path)
+
+
+def ui_shows_the_model_the_champion_and_the_datasets(out, experiment_id, champion, shots) -> None:
+    """`mlflow ui` on the finished race, in Chromium: the runs table's dataset column, the winner's run page with
+    its logged model, the registered model's page with its `champion` version (screenshots: docs/images/)."""
+    with mlflow_ui(out) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(ui_runs_link(experiment_id, url), wait_until="domcontentloaded")
+        page.get_by_text("sweep ").first.wait_for(timeout=60_000)
+        page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand the parent
+        page.get_by_text("fashion_mnist-train").first.wait_for(timeout=30_000)  # the dataset column
+        page.screenshot(path=str(shots / "ui-runs-datasets.png"))
+
+        page.goto(f"{url}/#/experiments/{experiment_id}/runs/{champion.run_id}", wait_until="domcontentloaded")
+        page.get_by_text(champion.model_id).first.wait_for(timeout=60_000)  # its logged model
+        page.screenshot(path=str(shots / "ui-run-model.png"))
+
+        page.goto(f"{url}/#/models/{EXPERIMENT}", wait_until="domcontentloaded")
+        page.get_by_text("champion").first.wait_for(timeout=60_000)
+        page.get_by_text("Version 1").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "ui-registered-champion.png"))
+        browser.close()

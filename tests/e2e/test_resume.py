@@ -12,11 +12,10 @@ import subprocess
 import sys
 import time
 
-import h5py
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, network_weights, run_cli, steps
 
 RECIPE = ["trainer.optimizer=sgd", "trainer.learning_rate=0.05", "trainer.weight_decay=0.0005",
           "trainer.schedule=step", "trainer.milestones=[1]", "trainer.input_aug=crop_flip"]  # fmt: skip
@@ -29,13 +28,7 @@ def outcome(client: MlflowClient, run_id: str, tmp_path) -> tuple[dict, list]:
     metrics = {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)]
                for k in TRAINING_METRICS}  # fmt: skip
     metrics["test_accuracy"] = client.get_run(run_id).data.metrics["test_accuracy"]
-    path = client.download_artifacts(run_id, "model.weights.h5", str(tmp_path / run_id))
-    with h5py.File(path) as weights:
-        arrays = []
-        weights.visititems(
-            lambda name, node: arrays.append((name, node[()])) if isinstance(node, h5py.Dataset) else None
-        )
-    return metrics, arrays
+    return metrics, network_weights(client, run_id, tmp_path)
 
 
 def assert_same_outcome(first: tuple[dict, list], second: tuple[dict, list]) -> None:

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 
@@ -75,6 +76,21 @@ def test_every_trial_is_ordinary_runs_under_one_parent_and_the_bad_one_is_pruned
     assert study.trials[0].value == pytest.approx(
         next(r for r in trials if r.data.tags[tags.TRIAL] == "0").data.metrics["val_accuracy"]
     )
+    # issue 39: the trials in MLflow as Optuna users expect, and Optuna knows which runs each trial made
+    assert study.metric_names == ["val_accuracy"]
+    for run in trials:
+        number = int(run.data.tags[tags.TRIAL])
+        assert run.data.tags[tags.SEARCH_STUDY] == study.study_name
+        assert run.data.tags[tags.TRIAL_STATE] == states[number]
+        assert study.trials[number].user_attrs["mlflow_run_ids"] == [run.info.run_id]
+    ranked = mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string=f"tags.{tags.SEARCH_STUDY} = '{study.study_name}'",
+        order_by=["metrics.trial_value DESC"], tracking_uri=f"sqlite:///{out}/mlflow.db",
+    )  # fmt: skip
+    complete = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    assert list(ranked["tags.search_trial"][: len(complete)]) == [str(t.number) for t in complete]
+    assert list(ranked["metrics.trial_value"][: len(complete)]) == [t.value for t in complete]
+    assert ranked["metrics.trial_value"].isna().sum() == 1  # the pruned trial has no objective
 
 
 def _study_name(out: Path) -> str:
@@ -101,6 +117,22 @@ def test_the_winner_is_confirmed_on_seeds_the_search_never_used(searched):
     assert record["confirmation"]["delta"] == pytest.approx(delta)
     assert f"Δ {delta:+.4f}" in output  # the sweep's last lines say it
     assert "why the two differ" in output
+    # issue 39: the search registered its best configuration's best seed on validation, champion only when
+    # the confirmation's interval is above 0
+    (version,) = client.search_model_versions(f"name = '{EXPERIMENT}'")
+    alias = "champion" if record["confirmation"]["low"] > 0 else "candidate"
+    assert version.aliases == [alias] and version.tags["decided_by"].startswith(f"trial {best['number']}")
+    lr = str(best["params"]["trainer.learning_rate"])
+    same = [
+        r
+        for r in runs
+        if r.data.params["trainer.learning_rate"] == lr
+        and r.data.params["aug.name"] == "mixup"
+        and float(r.data.params["aug.alpha"]) == best["params"]["aug.alpha"]
+        and r.info.status == "FINISHED"
+    ]
+    assert len(same) == 3  # the trial's seed 0 and the two confirming seeds
+    assert version.run_id == max(same, key=lambda r: r.data.metrics["val_accuracy"]).info.run_id
 
 
 def test_the_report_has_the_search_answer_section_and_counts_the_pruned_run(searched):

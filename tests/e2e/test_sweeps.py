@@ -66,6 +66,7 @@ def test_metrics_per_epoch_and_at_the_end(alpha_sweep):
 def test_artifacts_and_tags(alpha_sweep):
     _, client, runs, _ = alpha_sweep
     _, children = split_parent(runs)
+    digests = []
     for run in children:
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {
@@ -73,7 +74,6 @@ def test_artifacts_and_tags(alpha_sweep):
             "samples.png",
             "curves.png",
             "reliability.png",
-            "model.weights.h5",
             "hydra",
             "initial_weights",
         } <= top
@@ -86,6 +86,25 @@ def test_artifacts_and_tags(alpha_sweep):
         assert tags["keras_backend"] == "tensorflow" and tags["accelerator"] == "cpu"
         assert len(tags["git_commit"]) >= 40 and tags["dataset.dir"]
         assert len(tags["dataset.sha256.train-images-idx3-ubyte.gz"]) == 64
+        # MLflow's own source tags (the UI's source and user columns) beside the harness's git_commit
+        assert tags["mlflow.source.git.commit"] == tags["git_commit"].removesuffix("-dirty")
+        assert tags["mlflow.source.name"].endswith("mixup_sweeps/run.py") and tags["mlflow.user"]
+        # the splits as MLflow datasets: the dataset column, digests of the split rule (the same for every α)
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "validation", "test"}
+        assert inputs["training"].name == "fashion_mnist-train" and inputs["training"].source_type == "local"
+        assert json.loads(inputs["training"].profile)["features_shape"] == [256, 28, 28, 1]
+        digests.append({context: dataset.digest for context, dataset in inputs.items()})
+        # the network as an MLflow Model, its test metrics linked to it
+        (output,) = run.outputs.model_outputs
+        model = client.get_logged_model(output.model_id)
+        assert model.source_run_id == run.info.run_id and model.name == "model"
+        linked = {m.key: m for m in model.metrics}
+        assert linked["test_accuracy"].value == run.data.metrics["test_accuracy"]
+        assert linked["test_accuracy"].dataset_digest == inputs["test"].digest
+    assert len({json.dumps(d, sort_keys=True) for d in digests}) == 1 and len(set(digests[0].values())) == 3
+    experiment = client.get_experiment(children[0].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
     assert len({r.data.tags["init_weights_sha256"] for r in children}) == 1  # same start for every alpha
     assert len({r.data.tags["config_fingerprint"] for r in children}) == 3
 

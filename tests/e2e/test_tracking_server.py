@@ -76,7 +76,7 @@ def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
     trial = study.ask({"x": __import__("optuna").distributions.FloatDistribution(0, 1)})
     job = (
         "from mixup_sweeps.sweeps.study import EpochReporter; from tests.unit.test_search import settings\n"
-        f"reporter = EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial._trial_id}, 0)\n"
+        f"reporter = EpochReporter(settings(storage={url!r}), {url!r}, 'pg-study', {trial.number}, 0)\n"
         "reporter(1, {'val_accuracy': 0.25}); reporter(2, {'val_accuracy': 0.5})\n"
     )
     subprocess.run([sys.executable, "-c", job], cwd=ROOT, check=True, capture_output=True, timeout=120)

@@ -33,8 +33,8 @@ def test_a_bad_search_from_the_command_line_is_one_line_exit_2_and_records_nothi
 def test_a_trial_left_running_by_a_dead_sweep_is_asked_again_and_not_counted(tmp_path):
     from mixup_sweeps.multirun.search import INTERRUPTED, OWNER, SearchRun
 
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    study = studies.open_study(settings(), url, "s")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")
+    study = studies.open_study(settings(), storage, "s")
     space = {"x": optuna.distributions.FloatDistribution(0, 1)}
     done = study.ask(space)
     study.tell(done, 0.5)
@@ -44,7 +44,7 @@ def test_a_trial_left_running_by_a_dead_sweep_is_asked_again_and_not_counted(tmp
     ghost.set_user_attr(OWNER, {"host": os.uname().nodename, "pid": str(dead.pid), "process_start": "1:1"})
     alive = study.ask(space)
     alive.set_user_attr(OWNER, liveness.process_tags())  # this test's own process: alive
-    SearchRun._recover(study)
+    SearchRun._recover(study, storage)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[ghost.number].state == optuna.trial.TrialState.FAIL and trials[ghost.number].user_attrs[INTERRUPTED]
     assert trials[alive.number].state == optuna.trial.TrialState.RUNNING  # another live sweep's trial is left alone

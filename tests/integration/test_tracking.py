@@ -125,3 +125,39 @@ def test_a_store_that_cannot_be_reached_is_one_line_at_once(tmp_path, multirun):
         assert len(errors) == 1 and "tracking.uri=" in errors[0] and what in errors[0], result.stderr[-2000:]
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("multirun/*/*"))
+
+
+def test_every_registered_dataset_is_logged_as_three_mlflow_datasets_with_their_source(tmp_path):
+    """Issue 39: whichever dataset a job reads (the registry's readers on small files in their published formats),
+    its training, validation and test splits become MLflow datasets of the run: named by the dataset and split,
+    tagged with their context, their source the file or folder read, their digest the split rule's."""
+    import numpy as np
+
+    from mixup_sweeps.data import datasets
+    from mixup_sweeps.store import networks
+    from tests.helpers import dataset_config, write_fake_dataset
+    from tests.published_formats import write_cifar10, write_folder
+
+    rng = np.random.default_rng(0)
+    colour = (rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8), np.arange(30) % 10)
+    grey = (rng.integers(0, 256, (30, 12, 12, 1), dtype=np.uint8), np.arange(30) % 3)
+    np.savez(tmp_path / "mine.npz", x_train=grey[0], y_train=grey[1], x_test=grey[0][:6], y_test=grey[1][:6])
+    sources = {
+        "fashion_mnist": write_fake_dataset(tmp_path / "fmnist"),
+        "cifar10": write_cifar10(tmp_path / "cifar", colour, (colour[0][:6], colour[1][:6])),
+        "npz": tmp_path / "mine.npz",
+        "folder": write_folder(tmp_path / "folder", {"train": grey, "test": (grey[0][:6], grey[1][:6])},
+                               ["a", "b", "c"]),
+    }  # fmt: skip
+    cfg = compose_config([f"paths.output_dir={tmp_path}"])
+    client, experiment_id = tracking.connect(cfg.tracking)
+    for name, path in sources.items():
+        dataset_cfg = dataset_config(path, name, val_size=5)
+        dataset = datasets.load(dataset_cfg)
+        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        networks.log_datasets(client, run_id, dataset, datasets.split_digests(dataset_cfg, dataset, 0))
+        logged = {i.tags[0].value: i.dataset for i in client.get_run(run_id).inputs.dataset_inputs}
+        assert set(logged) == {"training", "validation", "test"}, name
+        assert logged["training"].name == f"{name}-train" and logged["test"].name == f"{name}-test"
+        assert str(dataset.source_dir) in logged["training"].source, (name, logged["training"].source)
+        assert len({d.digest for d in logged.values()}) == 3

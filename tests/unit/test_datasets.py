@@ -202,3 +202,24 @@ def test_the_masks_fit_images_of_any_size(name):
             pasted = mixing.masks["pasted"]
             assert pasted.shape == (256, *size)
             np.testing.assert_allclose(mixing.own_share, 1 - pasted.reshape(256, -1).mean(axis=1), atol=1e-6)
+
+
+def test_a_splits_mlflow_digest_is_its_files_and_its_split_rule_not_where_it_was_found(tmp_path):
+    """Issue 39: the digest MLflow shows for each split names the files read (their sha256) and how the split was
+    cut from them; the same files elsewhere give the same digests, another split rule or noise seed others."""
+    one, two = write_fake_dataset(tmp_path / "one"), write_fake_dataset(tmp_path / "two")
+    cfg = dataset_config(one, val_size=20)
+    digests = datasets.split_digests(cfg, datasets.load(cfg), seed=0)
+    assert set(digests) == {"train", "val", "test"} and len(set(digests.values())) == 3
+    assert all(len(d) == 16 for d in digests.values())
+    moved = dataset_config(two, val_size=20)
+    assert datasets.split_digests(moved, datasets.load(moved), seed=0) == digests  # the path is not the data
+    assert datasets.split_digests(cfg, datasets.load(cfg), seed=1) == digests  # no noise: the seed cuts nothing
+    other = dataset_config(one, val_size=30)
+    assert datasets.split_digests(other, datasets.load(other), seed=0)["train"] != digests["train"]
+    noisy = dataset_config(one, val_size=20, label_noise=0.2)
+    by_seed = [datasets.split_digests(noisy, datasets.load(noisy, seed), seed) for seed in (0, 1)]
+    assert by_seed[0]["train"] != by_seed[1]["train"] and by_seed[0]["test"] == by_seed[1]["test"]
+    changed = write_fake_dataset(tmp_path / "three", seed=1)
+    cfg3 = dataset_config(changed, val_size=20)
+    assert datasets.split_digests(cfg3, datasets.load(cfg3), seed=0)["test"] != digests["test"]  # other files

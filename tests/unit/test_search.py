@@ -120,21 +120,21 @@ def test_the_median_pruner_compares_a_job_with_other_trials_at_the_same_epoch_an
         trial.report(seed0, studies.step_of(epoch, 0, 2))
         trial.report(seed1, studies.step_of(epoch, 1, 2))
     # epoch 2: seed 0's best 0.65 beats the finished trial's seed 0 (0.60); seed 1's 0.75 is below its 0.85
-    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=2)
-    assert studies.should_prune(study, trial._trial_id, seed=1, seeds=2)
+    assert not studies.should_prune(study, trial.number, seed=0, seeds=2)
+    assert studies.should_prune(study, trial.number, seed=1, seeds=2)
 
 
 def test_no_pruning_before_the_warmup_epoch_or_the_startup_trials():
     study, _ = _study("median", seeds=1)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     trial.report(0.1, studies.step_of(2, 0, 1))
-    assert not studies.should_prune(study, trial._trial_id, seed=0, seeds=1)  # no finished trial yet
+    assert not studies.should_prune(study, trial.number, seed=0, seeds=1)  # no finished trial yet
     _finished_trial(study, {0: [0.5, 0.6]}, seeds=1)
     late = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     late.report(0.1, studies.step_of(1, 0, 1))
-    assert not studies.should_prune(study, late._trial_id, seed=0, seeds=1)  # epoch 1: warm-up
+    assert not studies.should_prune(study, late.number, seed=0, seeds=1)  # epoch 1: warm-up
     late.report(0.1, studies.step_of(2, 0, 1))
-    assert studies.should_prune(study, late._trial_id, seed=0, seeds=1)
+    assert studies.should_prune(study, late.number, seed=0, seeds=1)
 
 
 def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
@@ -144,7 +144,7 @@ def test_the_wilcoxon_pruner_pairs_every_common_step_with_the_best_trial():
     for epoch in (1, 2, 3):
         for seed in range(3):
             trial.report(0.2 + 0.01 * seed, studies.step_of(epoch, seed, 3))
-    assert studies.should_prune(study, trial._trial_id, seed=0, seeds=3)
+    assert studies.should_prune(study, trial.number, seed=0, seeds=3)
 
 
 def test_a_storage_password_is_never_recorded():

@@ -26,12 +26,14 @@ from mixup_sweeps.data.datasets._base import (
     of,
     read_splits,
     register,
+    split_digests,
     with_label_noise,
 )
 from mixup_sweeps.data.datasets.idx import FILES, FashionMNIST
 
 __all__ = ["DATASETS", "FILES", "Arrays", "DataError", "DataSource", "Dataset", "FashionMNIST", "Split", "corrupt",
-           "find_data_dir", "load", "main", "of", "read_splits", "register", "with_label_noise"]  # fmt: skip
+           "find_data_dir", "load", "main", "of", "read_splits", "register", "split_digests",
+           "with_label_noise"]  # fmt: skip
 
 
 def find_data_dir(path: str | None = None, download: bool = False, name: str = "fashion_mnist") -> Path:

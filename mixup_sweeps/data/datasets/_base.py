@@ -11,6 +11,8 @@ one copy of the pixels per process, and the label noise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, fields, replace
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from mixup_sweeps.errors import ConfigError, require
 
@@ -267,6 +269,24 @@ def load(dataset_cfg: Any, seed: int = 0) -> Dataset:
     if source.label_noise > 0:
         return with_label_noise(clean, source.label_noise, clean.num_classes, seed, source.noisy_validation)
     return clean
+
+
+def split_digests(dataset_cfg: Any, dataset: Dataset, seed: int) -> dict[str, str]:
+    """Each split's identity ("train", "val", "test" -> 16 hex digits): the digests of the files read and the
+    rule that cut the split from them (the dataset's keys but where it was found, and the seed where it picked
+    noisy labels). The same files split the same way give the same digest on any machine, without hashing
+    the images again (MLflow's dataset digest)."""
+    given = OmegaConf.to_container(dataset_cfg, resolve=True) if OmegaConf.is_config(dataset_cfg) else dataset_cfg
+    assert isinstance(given, dict)
+    keys = {k: v for k, v in given.items() if k not in ("path", "download")}
+    noisy = float(keys.get("label_noise") or 0) > 0
+    digests = {}
+    for split in ("train", "val", "test"):
+        picked_by_seed = noisy and split != "test"  # test labels are never corrupted
+        rule = {"files": dataset.sha256, "keys": keys, "seed": seed if picked_by_seed else None, "split": split}
+        text = json.dumps(rule, sort_keys=True, default=str)
+        digests[split] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digests
 
 
 LABEL_NOISE_STREAM = 0x4E015E  # keeps the noise draws apart from every other use of the seed

@@ -61,19 +61,19 @@ def _head(x: Any, num_classes: int, hidden: dict) -> Any:
     return layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
 
 
-def _shortcut_a(stride: int, extra_channels: int, hidden: dict) -> Any:
+def _shortcut_a(x: Any, stride: int, extra_channels: int, hidden: dict) -> Any:
     """He et al.'s option A: the identity, subsampled by `stride` and zero-padded with `extra_channels`
-    (half on each side): no parameters, as in the paper's CIFAR networks."""
-    import keras
-    from keras import ops
+    (half on each side): no parameters, as in the paper's CIFAR networks. Built from Keras's own layers (a
+    1x1 pool with a stride subsamples; the channels padded as a 3-D volume), so a saved network loads in
+    any Python without this package (`mlflow.keras.load_model`)."""
+    from keras import layers
 
-    class ShortcutA(keras.layers.Layer):
-        def call(self, x: Any) -> Any:
-            x = x[:, ::stride, ::stride, :]
-            before = extra_channels // 2
-            return ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra_channels - before]])
-
-    return ShortcutA(**hidden)
+    x = layers.MaxPooling2D(pool_size=1, strides=stride, **hidden)(x)
+    height, width, channels = x.shape[1:]
+    before = extra_channels // 2
+    x = layers.Reshape((height, width, channels, 1), **hidden)(x)
+    x = layers.ZeroPadding3D(((0, 0), (0, 0), (before, extra_channels - before)), **hidden)(x)
+    return layers.Reshape((height, width, channels + extra_channels), **hidden)(x)
 
 
 @dataclass
@@ -135,7 +135,7 @@ class ResNet(_Residual):
         out = _apply(x, _conv(layers, width, 3, stride, hidden))
         out = layers.Activation("relu", **hidden)(layers.BatchNormalization(**hidden)(out))
         out = layers.BatchNormalization(**hidden)(_apply(out, _conv(layers, width, 3, 1, hidden)))
-        shortcut = x if stride == 1 and channels == width else _shortcut_a(stride, width - channels, hidden)(x)
+        shortcut = x if stride == 1 and channels == width else _shortcut_a(x, stride, width - channels, hidden)
         return layers.Activation("relu", **hidden)(layers.Add(**hidden)([out, shortcut]))
 
 
