@@ -130,8 +130,9 @@ def logged_model(client: MlflowClient, run_id: str, into: Path) -> Path:
     import mlflow.artifacts
 
     (output,) = client.get_run(run_id).outputs.model_outputs  # one network per run
+    location = client.get_logged_model(output.model_id).artifact_location  # `models:/` resolves globally
     return Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{output.model_id}", dst_path=str(into / run_id), tracking_uri=client.tracking_uri
+        artifact_uri=location, dst_path=str(into / run_id), tracking_uri=client.tracking_uri
     ))  # fmt: skip
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,20 +73,34 @@ def log_network(client: MlflowClient, run_id: str, network: keras.Model, images:
     network = portable(network)
     sample = images[:SIGNATURE_IMAGES]
     signature = infer_signature(sample, np.asarray(network.predict(sample, verbose=0)))
-    # Model.log finds the store and the experiment of the model globally (else ./mlruns, experiment 0)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
-    info = Model.log(
-        None,  # artifact_path: MLflow 3 names a logged model instead
-        name=MODEL_NAME,
-        flavor=mlflow.keras,
-        run_id=run_id,
-        model=network,
-        signature=signature,
-        pip_requirements=pip_requirements(backend),
-        step=-1,  # no metric is at step -1: `link_metrics` links the test metrics themselves
-    )
+    with _global_store(client, run_id):
+        info = Model.log(
+            None,  # artifact_path: MLflow 3 names a logged model instead
+            name=MODEL_NAME,
+            flavor=mlflow.keras,
+            run_id=run_id,
+            model=network,
+            signature=signature,
+            pip_requirements=pip_requirements(backend),
+            step=-1,  # no metric is at step -1: `link_metrics` links the test metrics themselves
+        )
     return str(info.model_id)
+
+
+@contextmanager
+def _global_store(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """MLflow's global store and experiment set to the run's for `Model.log`, which finds both globally (else it
+    writes to ./mlruns, experiment 0), then set back: `set_tracking_uri` also sets MLFLOW_TRACKING_URI in the
+    environment, which a later job of this process (`tracking=server`) would read."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: unset, the variable too
 
 
 def link_metrics(

@@ -72,10 +72,12 @@ def register_winner(
     version = _version_of_sweep(client, name, sweep_id)
     if version is None or version.run_id != run_id:
         _ensure_registered_model(client, name)
-        model_id = networks.logged_model_id(client, run_id)
+        model = client.get_logged_model(str(networks.logged_model_id(client, run_id)))
+        # the model's own artifact location: a `models:/` source is resolved through the global tracking URI
         version = client.create_model_version(
-            name, f"models:/{model_id}", run_id=run_id, tags=version_tags, description=description, model_id=model_id
-        )
+            name, model.artifact_location, run_id=run_id, tags=version_tags, description=description,
+            model_id=model.model_id,
+        )  # fmt: skip
     else:
         for key, value in version_tags.items():
             client.set_model_version_tag(name, version.version, key, value)

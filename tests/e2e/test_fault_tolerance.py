@@ -187,3 +187,21 @@ def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     one_line_exit_2(report, "is not an SQLite database")
     assert store.read_bytes() == before
+
+
+def test_a_run_whose_network_cannot_be_logged_ends_failed_never_finished_without_its_model(tmp_path, real_data_dir):
+    """Issue 39: the trained network is logged (an MLflow Model) before the test metrics and the end: where it
+    cannot be written (here a file stands where the store keeps its models), the run ends FAILED with the reason
+    in one line and its traceback, not FINISHED without its model."""
+    (tmp_path / "mlartifacts").mkdir()
+    (tmp_path / "mlartifacts" / "models").write_text("not a folder")
+    result = run_cli("aug=none", *TINY, f"paths.output_dir={tmp_path}")
+    assert result.returncode != 0
+    client, (run,) = mlflow_runs(tmp_path)
+    assert run.info.status == "FAILED" and "test_accuracy" not in run.data.metrics
+    assert run.data.tags["error"].startswith(("NotADirectoryError", "FileExistsError")), run.data.tags["error"]
+    assert "\n" not in run.data.tags["error"] and "traceback.txt" in {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    failed_lines = [line for line in (result.stdout + result.stderr).splitlines() if " - FAILED " in line]
+    assert len(failed_lines) == 1 and "mlartifacts/models" in failed_lines[0], result.stdout[-2000:]

@@ -87,11 +87,12 @@ def ui_shows_the_model_the_champion_and_the_datasets(out, experiment_id, champio
         page.screenshot(path=str(shots / "ui-runs-datasets.png"))
 
         page.goto(f"{url}/#/experiments/{experiment_id}/runs/{champion.run_id}", wait_until="domcontentloaded")
-        page.get_by_text(champion.model_id).first.wait_for(timeout=60_000)  # its logged model
+        page.get_by_text("Logged models (1)").first.wait_for(timeout=60_000)  # its network, an MLflow Model
+        page.get_by_text("fashion_mnist-test (#").first.wait_for(timeout=30_000)  # the test metrics' dataset
         page.screenshot(path=str(shots / "ui-run-model.png"))
 
         page.goto(f"{url}/#/models/{EXPERIMENT}", wait_until="domcontentloaded")
-        page.get_by_text("champion").first.wait_for(timeout=60_000)
-        page.get_by_text("Version 1").first.wait_for(timeout=30_000)
+        page.get_by_text("Version 1").first.wait_for(timeout=60_000)
+        page.get_by_text("@ champion").first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "ui-registered-champion.png"))
         browser.close()
