@@ -151,6 +151,7 @@ def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_
          "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
          "+hydra.launcher.ray_init.num_cpus=2",
          "+hydra.launcher.ray_init.include_dashboard=false", "+hydra.launcher.ray_init.address=local",
+         "+hydra.launcher.ray_init._node_ip_address=127.0.0.1",  # loopback: a sandbox's own IP may not connect
          f"paths.output_dir={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
