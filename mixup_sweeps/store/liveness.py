@@ -58,7 +58,18 @@ def heartbeat_limit(last_epoch_seconds: float | None, floor_s: float) -> float:
 
 
 def claim_run(client: MlflowClient, run_id: str) -> None:
-    """This process takes over a run (a resumed job, a continued sweep): RUNNING, with this process's tags."""
+    """This process takes over a run (a resumed job, a continued sweep): RUNNING, with this process's tags. Why it
+    stopped before (the `error` and `failure_reason` a ghost or a failure left) becomes history in
+    `interrupted_at`: the run is no longer failed, so it must not read as failed once it finishes."""
+    held = client.get_run(run_id).data.tags
+    if tags.ERROR in held or tags.FAILURE_REASON in held:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry = f"{stamp} {held.get(tags.FAILURE_REASON, 'stopped')}: {held.get(tags.ERROR, '')}".strip()
+        history = "\n".join(filter(None, [held.get(tags.INTERRUPTED_AT, ""), entry]))
+        client.set_tag(run_id, tags.INTERRUPTED_AT, history[-5000:])  # MLflow's tag limit: the latest kept
+        for key in (tags.ERROR, tags.FAILURE_REASON):
+            if key in held:
+                client.delete_tag(run_id, key)
     client.update_run(run_id, status="RUNNING")
     for key, value in process_tags().items():
         client.set_tag(run_id, key, value)

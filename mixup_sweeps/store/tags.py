@@ -15,6 +15,7 @@ FINGERPRINT = "config_fingerprint"  # what a run computes (config.config_fingerp
 SWEEP_ID = "sweep_id"  # on a parent and on each of its children
 GIT_COMMIT = "git_commit"  # the harness's commit, `-dirty` with local changes
 ERROR, FAILURE_REASON = "error", "failure_reason"  # why a run ended FAILED or KILLED
+INTERRUPTED_AT = "interrupted_at"  # a resumed run's earlier stops, one line each: time, reason, error
 PACK_MEMBERS = "pack_members"  # on a JAX run: how many jobs its packed program trained (1: alone)
 INIT_WEIGHTS_SHA256 = "init_weights_sha256"
 DATASET_DIR, DATASET_SHA256 = "dataset.dir", "dataset.sha256."  # the file or folder read; + file name

@@ -108,6 +108,10 @@ def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, t
     runs = [r for r in runs if r.data.params["aug.name"] == "mixup"]
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["pid"] != str(job.pid)  # the resuming process owns the run now
+    # issue 41: FINISHED, so no longer failed: the kill is history, not the run's error
+    assert "error" not in runs[0].data.tags and "failure_reason" not in runs[0].data.tags
+    if sig == signal.SIGKILL:
+        assert f"process_gone: process {job.pid} on " in runs[0].data.tags["interrupted_at"]
     for key in EPOCH_METRICS:
         assert steps(client, run_id, key) == [1, 2, 3], key  # none missing, none twice
     assert_same_outcome(outcome(client, run_id, tmp_path), uninterrupted(backend)[0])
