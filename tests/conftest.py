@@ -24,6 +24,8 @@ E2E = TESTS / "e2e"
 # when its last file does). A file not named here keeps its place after these.
 LONGEST_FIRST = ["test_cluster", "test_sweeps", "test_packed", "test_memorization", "test_fault_tolerance",
                  "test_packed_programs", "test_resume", "test_tracking_server", "test_search"]  # fmt: skip
+# ... and of the fast tiers (`make test-fast`: these two take most of a minute each), right after those
+LONGEST_FAST_FIRST = ["test_fingerprints", "test_fuzz_config"]
 
 # JAX's persistent compilation cache, one per suite run, shared by every test process and the jobs they start
 # (inherited through the environment): the tests train the same small programs again and again (a sweep, then
@@ -48,9 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def rank(item: pytest.Item) -> int:
         path = Path(str(item.path))
-        return (
-            LONGEST_FIRST.index(path.stem) if path.parent == E2E and path.stem in LONGEST_FIRST else len(LONGEST_FIRST)
-        )
+        if path.parent == E2E and path.stem in LONGEST_FIRST:
+            return LONGEST_FIRST.index(path.stem)
+        if path.parent != E2E and path.stem in LONGEST_FAST_FIRST:
+            return len(LONGEST_FIRST) + LONGEST_FAST_FIRST.index(path.stem)
+        return len(LONGEST_FIRST) + len(LONGEST_FAST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep the order of testpaths (e2e, integration, unit)
 
