@@ -63,7 +63,6 @@ class SearchRun:
         self.settings_node: dict[str, Any] = OmegaConf.to_container(merged)  # type: ignore[assignment]
         self.started = time.time()
         self.job_idx = 0
-        self.storage: Any = None  # the study's Optuna storage, once the search opened it
         self.study_name = ""
         self._mlflow: tuple[MlflowClient, str] | None = None
 
@@ -78,14 +77,14 @@ class SearchRun:
         name = study_name(settings, sweep_fingerprint(self.sweeper.config))
         import optuna  # loaded by a search only
 
-        self.storage = optuna.storages.RDBStorage(url)
+        storage = optuna.storages.RDBStorage(url)
         self.study_name = name
-        study = open_study(settings, self.storage, name)
+        study = open_study(settings, storage, name)
         name_metric(study, settings)
         study.sampler = make_sampler(settings, trials_so_far=len(study.get_trials(deepcopy=False)))
         log.info("Search: study %r in %s, %d trials of %d seeds", name, shown_url(url), settings.n_trials,
                  settings.seeds_per_trial)  # fmt: skip
-        self._recover(study, self.storage)
+        self._recover(study, storage)
         parallel = jobs_at_once(self.sweeper.launcher, self.sweeper.config.hydra.launcher)
         per_launch = max(1, parallel // settings.seeds_per_trial)
         seeds = range(settings.seeds_per_trial)

@@ -115,11 +115,11 @@ class VariantsRun:
         record = racing.to_record(result, names.__getitem__, epochs)
         for entry, group in zip(record["arms"], result.arms):  # the report finds each arm's group by these
             entry["overrides"] = list(group)  # type: ignore[call-overload]
-        self._tag_parent(tags.RACE_RESULT, json.dumps(record))
         for line in record["lines"]:
             log.info("Race: %s", line)
-        if found := self._parent():
+        if found := self._parent():  # the outcome on the parent (the sweep's last lines read it), the winner registered
             client, experiment_id, parent = found
+            client.set_tag(parent.info.run_id, tags.RACE_RESULT, json.dumps(record))
             runs = tracking.sweep_runs(client, experiment_id, parent)
             registry.register_winner(client, parent, runs, winner.race_winner(record), "\n".join(record["lines"]))
         return outcomes

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlflow.entities import DatasetInput, InputTag, Metric
+from mlflow.entities import DatasetInput, InputTag, Metric, Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -116,9 +116,9 @@ def link_metrics(
     client.log_batch(run_id, metrics=batch)
 
 
-def logged_model_id(client: MlflowClient, run_id: str) -> str | None:
-    """The id of the run's logged network (None for a run of the harness before MLflow Models)."""
-    run = client.get_run(run_id)
+def logged_model_id(run: Run) -> str | None:
+    """The id of the run's logged network (None for a run of the harness before MLflow Models). A run from
+    `search_runs` carries its outputs: no request per run."""
     outputs = run.outputs.model_outputs if run.outputs is not None else []
     return outputs[-1].model_id if outputs else None
 

@@ -50,12 +50,10 @@ def register_winner(
     run of the group has a logged model: a store from before MLflow Models, or every seed failed)."""
     if chosen is None:
         return None
-    scores = {
-        run.info.run_id: run.data.metrics.get(chosen.score, float("nan"))
-        for run in runs
-        if run.info.status == "FINISHED" and chosen.selects(run.data.params)
-    }
-    run_id = next((r for r in chosen.ranked(scores) if networks.logged_model_id(client, r)), None)
+    seeds = [run for run in runs if run.info.status == "FINISHED" and chosen.selects(run.data.params)]
+    model_ids = {run.info.run_id: model_id for run in seeds if (model_id := networks.logged_model_id(run))}
+    scores = {run.info.run_id: run.data.metrics.get(chosen.score, float("nan")) for run in seeds}
+    run_id = next((r for r in chosen.ranked(scores) if r in model_ids), None)
     if run_id is None:
         log.warning("no network registered: no finished run of %s has a logged model", chosen.label)
         return None
@@ -72,7 +70,7 @@ def register_winner(
     version = _version_of_sweep(client, name, sweep_id)
     if version is None or version.run_id != run_id:
         _ensure_registered_model(client, name)
-        model = client.get_logged_model(str(networks.logged_model_id(client, run_id)))
+        model = client.get_logged_model(model_ids[run_id])
         # the model's own artifact location: a `models:/` source is resolved through the global tracking URI
         version = client.create_model_version(
             name, model.artifact_location, run_id=run_id, tags=version_tags, description=description,

@@ -45,10 +45,6 @@ class TrainResult:
         """The calibration literature's name for the test loss: mean -log p(true class)."""
         return self.test_loss
 
-    def save_weights(self, path: Path) -> None:
-        """The trained network's weights as a .weights.h5 file (the same file whichever engine trained it)."""
-        self.trained_network().save_weights(path)
-
 
 @dataclass
 class Member:
