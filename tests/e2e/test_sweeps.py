@@ -102,6 +102,7 @@ def test_artifacts_and_tags(alpha_sweep):
         linked = {m.key: m for m in model.metrics}
         assert linked["test_accuracy"].value == run.data.metrics["test_accuracy"]
         assert linked["test_accuracy"].dataset_digest == inputs["test"].digest
+        assert linked["train_images_per_second"].dataset_digest is None  # not measured on the test set
     assert len({json.dumps(d, sort_keys=True) for d in digests}) == 1 and len(set(digests[0].values())) == 3
     experiment = client.get_experiment(children[0].info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
