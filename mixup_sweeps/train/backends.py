@@ -199,6 +199,25 @@ def op_determinism(deterministic: bool) -> None:
         log.info("TensorFlow op determinism stays on in this process (an earlier job turned it on)")
 
 
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)`; first, in a job of another backend where TensorFlow has not started,
+    Keras is told that TensorFlow is not there, so that it stays unstarted.
+
+    Keras asks "is TensorFlow installed?" by importing it (its `module_utils.tensorflow.available`): to seed it
+    here, and again whenever it serializes a layer (saving the logged model) to rule out TensorFlow shapes. In a
+    JAX job that costs ~7 CPU-seconds of imports a process, for a seed nothing reads and shapes that cannot exist:
+    no object of an unstarted TensorFlow does. The answer is Keras's private state; a backend switch imports Keras
+    anew and so asks again.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
+        from keras.src.utils import module_utils
+
+        module_utils.tensorflow._available = False
+    keras.utils.set_random_seed(seed)
+
+
 def versions() -> dict[str, str]:
     """Tags: Keras, its backend, and the backend library's version."""
     import keras

@@ -116,9 +116,7 @@ INTERRUPTS = Interrupts()
 # --- seeding --------------------------------------------------------------------------------------------
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with `deterministic`, deterministic ops (`backends.op_determinism`)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
+    backends.set_random_seed(seed)
     backends.op_determinism(deterministic)
 
 

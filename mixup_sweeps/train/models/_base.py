@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mixup_sweeps import files
 from mixup_sweeps.errors import require
+from mixup_sweeps.train import backends
 
 if TYPE_CHECKING:
     import keras
@@ -109,15 +110,13 @@ def create_initial_weights(
     cache_dir: Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int, seed: int
 ) -> Path:
     """The initial-weights file in `cache_dir`, created first if no job on this machine has (safe across processes)."""
-    import keras
-
     path = initial_weights_path(cache_dir, model_cfg, input_shape, num_classes, seed)
     if path.exists():
         return path
     # a second job waits here, then finds the file
     with files.file_lock(path.with_suffix(".lock"), INITIAL_WEIGHTS_LOCK_TIMEOUT_S, f"creating {path.name}"):
         if not path.exists():
-            keras.utils.set_random_seed(seed)
+            backends.set_random_seed(seed)
             model = build_model(model_cfg, input_shape, num_classes)
             with files.atomic_path(path) as tmp:
                 model.save_weights(tmp)
