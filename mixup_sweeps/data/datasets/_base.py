@@ -165,7 +165,8 @@ class DataSource:
         if self.path:
             where = Path(self.path).expanduser()
             if not self.present(where):
-                raise DataError(f"dataset.path={self.path}: {self.missing(where)}; {self.how_to_get()}")
+                shown = self.path if str(self.path).isprintable() else repr(self.path)  # one line, whatever was typed
+                raise DataError(f"dataset.path={shown}: {self.missing(where)}; {self.how_to_get()}")
             return where
         candidates = self.places()
         for where in candidates:
