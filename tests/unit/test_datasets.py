@@ -228,5 +228,5 @@ def test_a_splits_mlflow_digest_is_its_files_and_its_split_rule_not_where_it_was
 def test_a_path_typed_with_a_line_break_is_still_one_line(tmp_path):
     """Found by the config fuzzer: `dataset.path='\n'` was echoed as typed, a two-line error."""
     with pytest.raises(DataError, match=r"dataset.path='\\n': no such file") as info:
-        datasets.load(dataset_config("\n", "npz", val_size=1))
+        datasets.load(dataset_config("'\n'", "npz", val_size=1))  # quoted, as the fuzzer typed it
     assert "\n" not in str(info.value)
