@@ -5,6 +5,8 @@ this class is what Hydra finds. (Not `hydra/sweeper=optuna`: that name is hydra-
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 from hydra_plugins.mixup_sweeps_search.config import SearchSweeperConf  # noqa: F401  (registers the schema)
 
@@ -19,3 +21,9 @@ class SearchSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.run.sweep(arguments)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        from mixup_sweeps.multirun.sharing import SharingLauncher  # jobs another process claimed: deferred
+
+        self.launcher = SharingLauncher(self.launcher)  # type: ignore[assignment]

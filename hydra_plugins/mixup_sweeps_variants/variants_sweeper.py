@@ -6,6 +6,8 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
 
 from hydra_plugins.mixup_sweeps_variants.config import VariantsSweeperConf  # noqa: F401  (registers the schema)
 
@@ -32,3 +34,9 @@ class VariantsSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.run.sweep(arguments, super().sweep)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        from mixup_sweeps.multirun.sharing import SharingLauncher  # jobs another process claimed: deferred
+
+        self.launcher = SharingLauncher(self.launcher)  # type: ignore[assignment]

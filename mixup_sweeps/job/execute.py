@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
@@ -56,6 +57,7 @@ def execute(jobs: list[Job]) -> list[Outcome | BaseException]:
                     raise RuntimeError("the training engine ended without a result for this job")
                 recorded = record.record_results(job, result)
                 job.client.set_terminated(job.run_id, "FINISHED")
+                shutil.rmtree(job.backup_dir, ignore_errors=True)  # after FINISHED: nothing left to resume
                 final = {**result.history[-1], **recorded}
                 outcomes[i] = outcome(final, [epoch.get("val_accuracy", float("nan")) for epoch in result.history])
                 job.log(logging.INFO, "done %s: test_accuracy=%.4f in %.1f s (run %s)",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +26,8 @@ from mixup_sweeps.config import config_fingerprint
 from mixup_sweeps.data import datasets
 from mixup_sweeps.job.compose import check_model_fits, validate
 from mixup_sweeps.job.context import Job, Outcome, outcome
-from mixup_sweeps.store import liveness, networks, tags, tracking
-from mixup_sweeps.sweeps import identity, progress, search, study
+from mixup_sweeps.store import claims, liveness, networks, tags, tracking
+from mixup_sweeps.sweeps import identity, progress, search, sharing, study
 from mixup_sweeps.sweeps.overrides import job_run_name, task_overrides
 from mixup_sweeps.train import backends, training
 
@@ -46,8 +48,21 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     backup_dir = output_dir / "backups" / fingerprint
     trial_tags = search_run_tags(hydra_cfg)
     diverged_is_final = identity.races(hydra_cfg.sweeper) or bool(trial_tags)
-    checkpointed = training.has_checkpoint(backup_dir)
-    decision = decide(client, experiment_id, fingerprint, checkpointed, cfg.resume, diverged_is_final)
+    decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume,
+                      diverged_is_final)  # fmt: skip
+    claim = None
+    while decision.action in ("start", "resume") and cfg.resume:  # this job trains: claimed first, or waited for
+        claim = claims.claim(client, experiment_id, JOB_SUBJECT + fingerprint, held_by(client, experiment_id, cfg))
+        if not claim.mine():
+            if sharing.defers(hydra_cfg):
+                log.info("later %s: %s trains it (claim %s)", name, claim.describe(), claim.name)
+                return {sharing.DEFERRED: 1.0}
+            _wait_for(claim, held_by(client, experiment_id, cfg), name)
+        # what the claim's last owner left (a finished run, a checkpoint), or what another process did meanwhile
+        decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume,
+                          diverged_is_final)  # fmt: skip
+        if claim.mine():
+            break
     if decision.action == "diverged":  # a race's or a search's fact about its arm: the sweeper scores it
         assert decision.run is not None
         log.info("skip %s: diverged already as run %s (a race or search does not train it again)",
@@ -69,6 +84,8 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     backends.set_threads(threads, cfg.backend)
     log.debug("%d threads (%s)", threads, source)
     run_id = _open_run(decision, client, experiment_id, cfg, dataset, name, parent, backup_dir)
+    if claim is not None:
+        client.set_tag(run_id, tags.CLAIM, claim.name)
     for key, value in trial_tags.items():
         client.set_tag(run_id, key, value)
     parent_run_id = parent.info.run_id if parent is not None else None
@@ -76,6 +93,32 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     reporter = study.reporter_for(hydra_cfg, str(output_dir), cfg.seed)
     log_file = job_dir / f"{hydra_cfg.job.name}.log"
     return Job(cfg, dataset, client, run_id, parent_run_id, name, job_dir, output_dir, backup_dir, reporter, log_file)
+
+
+JOB_SUBJECT = "job-"  # + the config fingerprint: the claim on one computation
+
+
+def held_by(client: MlflowClient, experiment_id: str, cfg: DictConfig) -> Callable[[claims.Claim], bool]:
+    """A job's claim holds while its owner lives and the run it opened under the claim has not ended: an owner
+    whose job failed or was interrupted has let go (the next claimant reruns or resumes it)."""
+
+    def held(claim: claims.Claim) -> bool:
+        runs = client.search_runs([experiment_id], filter_string=f"tags.{tags.CLAIM} = '{claim.name}'", max_results=1)
+        if runs and runs[0].info.status != "RUNNING":
+            return False
+        beat = runs[0].data.tags.get(tags.HEARTBEAT, "") if runs else ""
+        heartbeat = float(beat) if beat.replace(".", "", 1).isdigit() else None
+        epoch = runs[0].data.metrics.get("epoch_seconds") if runs else None
+        return claim.owner_alive(heartbeat, liveness.heartbeat_limit(epoch, cfg.tracking.heartbeat_timeout_s))
+
+    return held
+
+
+def _wait_for(claim: claims.Claim, held: Callable[[claims.Claim], bool], name: str) -> None:
+    """Wait while another process trains this job: a sweep needs its result, not a second training of it."""
+    log.info("wait %s: %s trains it (claim %s); its result is this job's", name, claim.describe(), claim.name)
+    while held(claim):
+        time.sleep(sharing.POLL_S)
 
 
 def with_data_shape(cfg: DictConfig, dataset: datasets.Dataset) -> None:

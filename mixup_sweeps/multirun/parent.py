@@ -10,7 +10,10 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import socket
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,8 +27,8 @@ from omegaconf import DictConfig
 
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun.preflight import check_sweeper
-from mixup_sweeps.store import liveness, tags, tracking
-from mixup_sweeps.sweeps import identity
+from mixup_sweeps.store import claims, liveness, tags, tracking
+from mixup_sweeps.sweeps import identity, sharing
 from mixup_sweeps.sweeps.overrides import task_overrides
 from mixup_sweeps.sweeps.until import describe_seeds_until
 
@@ -64,22 +67,54 @@ class SweepParentCallback(Callback):
         fingerprint = identity.sweep_fingerprint(config)
         parent = tracking.find_parent(client, experiment_id, sweep_dir)
         if parent is None and config.get("resume", False):
-            parent = tracking.find_parent(client, experiment_id, fingerprint=fingerprint)
-        if parent is not None:  # the same sweep again: its parent collects old and new runs
+            parent = self._shared_parent(config, fingerprint, sweep_dir)
+        if self.parent_run_id is not None:  # made just now by this process
+            sweep_id = client.get_run(self.parent_run_id).data.tags[tags.SWEEP_ID]
+        elif parent is not None:  # the same sweep again, or at once in another process: one parent collects its runs
             self.parent_run_id = parent.info.run_id
-            client.set_tag(self.parent_run_id, tags.SWEEP_DIR, sweep_dir)  # where this session's jobs look
-            liveness.claim_run(client, self.parent_run_id)
+            client.set_tag(self.parent_run_id, tracking.sweep_dir_tag(sweep_dir), sweep_dir)  # this session's jobs
+            if parent.info.status != "RUNNING":  # continued after it ended: this process runs it now
+                liveness.claim_run(client, self.parent_run_id)
             sweep_id = parent.data.tags[tags.SWEEP_ID]
-            log.info("sweep %s continues (resume=true): finished jobs are skipped", sweep_id)
+            log.info("sweep %s continues (resume=true): finished jobs are skipped, claimed ones waited for", sweep_id)
         else:
-            sweep_id = f"{Path(sweep_dir).name}-{uuid.uuid4().hex[:6]}"
-            self.parent_run_id = client.create_run(
-                experiment_id, run_name=f"sweep {sweep_id}", tags=_parent_tags(config, sweep_id, sweep_dir, fingerprint)
-            ).info.run_id
+            sweep_id = self._new_parent(config, sweep_dir, fingerprint)
+        assert self.parent_run_id is not None
+        client.set_tag(self.parent_run_id, _participant_tag(), json.dumps(_me()))
         log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
         self.ui_link = tracking.ui_runs_link(experiment_id, tracking.ui_url_for(config.tracking.uri))
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
         atexit.register(self._finish, completed=False)
+
+    def _new_parent(self, config: DictConfig, sweep_dir: str, fingerprint: str, claim: str = "") -> str:
+        assert self.client is not None
+        sweep_id = f"{Path(sweep_dir).name}-{uuid.uuid4().hex[:6]}"
+        parent_tags = _parent_tags(config, sweep_id, sweep_dir, fingerprint)
+        if claim:
+            parent_tags[tags.CLAIM] = claim
+        self.parent_run_id = self.client.create_run(
+            self.experiment_id, run_name=f"sweep {sweep_id}", tags=parent_tags
+        ).info.run_id
+        return sweep_id
+
+    def _shared_parent(self, config: DictConfig, fingerprint: str, sweep_dir: str) -> Run | None:
+        """The parent of the same sweep command (resume), or None once this process made it: two processes
+        that start one sweep at once claim making its parent (`store.claims`); the other waits for it."""
+        assert self.client is not None
+        client, floor = self.client, config.tracking.heartbeat_timeout_s
+
+        def held(claim: claims.Claim) -> bool:  # its maker lives and has not made it yet
+            return tracking.find_parent(client, self.experiment_id, fingerprint=fingerprint) is None and (
+                claim.owner_alive(None, floor)
+            )
+
+        while (parent := tracking.find_parent(client, self.experiment_id, fingerprint=fingerprint)) is None:
+            claim = claims.claim(client, self.experiment_id, SWEEP_SUBJECT + fingerprint, held)
+            if claim.mine():
+                self._new_parent(config, sweep_dir, fingerprint, claim.name)
+                return None
+            time.sleep(sharing.POLL_S)
+        return parent
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(completed=True)
@@ -92,8 +127,18 @@ class SweepParentCallback(Callback):
         for run in sorted(tracking.child_runs(client, self.experiment_id, run_id), key=lambda r: r.info.start_time):
             latest[run.data.tags.get(tags.FINGERPRINT, run.info.run_id)] = run
         children = list(latest.values())
+        client.delete_tag(run_id, _participant_tag())
+        others = _live_participants(client.get_run(run_id).data.tags)
+        if others:  # another process still works on this sweep: the last one to end decides its status
+            liveness.hand_over(client, run_id, others[0])
+            log.info("sweep parent run %s stays RUNNING: process %s on %s still works on this sweep", run_id,
+                     others[0].get(tags.PID), others[0].get(tags.HOST))  # fmt: skip
+            for line in _answer_lines(client.get_run(run_id).data.tags):
+                log.info("%s", line)
+            return
         counts = Counter(self.status(r) for r in children)
         ok = completed and set(counts) <= ENDED_WELL
+        liveness.claim_run(client, run_id)  # a kill -9 of an earlier process: history (interrupted_at), not error
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
         log.info("sweep parent run %s ended %s: %s", run_id, "FINISHED" if ok else "FAILED", summary)
@@ -106,6 +151,24 @@ class SweepParentCallback(Callback):
             log.info("%s", line)
         if lines:  # the run's description in the UI (the report replaces it with report.md's opening)
             client.set_tag(run_id, MLFLOW_RUN_NOTE, "\n".join(["## Answer", "", *(f"- {line}" for line in lines)]))
+
+
+SWEEP_SUBJECT = "sweep-"  # + the sweep fingerprint: the claim on making a sweep's parent
+
+
+def _me() -> dict[str, str]:
+    return {k: v for k, v in liveness.process_tags().items() if k != tags.HEARTBEAT}
+
+
+def _participant_tag() -> str:
+    return f"{tags.PARTICIPANT}{socket.gethostname()}.{os.getpid()}"
+
+
+def _live_participants(parent_tags: dict[str, str]) -> list[dict[str, str]]:
+    """The other processes that work on this sweep now (their participant tags; on another host taken as live:
+    a process there that died is found by its jobs' heartbeats)."""
+    found = [json.loads(v) for k, v in parent_tags.items() if k.startswith(tags.PARTICIPANT)]
+    return [p for p in found if liveness.alive(p)]
 
 
 def _parent_tags(config: DictConfig, sweep_id: str, sweep_dir: str, fingerprint: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ KILLED. (The file locks that name their holder are `files.file_lock`.)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -52,6 +53,23 @@ def process_tags() -> dict[str, str]:
     }
 
 
+def alive(owner: dict[str, str]) -> bool:
+    """Whether the process named by `owner`'s tags (host, pid, process_start) still runs; one on another host is
+    taken as alive (from here only its heartbeats can tell)."""
+    if owner.get(tags.HOST) != socket.gethostname():
+        return True
+    pid, started = str(owner.get(tags.PID, "")), owner.get(tags.PROCESS_START, "")
+    now = process_start(int(pid)) if pid.isdigit() else None
+    return now is not None and (not started or now in ("alive", started))
+
+
+def hand_over(client: MlflowClient, run_id: str, owner: dict[str, str]) -> None:
+    """Make another live process the owner of a RUNNING run (a sweep parent whose last worker is not this one)."""
+    for key in (tags.HOST, tags.PID, tags.PROCESS_START):
+        if key in owner:
+            client.set_tag(run_id, key, str(owner[key]))
+
+
 def heartbeat_limit(last_epoch_seconds: float | None, floor_s: float) -> float:
     """How long a run may stay silent: HEARTBEAT_EPOCHS of its own last epoch, at least `floor_s`."""
     return max(floor_s, HEARTBEAT_EPOCHS * (last_epoch_seconds or 0.0))
@@ -86,12 +104,13 @@ def end_ghost_runs(client: MlflowClient, experiment_id: str, heartbeat_timeout_s
     ghosts = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
         held = run.data.tags
+        if held.get(tags.PARENT) == "true" and any(
+            alive(json.loads(v)) for k, v in held.items() if k.startswith(tags.PARTICIPANT)
+        ):
+            continue  # a sweep some process still works on (its maker may be gone: another carries it on)
         if held.get(tags.HOST) == host:
-            pid, started = held.get(tags.PID, ""), held.get(tags.PROCESS_START, "")
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            now = process_start(int(pid))
-            if now is not None and not (started and now not in ("alive", started)):
+            pid = held.get(tags.PID, "")
+            if not pid.isdigit() or int(pid) == os.getpid() or alive(held):
                 continue  # alive, and the same process (not a reused pid)
             message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
             reason = "process_gone"

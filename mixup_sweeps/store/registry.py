@@ -10,6 +10,7 @@ that decided with confidence. Registering is idempotent per sweep: the same swee
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.store import networks, tags
+from mixup_sweeps.store import claims, liveness, networks, tags
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def register_winner(
     description = f"**{chosen.alias}** of sweep {sweep_id} ({chosen.why}): {chosen.label}\n\n{answer}"[:5000]
     version = _version_of_sweep(client, name, sweep_id)
     if version is None or version.run_id != run_id:
+        version = _made_elsewhere(client, parent.info.experiment_id, name, sweep_id, run_id)
+    if version is None or version.run_id != run_id:
         _ensure_registered_model(client, name)
         model = client.get_logged_model(model_ids[run_id])
         # the model's own artifact location: a `models:/` source is resolved through the global tracking URI
@@ -84,6 +87,24 @@ def register_winner(
     client.set_tag(parent.info.run_id, tags.REGISTERED_MODEL, f"{name}/{version.version}@{chosen.alias}")
     log.info("registered %s version %s (@%s): %s, run %s", name, version.version, chosen.alias, chosen.label, run_id)
     return version
+
+
+def _made_elsewhere(
+    client: MlflowClient, experiment_id: str, name: str, sweep_id: str, run_id: str
+) -> ModelVersion | None:
+    """The version another process of the same sweep (the same command at once) is registering for `run_id`,
+    once it exists; None when this process is the one to make it (`store.claims`: one of them does)."""
+
+    def made() -> ModelVersion | None:
+        version = _version_of_sweep(client, name, sweep_id)
+        return version if version is not None and version.run_id == run_id else None
+
+    subject = f"register-{sweep_id}-{run_id}"
+    while not claims.claim(client, experiment_id, subject, lambda claim: liveness.alive(claim.owner)).mine():
+        if (version := made()) is not None:
+            return version
+        time.sleep(1.0)
+    return made()
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:

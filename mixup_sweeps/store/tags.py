@@ -26,10 +26,13 @@ ACCELERATOR = "accelerator"
 # Which process owns a run (`liveness`) -----------------------------------------------------------------------
 HOST, PID, PROCESS_START = "host", "pid", "process_start"
 HEARTBEAT = "heartbeat"  # epoch seconds of the owner's last sign of life: at start and after every epoch
+CLAIM = "claim"  # `<subject>/<generation>`: the claim (`store.claims`) under which this run was opened or resumed
 
 # A sweep's parent run (`multirun.parent`) --------------------------------------------------------------------
 PARENT = "sweep_parent"  # "true" on a sweep's parent run, which has no epochs to beat with
-SWEEP_DIR = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory
+SWEEP_DIR = "sweep_dir"  # how a job finds its sweep's parent: same absolute sweep directory (the first session's)
+SWEEP_DIR_OF = "sweep_dir."  # + a hash of the directory: one per session (process) that runs the sweep
+PARTICIPANT = "participant."  # + host.pid: a process working on the sweep now (JSON: host, pid, process_start)
 SWEEP_FINGERPRINT = "sweep_fingerprint"  # the same sweep command again -> the same parent (resume)
 SWEEP_KEYS = "sweep_keys"
 SWEEP_OVERRIDES = "sweep_overrides"

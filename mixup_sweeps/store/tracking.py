@@ -9,6 +9,7 @@ Which process owns a run is `liveness`; every tag name is in `tags`. A sweep's p
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -286,20 +287,31 @@ def end_pruned_run(client: MlflowClient, run_id: str, epoch: int, why: str) -> N
     client.set_terminated(run_id, "KILLED")
 
 
+def sweep_dir_tag(sweep_dir: str) -> str:
+    """The parent's tag naming one session's sweep directory: every process that joins a sweep (the same command
+    again, or at once on another machine) adds its own, so each process's jobs find the one parent."""
+    return tags.SWEEP_DIR_OF + hashlib.sha256(sweep_dir.encode()).hexdigest()[:12]
+
+
 def find_parent(
     client: MlflowClient, experiment_id: str, sweep_dir: str | None = None, fingerprint: str | None = None
 ) -> Run | None:
-    """The parent run of the sweep writing to sweep_dir, or (for resume) of the same sweep command."""
-    where = (
-        f"tags.{tags.SWEEP_DIR} = '{sweep_dir}'" if sweep_dir else f"tags.{tags.SWEEP_FINGERPRINT} = '{fingerprint}'"
-    )
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.{tags.PARENT} = 'true' and {where}",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    """The parent run of the sweep writing to sweep_dir, or (for resume) of the same sweep command. A parent of
+    a store from before several processes could share a sweep names its directory in `sweep_dir` alone."""
+    if sweep_dir:
+        wheres = [f"tags.`{sweep_dir_tag(sweep_dir)}` = '{sweep_dir}'", f"tags.{tags.SWEEP_DIR} = '{sweep_dir}'"]
+    else:
+        wheres = [f"tags.{tags.SWEEP_FINGERPRINT} = '{fingerprint}'"]
+    for where in wheres:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.{tags.PARENT} = 'true' and {where}",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0]
+    return None
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:

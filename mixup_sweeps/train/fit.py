@@ -29,7 +29,7 @@ def train(members: Sequence[Member]) -> None:
 
 def _fit(member: Member) -> training.TrainResult:
     """Fit cfg.model on the cfg.aug stream for cfg.trainer.epochs from the member's checkpoint (if any), then
-    evaluate on the test split. The checkpoint directory is removed when training completes."""
+    evaluate on the test split. The checkpoint directory stays: the job removes it once FINISHED is recorded."""
     cfg, dataset = member.cfg, member.dataset
     trainer, num_classes = cfg.trainer, cfg.dataset.num_classes
     network = models.build_model(cfg.model, tuple(cfg.dataset.image_shape), num_classes, precision=trainer.precision)
@@ -173,7 +173,9 @@ class BackupThenReport(keras.callbacks.BackupAndRestore):
     `training.end_epoch` keeps for both engines: journal, then this backup, then the member's report."""
 
     def __init__(self, member: Member) -> None:
-        super().__init__(str(member.backup_dir), double_checkpoint=True)
+        # kept after training: removed by the job once its run is FINISHED (`job.execute`), so that a process
+        # that resumes it (its owner died after training) never finds it half gone
+        super().__init__(str(member.backup_dir), double_checkpoint=True, delete_checkpoint=False)
         self.member = member
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

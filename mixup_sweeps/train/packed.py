@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -324,7 +323,6 @@ class PackedProgram:
             member.result = training.result_from_probabilities(
                 probabilities[i], member.dataset, member.history, images_per_second, self._network_with(*trained)
             )
-            shutil.rmtree(member.backup_dir, ignore_errors=True)  # done: nothing to resume
 
     def _progress(self, epoch: int, seconds: float, val_accuracy: list[float]) -> None:
         """One line per epoch for the whole pack: members still training, their mean validation accuracy, ETA."""
