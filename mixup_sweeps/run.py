@@ -16,7 +16,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mixup_sweeps.errors import ConfigError
+from mixup_sweeps.errors import ConfigError, DiskFull, disk_full, quiet_from_now
 from mixup_sweeps.job.compose import register_configs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
@@ -39,15 +39,27 @@ def run_one(cfg: DictConfig) -> dict[str, float]:
     return outcome
 
 
+_DISK_FULL: list[DiskFull] = []  # once the disk is full, later jobs of this process stop at once
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict[str, float]:
     try:
-        return run_one(cfg)
+        if _DISK_FULL:
+            raise _DISK_FULL[0]
+        try:
+            return run_one(cfg)
+        except Exception as exc:
+            if (full := disk_full(exc, str(cfg.paths.output_dir), str(cfg.tracking.uri))) is None:
+                raise
+            quiet_from_now()
+            _DISK_FULL.append(full)
+            raise full from None
     except CompactHydraException as exc:  # a bad config value, missing data, a lock held too long: one line
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records this job as failed and the sweep goes on
+            raise  # Hydra records this job as failed and the sweep goes on (its sweeper stops on a full disk)
         print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, DiskFull) else 2)
 
 
 def cli() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from mixup_sweeps import errors
 from mixup_sweeps.job import record
 from mixup_sweeps.job.context import Job, Outcome, outcome
 from mixup_sweeps.store import networks, tags, tracking
@@ -81,7 +82,17 @@ def _fail(job: Job, exc: BaseException, started: float) -> BaseException:
         tracking.end_pruned_run(job.client, job.run_id, exc.epoch, str(exc))
         job.log(logging.INFO, "PRUNED %s after epoch %d (%.1f s)", job.name, exc.epoch, time.perf_counter() - started)
         return exc
-    tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
+    if (full := errors.disk_full(exc)) is not None:
+        errors.quiet_from_now()
+    try:
+        tracking.end_failed_run(job.client, job.run_id, exc, job.job_dir)
+    except Exception as again:  # the disk filled: marked where the store can still be written, else next time
+        if (full := full or errors.disk_full(again)) is None:
+            raise
+        errors.quiet_from_now()
+    if full is not None:
+        job.log(logging.ERROR, "FAILED %s: %s", job.name, full)
+        return full
     job.log(logging.ERROR, "FAILED %s after %.1f s: %s: %s", job.name, time.perf_counter() - started,
             type(exc).__name__, exc)  # fmt: skip
     return exc

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig
 
+from mixup_sweeps import errors
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun.preflight import check_sweeper
 from mixup_sweeps.store import claims, liveness, tags, tracking
@@ -120,6 +121,13 @@ class SweepParentCallback(Callback):
         self._finish(completed=True)
 
     def _finish(self, completed: bool) -> None:
+        try:
+            self._end(completed)
+        except Exception as exc:  # the disk filled: the parent stays for the next command to end, as a ghost
+            if errors.disk_full(exc) is None:
+                raise
+
+    def _end(self, completed: bool) -> None:
         if self.client is None or self.parent_run_id is None:
             return
         client, run_id, self.parent_run_id = self.client, self.parent_run_id, None

@@ -8,11 +8,14 @@ of one sweep so split its jobs instead of taking turns; alone, a process defers 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from mixup_sweeps import errors
+from mixup_sweeps.multirun.in_process import job_failure
 from mixup_sweeps.sweeps import sharing
 
 
@@ -26,19 +29,40 @@ class SharingLauncher:
         return getattr(self.launcher, name)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        first = [[*job, sharing.defer_override()] for job in job_overrides]
-        returns = list(self.launcher.launch(first, initial_job_idx=initial_job_idx))
+        returns = self._launch([[*job, sharing.defer_override()] for job in job_overrides], initial_job_idx)
         later = [
             i
             for i, ret in enumerate(returns)
             if ret.status == JobStatus.COMPLETED and sharing.deferred(ret.return_value)
         ]
         for start, stop in _runs_of(later):  # each job again at its own index: its job directory stays its own
-            again = self.launcher.launch(
-                [list(job) for job in job_overrides[start:stop]], initial_job_idx=initial_job_idx + start
-            )
-            returns[start:stop] = list(again)
+            jobs = [list(job) for job in job_overrides[start:stop]]
+            returns[start:stop] = self._launch(jobs, initial_job_idx + start)
         return returns
+
+    def _launch(self, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        """The launcher's launch; a full disk (met by a job, or by Hydra writing a job's files) ends the sweep
+        with that one line: every later job would fail the same way."""
+        config = getattr(self.launcher, "config", None)
+        where = {"files": str(config.hydra.sweep.dir), "store": str(config.tracking.uri)} if config is not None else {}
+        try:
+            returns = list(self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx))
+        except Exception as exc:
+            if (full := errors.disk_full(exc, **where)) is None:
+                raise
+            _end_on(full)
+        for ret in returns:
+            if (full := errors.disk_full(job_failure(ret), **where)) is not None:
+                _end_on(full)
+        return returns
+
+
+def _end_on(full: errors.DiskFull) -> NoReturn:
+    """The sweep's one line and exit 1, as the command's other one-line errors end (Hydra would add a line about
+    HYDRA_FULL_ERROR to an exception); the parent run's end (atexit) tries the store once more."""
+    errors.quiet_from_now()
+    print(f"Error: {full}", file=sys.stderr)
+    sys.exit(1)
 
 
 def _runs_of(indices: list[int]) -> list[tuple[int, int]]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +208,60 @@ def test_a_run_whose_network_cannot_be_logged_ends_failed_never_finished_without
     }
     failed_lines = [line for line in (result.stdout + result.stderr).splitlines() if " - FAILED " in line]
     assert len(failed_lines) == 1 and "mlartifacts/models" in failed_lines[0], result.stdout[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 48 MB tmpfs of its own (mounting needs root: CI runs as root; elsewhere the test is skipped)."""
+    where = tmp_path / "small-disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()[:200]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte with one file; returns it (removing it frees the space)."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * (1 << 20))
+                file.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_disk):
+    """The disk fills after the first job finished: the sweep ends with one line (exit 1), no traceback, the store
+    intact; with space freed, the same command finishes the rest and skips the finished job."""
+    command = [sys.executable, "-m", "mixup_sweeps.run", "-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
+               "trainer.epochs=3", "hydra/launcher=basic", f"paths.output_dir={small_disk / 'out'}"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweep = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    for line in sweep.stdout:  # type: ignore[union-attr]
+        seen.append(line)
+        if "] - done " in line:  # the first job is FINISHED; fill the disk under the second
+            break
+    ballast = fill(small_disk)
+    output = "".join(seen) + sweep.communicate(timeout=600)[0]
+    assert sweep.returncode == 1, output[-3000:]
+    assert "disk full writing " in output and ": free space and run the same command again" in output
+    assert "Traceback" not in output and "Logging error" not in output, output[-3000:]
+    database = small_disk / "out" / "mlflow.db"
+    with sqlite3.connect(database) as store:
+        assert store.execute("pragma integrity_check").fetchone() == ("ok",)
+    ballast.unlink()
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skip aug=none: FINISHED already" in again.stdout + again.stderr
+    _, runs = mlflow_runs(small_disk / "out")
+    jobs = [r for r in runs if "sweep_parent" not in r.data.tags]
+    finished = [r for r in jobs if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["aug.name"] for r in finished) == ["mixup", "none"]
