@@ -83,3 +83,25 @@ def test_a_search_study_lives_in_its_own_postgresql_database(postgres):
     assert study.get_trials()[0].intermediate_values == {0: 0.25, 1: 0.5}
     study.tell(trial, 0.5)
     assert studies.open_study(chosen, url, "pg-study").best_value == 0.5
+
+
+def test_the_same_race_twice_at_once_on_a_tracking_server_splits_the_work(postgres, tmp_path, real_data_dir):
+    """tests/e2e/test_shared_sweeps.py's race on SQLite, here through a tracking server on PostgreSQL: the claims
+    are experiments of the server's store, and the two processes have no disk in common (output dirs apart)."""
+    from tests.e2e.test_shared_sweeps import ANSWER, RACE, assert_split_once, finish, start
+
+    artifacts, port = tmp_path / "artifacts", free_port()
+    artifacts.mkdir()
+    server = start_server(postgres, artifacts, port, tmp_path / "server.log")
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        env = {"MLFLOW_TRACKING_URI": uri}
+        first = start(*RACE, "tracking=server", f"paths.output_dir={tmp_path / 'a'}", env=env)
+        time.sleep(2)
+        second = start(*RACE, "tracking=server", f"paths.output_dir={tmp_path / 'b'}", env=env)
+        outputs = finish(first, second)
+        assert_split_once(uri, outputs)
+        answers = [ANSWER.findall(output) for output in outputs]
+        assert answers[0] and answers[0] == answers[1]
+    finally:
+        stop_server(server)

@@ -1,0 +1,56 @@
+"""Claims (`store.claims`) on a real SQLite store: of processes claiming at once exactly one wins; an owner that
+died is followed by the next generation; a claim never shows among the experiments."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from mixup_sweeps.store import claims
+
+
+def _claim_at(uri: str, experiment_id: str, at: float, won: multiprocessing.Queue) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    while time.time() < at:  # every process starts its claim in the same millisecond
+        time.sleep(0.0005)
+    won.put(claims.claim(client, experiment_id, "job-x", held=lambda claim: True).mine())
+
+
+def test_of_six_processes_claiming_at_once_exactly_one_wins(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = MlflowClient(tracking_uri=uri).create_experiment("e")
+    won: multiprocessing.Queue = multiprocessing.Queue()
+    at = time.time() + 3
+    workers = [multiprocessing.Process(target=_claim_at, args=(uri, experiment_id, at, won)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    results = [won.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+    assert sorted(results) == [False] * 5 + [True]
+
+
+def test_a_claim_whose_owner_died_is_taken_by_the_next_generation_and_none_is_listed(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("e")
+    code = (
+        "from mlflow.tracking import MlflowClient; from mixup_sweeps.store import claims; "
+        f"claims.claim(MlflowClient(tracking_uri={uri!r}), {experiment_id!r}, 'job-y', lambda c: True)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)  # it claims and ends: its owner is gone
+    (dead,) = claims.claims_of(client, experiment_id, "job-y")
+    assert not dead.mine() and not dead.owner_alive(None, 900)
+    held_while_alive = claims.claim(client, experiment_id, "job-y", held=lambda claim: claim.owner_alive(None, 900))
+    assert held_while_alive.mine() and held_while_alive.generation == 1
+    again = claims.claim(client, experiment_id, "job-y", held=lambda claim: False)
+    assert again == held_while_alive  # this process's own claim stays its own
+    names = [e.name for e in client.search_experiments()]  # what the UI lists: active experiments
+    assert names and not any(name.startswith(claims.PREFIX) for name in names)
+    deleted = client.search_experiments(view_type=ViewType.DELETED_ONLY)
+    assert sorted(e.name for e in deleted) == [f"{claims.PREFIX}{experiment_id}/job-y/{g}" for g in (0, 1)]
