@@ -23,7 +23,8 @@ E2E = TESTS / "e2e"
 # out files in collection order, so the long ones start at once and the short ones fill the end (the suite ends
 # when its last file does). A file not named here keeps its place after these.
 LONGEST_FIRST = ["test_cluster", "test_sweeps", "test_packed", "test_memorization", "test_fault_tolerance",
-                 "test_packed_programs", "test_resume", "test_tracking_server", "test_search"]  # fmt: skip
+                 "test_shared_sweeps", "test_packed_programs", "test_resume", "test_tracking_server",
+                 "test_search"]  # fmt: skip
 # ... and of the fast tiers (`make test-fast`: these two take most of a minute each), right after those
 LONGEST_FAST_FIRST = ["test_fingerprints", "test_fuzz_config"]
 
