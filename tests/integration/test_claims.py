@@ -54,3 +54,15 @@ def test_a_claim_whose_owner_died_is_taken_by_the_next_generation_and_none_is_li
     assert names and not any(name.startswith(claims.PREFIX) for name in names)
     deleted = client.search_experiments(view_type=ViewType.DELETED_ONLY)
     assert sorted(e.name for e in deleted) == [f"{claims.PREFIX}{experiment_id}/job-y/{g}" for g in (0, 1)]
+
+
+def test_an_owner_on_another_host_lives_as_long_as_its_heartbeat():
+    """Another host's process cannot be asked: its claim holds while its run's heartbeat (else the claim's own
+    time) is younger than the limit (`tracking.heartbeat_timeout_s`, or 3 of its epochs)."""
+    now = time.time()
+    claim = claims.Claim("job-z", 0, {"host": "another-host", "pid": "1", "claimed_at": f"{now - 1000:.3f}"})
+    assert not claim.mine()
+    assert claim.owner_alive(heartbeat=now - 10, floor_s=900)
+    assert not claim.owner_alive(heartbeat=now - 1000, floor_s=900)
+    assert not claim.owner_alive(heartbeat=None, floor_s=900)  # claimed 1000 s ago, no run opened since
+    assert claims.Claim("job-z", 1, {**claim.owner, "claimed_at": f"{now:.3f}"}).owner_alive(None, 900)
