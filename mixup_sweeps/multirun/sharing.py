@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps import errors
 from mixup_sweeps.multirun.in_process import job_failure
@@ -43,18 +44,27 @@ class SharingLauncher:
     def _launch(self, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
         """The launcher's launch; a full disk (met by a job, or by Hydra writing a job's files) ends the sweep
         with that one line: every later job would fail the same way."""
-        config = getattr(self.launcher, "config", None)
-        where = {"files": str(config.hydra.sweep.dir), "store": str(config.tracking.uri)} if config is not None else {}
         try:
             returns = list(self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx))
         except Exception as exc:
-            if (full := errors.disk_full(exc, **where)) is None:
+            if (full := errors.disk_full(exc, **self._where())) is None:
                 raise
             _end_on(full)
         for ret in returns:
-            if (full := errors.disk_full(job_failure(ret), **where)) is not None:
+            if (full := errors.disk_full(job_failure(ret), **self._where())) is not None:
                 _end_on(full)
         return returns
+
+    def _where(self) -> dict[str, str]:
+        """The sweep directory and the store, for the line of a full disk that names no file."""
+        config = getattr(self.launcher, "config", None)
+        if not isinstance(config, DictConfig):  # a launcher not set up, or another app's config
+            return {}
+        found = {
+            "files": OmegaConf.select(config, "hydra.sweep.dir"),
+            "store": OmegaConf.select(config, "tracking.uri"),
+        }
+        return {key: str(value) for key, value in found.items() if value is not None}
 
 
 def _end_on(full: errors.DiskFull) -> NoReturn:
