@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -150,7 +151,15 @@ def log_datasets(client: MlflowClient, run_id: str, dataset: Dataset, digests: d
             data = from_numpy(split.images, str(dataset.source_dir), split.labels, ref.name, ref.digest)
         entity = data._to_mlflow_entity()
         inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[field])]))
-    client.log_inputs(run_id, datasets=inputs)
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        # MLflow's SQL store looks for the (experiment, name, digest) row, then inserts it: two jobs logging the
+        # same new split at once (jobs side by side, two processes of a sweep) race, and the second insert breaks
+        # the table's unique key. The row exists now; logging again links it to this run.
+        if "UNIQUE constraint failed: datasets" not in str(exc) and "duplicate key" not in str(exc):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
 
 
 # --- system metrics ---------------------------------------------------------------------------------------

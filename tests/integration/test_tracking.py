@@ -161,3 +161,37 @@ def test_every_registered_dataset_is_logged_as_three_mlflow_datasets_with_their_
         assert logged["training"].name == f"{name}-train" and logged["test"].name == f"{name}-test"
         assert str(dataset.source_dir) in logged["training"].source, (name, logged["training"].source)
         assert len({d.digest for d in logged.values()}) == 3
+
+
+def test_a_job_that_loses_the_race_to_log_a_new_dataset_still_logs_its_inputs(tmp_path, monkeypatch):
+    """Two jobs logging the same new split at once: MLflow's SQL store looks the row up, then inserts it, and the
+    later insert breaks the unique key (seen with jobs side by side). Here the other job's row is in the store and
+    this job's first call fails as it did then: the inputs are logged on the second, a different error is raised."""
+    from mlflow.exceptions import MlflowException
+
+    from mixup_sweeps.data import datasets
+    from mixup_sweeps.store import networks
+    from tests.helpers import dataset_config, write_fake_dataset
+
+    dataset_cfg = dataset_config(write_fake_dataset(tmp_path / "fmnist"), "fashion_mnist", val_size=5)
+    dataset = datasets.load(dataset_cfg)
+    digests = datasets.split_digests(dataset_cfg, dataset, 0)
+    client, experiment_id = tracking.connect(compose_config([f"paths.output_dir={tmp_path}"]).tracking)
+    other, mine = (client.create_run(experiment_id).info.run_id for _ in range(2))
+    networks.log_datasets(client, other, dataset, digests)  # the job that won the insert
+    real = client.log_inputs
+    calls = []
+
+    def first_call_lost(run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")  # fmt: skip
+        return real(run_id, datasets=datasets)
+
+    monkeypatch.setattr(client, "log_inputs", first_call_lost)
+    networks.log_datasets(client, mine, dataset, digests)
+    assert len(calls) == 2 and len(client.get_run(mine).inputs.dataset_inputs) == 3
+    monkeypatch.setattr(client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
+    with pytest.raises(MlflowException, match="other"):
+        networks.log_datasets(client, mine, dataset, digests)
