@@ -50,14 +50,14 @@ def open_job(cfg: DictConfig) -> Job | Outcome:
     diverged_is_final = identity.races(hydra_cfg.sweeper) or bool(trial_tags)
     decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume,
                       diverged_is_final)  # fmt: skip
-    claim = None
+    claim, held = None, held_by(client, experiment_id, cfg)
     while decision.action in ("start", "resume") and cfg.resume:  # this job trains: claimed first, or waited for
-        claim = claims.claim(client, experiment_id, JOB_SUBJECT + fingerprint, held_by(client, experiment_id, cfg))
+        claim = claims.claim(client, experiment_id, JOB_SUBJECT + fingerprint, held)
         if not claim.mine():
             if sharing.defers(hydra_cfg):
                 log.info("later %s: %s trains it (claim %s)", name, claim.describe(), claim.name)
                 return {sharing.DEFERRED: 1.0}
-            _wait_for(claim, held_by(client, experiment_id, cfg), name)
+            _wait_for(claim, held, name)
         # what the claim's last owner left (a finished run, a checkpoint), or what another process did meanwhile
         decision = decide(client, experiment_id, fingerprint, training.has_checkpoint(backup_dir), cfg.resume,
                           diverged_is_final)  # fmt: skip
@@ -106,8 +106,7 @@ def held_by(client: MlflowClient, experiment_id: str, cfg: DictConfig) -> Callab
         runs = client.search_runs([experiment_id], filter_string=f"tags.{tags.CLAIM} = '{claim.name}'", max_results=1)
         if runs and runs[0].info.status != "RUNNING":
             return False
-        beat = runs[0].data.tags.get(tags.HEARTBEAT, "") if runs else ""
-        heartbeat = float(beat) if beat.replace(".", "", 1).isdigit() else None
+        heartbeat = liveness.last_heartbeat(runs[0].data.tags) if runs else None
         epoch = runs[0].data.metrics.get("epoch_seconds") if runs else None
         return claim.owner_alive(heartbeat, liveness.heartbeat_limit(epoch, cfg.tracking.heartbeat_timeout_s))
 

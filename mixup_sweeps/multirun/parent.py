@@ -81,7 +81,7 @@ class SweepParentCallback(Callback):
         else:
             sweep_id = self._new_parent(config, sweep_dir, fingerprint)
         assert self.parent_run_id is not None
-        client.set_tag(self.parent_run_id, _participant_tag(), json.dumps(_me()))
+        client.set_tag(self.parent_run_id, _participant_tag(), json.dumps(liveness.owner_tags()))
         log.info("sweep %s: parent run %s in %s", sweep_id, self.parent_run_id, config.tracking.uri)
         self.ui_link = tracking.ui_runs_link(experiment_id, tracking.ui_url_for(config.tracking.uri))
         log.info("runs in the MLflow UI (`mlflow ui`, see README): %s", self.ui_link)
@@ -162,10 +162,6 @@ class SweepParentCallback(Callback):
 
 
 SWEEP_SUBJECT = "sweep-"  # + the sweep fingerprint: the claim on making a sweep's parent
-
-
-def _me() -> dict[str, str]:
-    return {k: v for k, v in liveness.process_tags().items() if k != tags.HEARTBEAT}
 
 
 def _participant_tag() -> str:

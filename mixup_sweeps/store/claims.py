@@ -5,7 +5,7 @@ job, a sweep and a single run) must not both train it, and two that start the sa
 parents. MLflow has no compare-and-set, but an experiment's name is unique in every store it runs on (SQLite,
 PostgreSQL, a tracking server in front of either): of two processes creating one name, exactly one succeeds.
 A claim is such an experiment, `.claims/<experiment id>/<subject>/<generation>`, created with its owner in its
-tags (`liveness.process_tags`) and deleted at once: a deleted experiment keeps its name, so the claim still
+tags (`liveness.owner_tags`) and deleted at once: a deleted experiment keeps its name, so the claim still
 holds, and the UI lists it only among deleted experiments. Taking over from an owner that died is the next
 generation, which again exactly one process can create. What counts as "still held" is the caller's rule
 (`claim`'s `held`): a job's claim is held while its owner lives and the run it opened has not ended.
@@ -15,7 +15,6 @@ generation, which again exactly one process can create. What counts as "still he
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -45,8 +44,7 @@ class Claim:
         return f"{self.subject}/{self.generation}"
 
     def mine(self) -> bool:
-        here = (socket.gethostname(), str(os.getpid()), liveness.process_start(os.getpid()) or "")
-        return (self.owner.get(tags.HOST), self.owner.get(tags.PID), self.owner.get(tags.PROCESS_START)) == here
+        return all(self.owner.get(key) == value for key, value in liveness.owner_tags().items())
 
     def owner_alive(self, heartbeat: float | None, floor_s: float) -> bool:
         """Whether the owner still lives: on this host, its process (pid + start time); on another, a heartbeat
@@ -78,8 +76,7 @@ def claims_of(client: MlflowClient, experiment_id: str, subject: str) -> list[Cl
 
 def _create(client: MlflowClient, experiment_id: str, subject: str, generation: int) -> Claim | None:
     """Generation `generation` of the claim on `subject`, made by this process; None if another made it first."""
-    owner = {**liveness.process_tags(), CLAIMED_AT: f"{time.time():.3f}"}
-    owner.pop(tags.HEARTBEAT, None)
+    owner = {**liveness.owner_tags(), CLAIMED_AT: f"{time.time():.3f}"}
     try:
         claim_id = client.create_experiment(f"{_prefix(experiment_id, subject)}{generation}", tags=owner)
     except MlflowException as exc:

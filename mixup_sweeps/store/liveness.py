@@ -42,15 +42,25 @@ def process_start(pid: int) -> str | None:
         return "alive"  # it exists; its start time is not ours to read
 
 
-def process_tags() -> dict[str, str]:
-    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run,
-    and one on any host a run whose heartbeat stopped."""
+def owner_tags() -> dict[str, str]:
+    """Which process this is (host, pid, process_start): the owner of a run, a claim, a sweep participant."""
     return {
         tags.HOST: socket.gethostname(),
         tags.PID: str(os.getpid()),
         tags.PROCESS_START: process_start(os.getpid()) or "",
-        tags.HEARTBEAT: f"{time.time():.0f}",
     }
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that say which process runs a run: a later job on the same host can tell a ghost from a live run,
+    and one on any host a run whose heartbeat stopped."""
+    return {**owner_tags(), tags.HEARTBEAT: f"{time.time():.0f}"}
+
+
+def last_heartbeat(run_tags: dict[str, str]) -> float | None:
+    """Epoch seconds of a run's last heartbeat; None for a run that never sent one."""
+    beat = run_tags.get(tags.HEARTBEAT, "")
+    return float(beat) if beat.replace(".", "", 1).isdigit() else None
 
 
 def alive(owner: dict[str, str]) -> bool:
@@ -115,10 +125,10 @@ def end_ghost_runs(client: MlflowClient, experiment_id: str, heartbeat_timeout_s
             message = f"process {pid} on {host} ended without closing the run (kill -9, out of memory, a crash)"
             reason = "process_gone"
         else:
-            beat = held.get(tags.HEARTBEAT, "")
-            if heartbeat_timeout_s is None or held.get(tags.PARENT) == "true" or not beat.replace(".", "", 1).isdigit():
+            beat = last_heartbeat(held)
+            if heartbeat_timeout_s is None or held.get(tags.PARENT) == "true" or beat is None:
                 continue  # a sweep parent has no epochs; a run without heartbeats: nobody can tell from here
-            silent = time.time() - float(beat)
+            silent = time.time() - beat
             limit = heartbeat_limit(run.data.metrics.get("epoch_seconds"), heartbeat_timeout_s)
             if silent <= limit:
                 continue
