@@ -96,6 +96,7 @@ FINGERPRINT_DEFAULTS = {
     "trainer.warmup_epochs": 0,
     "trainer.input_aug": "none",
     "trainer.crop_padding": 4,
+    "dataset.test_size": None,
 }
 
 

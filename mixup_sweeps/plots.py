@@ -16,9 +16,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from mixup_sweeps.calibration import Reliability  # noqa: E402
 
 
-def save_figure(fig: Figure, path: Path, dpi: int = 80) -> Path:
-    """Lay out, write and close a figure (closing frees it: a sweep draws hundreds)."""
-    fig.tight_layout()
+def save_figure(fig: Figure, path: Path, dpi: int = 80, tight: bool = True) -> Path:
+    """Lay out, write and close a figure (closing frees it: a sweep draws hundreds). `tight=False` for a
+    figure laid out by fixed margins: `tight_layout` draws the figure once more to measure it, which doubled the
+    cost of the small figures every run logs (~0.1 s each on a 2-core machine)."""
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -41,7 +44,8 @@ def save_samples(images: np.ndarray, labels: np.ndarray, path: Path, class_names
         ax.axis("off")
     for ax in axes.flat[len(images[:9]) :]:
         ax.axis("off")
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.96, wspace=0.1, hspace=0.15)
+    return save_figure(fig, path, tight=False)
 
 
 def save_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
@@ -58,7 +62,8 @@ def save_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax.legend()
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88 if title else 0.95, wspace=0.25)
+    return save_figure(fig, path, tight=False)
 
 
 def save_reliability(bins: Reliability, path: Path, title: str = "") -> Path:
@@ -77,4 +82,5 @@ def save_reliability(bins: Reliability, path: Path, title: str = "") -> Path:
     bottom.set_xlabel("confidence (top-class probability)")
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.15, right=0.96, bottom=0.1, top=0.94, hspace=0.08)
+    return save_figure(fig, path, tight=False)

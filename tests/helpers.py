@@ -25,7 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS_DATA = ROOT / "tests" / "data"  # small committed files: golden values, fingerprints, tiny datasets
 CONF = CONF_DIR
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds")  # every epoch
-TINY = ["dataset.train_size=256", "trainer.epochs=2"]  # the smallest run that still has a second epoch
+# The test split of the suite's runs: the first 1,000 of Fashion-MNIST's 10,000 test images (`dataset.test_size`):
+# the test pass of 10,000 images was ~1 CPU-s of every tiny job, more than its training. A test that needs the
+# whole test set says `dataset.test_size=null`.
+TEST_IMAGES = 1000
+TEST_SIZE = f"dataset.test_size={TEST_IMAGES}"
+TINY = ["dataset.train_size=256", "trainer.epochs=2", TEST_SIZE]  # the smallest run that still has a second epoch
 
 
 def compose_config(
@@ -71,9 +76,13 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None, cwd: Path =
     A multirun that names no launcher runs its jobs one after another in the command's own process
     (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
     the default launcher would import TensorFlow again. What the default launcher does is tested where a test
-    names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py)."""
+    names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py).
+    A command that names neither `dataset.test_size` nor another dataset tests on the first `TEST_IMAGES` test
+    images of Fashion-MNIST."""
     if "-m" in args and not any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args):
         args = (*args, "hydra/launcher=basic")
+    if not any(a.startswith(("dataset.test_size=", "dataset=")) for a in args):
+        args = (*args, TEST_SIZE)
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
     return subprocess.run(
@@ -157,20 +166,24 @@ network = mlflow.keras.load_model(sys.argv[1])  # before the harness is imported
 harness = [m for m in sys.modules if m.startswith("mixup_sweeps")]
 from mixup_sweeps.data.datasets import find_data_dir
 from mixup_sweeps.data.datasets.idx import FILES, IDX_UBYTE_IMAGES, IDX_UBYTE_LABELS, read_idx
-images = read_idx(find_data_dir() / FILES["test_images"], IDX_UBYTE_IMAGES)[0][..., None].astype(np.float32) / 255
-labels = read_idx(find_data_dir() / FILES["test_labels"], IDX_UBYTE_LABELS)[0]
+count = int(sys.argv[2])  # the run's test images: the first `count`
+images = read_idx(find_data_dir() / FILES["test_images"], IDX_UBYTE_IMAGES)[0][:count, ..., None]
+labels = read_idx(find_data_dir() / FILES["test_labels"], IDX_UBYTE_LABELS)[0][:count]
+images = images.astype(np.float32) / 255
 probabilities = network.predict(images, batch_size=1000, verbose=0)
 print(json.dumps([float(np.mean(probabilities.argmax(axis=1) == labels)), harness]))
 """
 
 
-def accuracy_in_fresh_python(model_uri: str, backend: str, tracking_uri: str) -> tuple[float, list[str]]:
-    """`mlflow.keras.load_model(model_uri)` in a fresh Python on `backend`: the network's accuracy on the
-    Fashion-MNIST test set, and the harness modules that loading it imported (none, when it needs no code of
-    ours)."""
+def accuracy_in_fresh_python(
+    model_uri: str, backend: str, tracking_uri: str, test_images: int = TEST_IMAGES
+) -> tuple[float, list[str]]:
+    """`mlflow.keras.load_model(model_uri)` in a fresh Python on `backend`: the network's accuracy on the first
+    `test_images` of the Fashion-MNIST test set, and the harness modules that loading it imported (none, when it
+    needs no code of ours)."""
     env = {**os.environ, "KERAS_BACKEND": backend, "MLFLOW_TRACKING_URI": tracking_uri}
-    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, model_uri], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=300)  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, model_uri, str(test_images)], capture_output=True,
+                            text=True, cwd=ROOT, env=env, timeout=300)  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     accuracy, harness = json.loads(loaded.stdout.strip().splitlines()[-1])
     return accuracy, harness

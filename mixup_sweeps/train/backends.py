@@ -12,6 +12,7 @@ they are found by what they hold, so this module names none of them.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -134,14 +135,46 @@ def set_threads(threads: int, backend: str) -> None:
     if backend == "jax" and threads == 1 and "jax" not in sys.modules:
         add_xla_flag(XLA_ONE_THREAD)
     if backend == "tensorflow" and installed("tensorflow"):
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow started in this process: its pools stay as they are
             pass
     _THREADS["threads"] = threads
+
+
+# What TensorFlow's import loads for features a job never uses, when it finds them installed: Keras's
+# scikit-learn wrappers import scikit-learn, TF Lite's JAX converter imports JAX. Both imports are optional
+# (`try: import ... except ImportError`), and on the 2-core machine of docs/benchmarks.md they were 0.9 and 0.5 s
+# of TensorFlow's 5.2 s import, paid by every job process and every worker of a sweep.
+NOT_FOR_TENSORFLOW = ("sklearn", "jax")
+
+
+class _Unavailable(importlib.abc.MetaPathFinder):
+    """A finder that says the top-level packages `names` (and their modules) are not installed."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (not loaded with TensorFlow)", name=fullname)
+
+
+def import_tensorflow() -> ModuleType:
+    """TensorFlow, imported (the first time in a process) without `NOT_FOR_TENSORFLOW`: while it loads, those
+    packages look uninstalled to it; afterwards they import as usual for whoever asks (the harness's JAX jobs,
+    MLflow). Keras's scikit-learn wrappers are then unavailable in this process; the harness has no use for them."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    blocker = _Unavailable(tuple(name for name in NOT_FOR_TENSORFLOW if name not in sys.modules))
+    sys.meta_path.insert(0, blocker)
+    try:
+        import tensorflow
+    finally:
+        sys.meta_path.remove(blocker)
+    return tensorflow
 
 
 def thread_tags(backend: str) -> dict[str, str]:

@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT, mlflow_runs
+from tests.helpers import ROOT, TEST_SIZE, mlflow_runs
 
-TINY = ["dataset.train_size=512", "trainer.epochs=2"]
+TINY = ["dataset.train_size=512", "trainer.epochs=2", TEST_SIZE]
 
 
 # `import tensorflow` fails in the job's process as if TensorFlow were not installed (Keras probes for it too).

@@ -23,9 +23,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.conftest import start_server, stop_server
-from tests.helpers import EXPERIMENT, ROOT, free_port, run_cli
+from tests.helpers import EXPERIMENT, ROOT, TEST_SIZE, free_port, run_cli
 
-TINY = ["dataset.train_size=256", "trainer.epochs=1"]
+TINY = ["dataset.train_size=256", "trainer.epochs=1", TEST_SIZE]
 # Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
 # (ray-project/ray#59110). This switch keeps Ray on loopback; it also forbids adding other nodes, which a
 # loopback test does not do. A real cluster uses the head's real address and needs no such setting.

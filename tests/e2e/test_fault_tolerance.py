@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TINY, mlflow_runs, run_cli, run_report
+from tests.helpers import EPOCH_METRICS, ROOT, TEST_SIZE, TINY, mlflow_runs, run_cli, run_report
 from tests.integration.test_user_errors import one_line_exit_2
 
 
@@ -171,7 +171,9 @@ def test_a_single_run_has_no_parent_and_no_environment_variable_becomes_a_param_
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert "mlflow.parentRunId" not in runs[0].data.tags and "sweep_id" not in runs[0].data.tags
     # the overrides as typed, paths.* left out
-    assert runs[0].info.run_name == "aug=none,dataset.train_size=256,trainer.epochs=2,model.name=${oc.env:MIXUP_NAME}"
+    assert runs[0].info.run_name == (
+        "aug=none,dataset.train_size=256,trainer.epochs=2,dataset.test_size=1000,model.name=${oc.env:MIXUP_NAME}"
+    )
     values = [*runs[0].data.params.values(), *runs[0].data.tags.values(), runs[0].info.run_name]
     assert not [v for v in values if any(secret in v for secret in secrets.values())]
     assert runs[0].data.params["model.name"] == "${oc.env:MIXUP_NAME}"  # (dataset.name is a registry key now)
@@ -241,7 +243,8 @@ def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_di
     """The disk fills after the first job finished: the sweep ends with one line (exit 1), no traceback, the store
     intact; with space freed, the same command finishes the rest and skips the finished job."""
     command = [sys.executable, "-m", "mixup_sweeps.run", "-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
-               "trainer.epochs=3", "hydra/launcher=basic", f"paths.output_dir={small_disk / 'out'}"]  # fmt: skip
+               "trainer.epochs=3", TEST_SIZE, "hydra/launcher=basic",
+               f"paths.output_dir={small_disk / 'out'}"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sweep = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = []

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, ROOT, mlflow_runs, network_weights, run_cli, steps
+from tests.helpers import EPOCH_METRICS, ROOT, TEST_IMAGES, mlflow_runs, network_weights, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
 PACKED = ["-m", "hydra/launcher=packed"]
 SAMPLE_OFTEN = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"}  # MLflow's system metrics within a short job
 SYSTEM_CPU = "system/cpu_utilization_percentage"
 LOSSES = ("loss", "val_loss")  # per epoch, within a relative 1e-4
-ACCURACIES = {"accuracy": 512, "val_accuracy": 2000, "test_accuracy": 10000}  # within one image of these
+ACCURACIES = {"accuracy": 512, "val_accuracy": 2000, "test_accuracy": TEST_IMAGES}  # within one image of these
 
 
 def children(output_dir) -> list:

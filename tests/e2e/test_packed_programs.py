@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.test_packed import PACKED, assert_same_training, children, history, member, weights
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TEST_IMAGES, TINY, mlflow_runs, run_cli, steps
 
 RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]  # long enough to kill in epoch 2
 
@@ -93,6 +93,7 @@ for mode in ("batched", "one_by_one"):
     members = []
     for seed, aug, rate, decay in ((0, "mixup", 0.1, 1e-4), (1, "cutmix", 0.05, 5e-3), (0, "none", 0.1, 0.0)):
         cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
+                                         "dataset.test_size=1000",
                                          "trainer.epochs=2", "trainer.steps_per_execution=2", "model.batch_norm=true",
                                          "trainer.optimizer=sgd", f"trainer.learning_rate={{rate}}",
                                          f"trainer.weight_decay={{decay}}", "trainer.schedule=step",
@@ -110,7 +111,7 @@ print(json.dumps(results))
     assert job.returncode == 0, job.stderr[-3000:]
     results = json.loads(job.stdout.strip().splitlines()[-1])
     for (batched_history, batched_test), (history_, test) in zip(*results):
-        assert abs(batched_test - test) <= 1.01 / 10000 * 20  # 20 of 10,000 test images at most
+        assert abs(batched_test - test) <= 1.01 / TEST_IMAGES * 20  # 20 test images at most
         for one, two in zip(batched_history, history_):
             assert np.allclose(one["loss"], two["loss"], rtol=1e-4) and np.allclose(
                 one["val_loss"], two["val_loss"], rtol=1e-4

@@ -9,7 +9,7 @@ import pytest
 
 from mixup_sweeps.data import datasets
 from mixup_sweeps.train import fit, models, training
-from tests.helpers import ROOT, TINY, compose_config, dataset_config, mlflow_runs, run_cli
+from tests.helpers import ROOT, TEST_IMAGES, TINY, compose_config, dataset_config, mlflow_runs, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_a_job_reads_back_the_threads_it_was_given_and_threads_change_no_result(
         assert (run.data.tags["threads"], run.data.tags["tf_intra_op_threads"]) == (str(threads), str(threads))
         accuracies[threads] = (run.data.tags["config_fingerprint"], run.data.metrics["test_accuracy"])
     assert accuracies[1][0] == accuracies[2][0]  # the same computation
-    assert abs(accuracies[1][1] - accuracies[2][1]) <= 5 / 10000  # at most 5 of 10,000 test images differ
+    assert abs(accuracies[1][1] - accuracies[2][1]) <= 5 / TEST_IMAGES  # at most 5 test images differ
 
 
 # Two fresh processes (slow: moved out of the edit loop's tests/integration/test_models.py).

@@ -6,6 +6,7 @@ import gzip
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from mixup_sweeps.data import datasets
 from mixup_sweeps.data.datasets import FILES, DataError
@@ -38,6 +39,20 @@ def test_train_size_limits_the_training_split(tmp_path):
     assert len(ds.train) == 50 and len(ds.val) == 20 and int(ds.train.images[0, 0, 0, 0]) == 20
     with pytest.raises(DataError, match="dataset.train_size=101"):
         datasets.load(dataset_config(directory, val_size=20, train_size=101))
+
+
+def test_test_size_takes_the_first_test_images_and_null_keeps_the_digest_of_runs_before_the_key(tmp_path):
+    directory = write_fake_dataset(tmp_path / "fm", n_train=120, n_test=30)
+    ds = datasets.load(dataset_config(directory, val_size=20, test_size=12))
+    assert len(ds.test) == 12 and [int(img[0, 0, 0]) for img in ds.test.images] == list(range(12))
+    with pytest.raises(DataError, match="dataset.test_size=31: at most the 30 test images"):
+        datasets.load(dataset_config(directory, val_size=20, test_size=31))
+    whole = dataset_config(directory, val_size=20)
+    before_the_key = {k: v for k, v in OmegaConf.to_container(whole).items() if k != "test_size"}
+    digests = datasets.split_digests(whole, datasets.load(whole), seed=0)
+    assert digests == datasets.split_digests(before_the_key, datasets.load(whole), seed=0)
+    fewer = datasets.split_digests(dataset_config(directory, val_size=20, test_size=12), ds, 0)
+    assert fewer["test"] != digests["test"]
 
 
 def test_val_size_must_be_smaller_than_training_set(tmp_path):

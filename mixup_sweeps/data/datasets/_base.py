@@ -114,6 +114,9 @@ class DataSource:
     path: str | None = MISSING  # the only place looked when set
     val_size: int = MISSING  # the first val_size training images validate
     train_size: int | None = MISSING  # null: all the training images after those
+    # null: every test image (the published test set); N: the first N, for quick checks whose test figures are
+    # not the published set's (a 10,000-image test pass is most of a tiny run's time on a CPU)
+    test_size: int | None = MISSING
     image_shape: list[int] | None = MISSING  # [height, width, channels]; null: what the files hold
     num_classes: int | None = MISSING  # null: what the files name, else the largest label + 1
     download: bool = MISSING  # fetch the published files when they are found nowhere (and the machine is online)
@@ -149,6 +152,8 @@ class DataSource:
         """Raise `ConfigError` for a value the schema's types cannot rule out (no file is read here)."""
         require(self.val_size >= 1, "dataset.val_size", self.val_size, "must be an integer >= 1")
         require(self.train_size is None or self.train_size >= 1, "dataset.train_size", self.train_size,
+                "must be null (all) or an integer >= 1")  # fmt: skip
+        require(self.test_size is None or self.test_size >= 1, "dataset.test_size", self.test_size,
                 "must be null (all) or an integer >= 1")  # fmt: skip
         noise = self.label_noise
         require(0 <= noise <= 1, "dataset.label_noise", noise, "must be a fraction in [0, 1]")
@@ -247,13 +252,17 @@ def split(source: DataSource, where: Path, arrays: Arrays) -> Dataset:
         raise DataError(f"Invalid value dataset.train_size={source.train_size}: at most {available} ({n_train} "
                         f"training images - dataset.val_size={source.val_size}), or null for all")  # fmt: skip
     end = n_train if source.train_size is None else source.val_size + source.train_size
+    n_test = len(arrays.test_labels)
+    if source.test_size is not None and source.test_size > n_test:
+        raise DataError(f"Invalid value dataset.test_size={source.test_size}: at most the {n_test} test images in "
+                        f"{where}, or null for all")  # fmt: skip
     for array in (arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels):
         array.flags.writeable = False  # shared by every job of this process: nobody may change it
     train_images, train_labels = arrays.train_images, arrays.train_labels
     return Dataset(
         train=Split(train_images[source.val_size : end], train_labels[source.val_size : end]),
         val=Split(train_images[: source.val_size], train_labels[: source.val_size]),
-        test=Split(arrays.test_images, arrays.test_labels),
+        test=Split(arrays.test_images[: source.test_size], arrays.test_labels[: source.test_size]),
         source_dir=where, sha256=arrays.sha256, name=source.key, class_names=names, origin=source.origin,
     )  # fmt: skip
 
@@ -280,6 +289,8 @@ def split_digests(dataset_cfg: Any, dataset: Dataset, seed: int) -> dict[str, st
     given = OmegaConf.to_container(dataset_cfg, resolve=True) if OmegaConf.is_config(dataset_cfg) else dataset_cfg
     assert isinstance(given, dict)
     keys = {k: v for k, v in given.items() if k not in ("path", "download")}
+    if keys.get("test_size") is None:  # the whole test set: the rule every run before the key had
+        keys.pop("test_size", None)
     noisy = float(keys.get("label_noise") or 0) > 0
     digests = {}
     for split in ("train", "val", "test"):
