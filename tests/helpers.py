@@ -70,6 +70,14 @@ def write_fake_dataset(directory: Path, n_train: int = 120, n_test: int = 30, se
     return directory
 
 
+def cli(*args: str) -> list[str]:
+    """The command line `python -m mixup_sweeps.run ARGS` as the suite runs it: a command that names neither
+    `dataset.test_size` nor another dataset tests on the first `TEST_IMAGES` test images of Fashion-MNIST."""
+    if not any(a.startswith(("dataset.test_size=", "dataset=")) for a in args):
+        args = (*args, TEST_SIZE)
+    return [sys.executable, "-m", "mixup_sweeps.run", *args]
+
+
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root (or `cwd`).
 
@@ -77,16 +85,13 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None, cwd: Path =
     (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
     the default launcher would import TensorFlow again. What the default launcher does is tested where a test
     names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py).
-    A command that names neither `dataset.test_size` nor another dataset tests on the first `TEST_IMAGES` test
-    images of Fashion-MNIST."""
+    The test split: `cli`'s."""
     if "-m" in args and not any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args):
         args = (*args, "hydra/launcher=basic")
-    if not any(a.startswith(("dataset.test_size=", "dataset=")) for a in args):
-        args = (*args, TEST_SIZE)
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
     return subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.run", *args],
+        cli(*args),
         cwd=cwd,
         capture_output=True,
         text=True,

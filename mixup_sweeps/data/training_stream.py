@@ -17,7 +17,8 @@ set (the seed used tf.data's 6,400-image shuffle buffer; see DEVELOPERS.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,38 @@ def epoch_plan(
     return EpochPlan(order, mixing.partner, mixing.masks, labels, image_size, crops)
 
 
+class PlansAhead:
+    """`draw(epoch)` for epoch after epoch, each drawn while the one before trains.
+
+    An epoch's plan is a pure function of (seed, epoch), so drawing it early changes nothing in it; only the
+    wait goes: FMix's masks are ~2 CPU-s an epoch at 58,000 images, which the first batch of each epoch waited for.
+    NumPy's random draws, FFT and sort release the GIL, so the draw runs beside the training step. Epoch `last`
+    (when given) is the last one drawn ahead. Keeps the plan asked for and the next one."""
+
+    def __init__(self, draw: Callable[[int], Any], last: int | None = None) -> None:
+        self.draw, self.last = draw, last
+        self._futures: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plans-ahead")
+
+    def get(self, epoch: int) -> Any:
+        with self._lock:
+            future = self._futures.get(epoch)
+            if future is None:
+                future = self._futures[epoch] = self._pool.submit(self.draw, epoch)
+            if epoch + 1 not in self._futures and (self.last is None or epoch + 1 <= self.last):
+                self._futures[epoch + 1] = self._pool.submit(self.draw, epoch + 1)
+            for old in [e for e in self._futures if e < epoch]:
+                del self._futures[old]
+        return future.result()
+
+    def close(self) -> None:
+        """Drop what was drawn ahead; a draw under way finishes in the background."""
+        with self._lock:
+            self._futures.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def input_form(augs: Any, crop_padding: int | None) -> tuple[str, ...]:
     """What a step takes after (images, partners): the mask inputs `augs` need, then `CROP` when cropping."""
     return (*augmentations.input_form(augs), *((CROP,) if crop_padding is not None else ()))
@@ -103,29 +136,28 @@ class TrainingStream(keras.utils.PyDataset):
 
     def __init__(
         self, split: Split, aug: Any, batch_size: int, num_classes: int, seed: int, crop_padding: int | None = None,
-        **kwargs: object,
+        last_epoch: int | None = None, **kwargs: object,
     ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.split, self.aug, self.batch_size, self.num_classes, self.seed = split, aug, batch_size, num_classes, seed
         self.crop_padding = crop_padding
         self.form = input_form([augmentations.of(aug)], crop_padding)
         self.epoch = 0
-        self._plans: dict[int, EpochPlan] = {}
-        self._lock = threading.Lock()
+        self._plans = PlansAhead(self._draw, last_epoch)
+
+    def _draw(self, epoch: int) -> EpochPlan:
+        return epoch_plan(self.split, self.aug, self.batch_size, self.num_classes, self.seed, epoch, self.crop_padding)
 
     @property
     def num_batches(self) -> int:
         return -(-len(self.split) // self.batch_size)
 
     def plan(self, epoch: int) -> EpochPlan:
-        with self._lock:  # worker threads share one plan per epoch; keep the current and the next
-            if epoch not in self._plans:
-                for old in [e for e in self._plans if e < epoch - 1]:
-                    del self._plans[old]
-                self._plans[epoch] = epoch_plan(
-                    self.split, self.aug, self.batch_size, self.num_classes, self.seed, epoch, self.crop_padding
-                )
-            return self._plans[epoch]
+        """Epoch `epoch`'s plan (Keras's batch threads share it); the next epoch's is drawn meanwhile."""
+        return self._plans.get(epoch)
+
+    def close(self) -> None:
+        self._plans.close()
 
     def batch(self, epoch: int, index: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
@@ -246,7 +278,8 @@ def preview(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The first `count` training examples of epoch 0 as the model sees them (samples.png): cropped, flipped and
     mixed by `MixImages`."""
-    stream = TrainingStream(split, aug, batch_size, num_classes, seed, crop_padding)
+    stream = TrainingStream(split, aug, batch_size, num_classes, seed, crop_padding, last_epoch=0)
     inputs, labels = stream.batch(0, 0)
+    stream.close()
     first = [x[:count] for x in inputs]
     return ops.convert_to_numpy(MixImages(stream.form)(first)), labels[:count]

@@ -3,10 +3,12 @@ side on this machine's cores.
 
 One tiny CNN cannot use a machine's cores (measured in docs/benchmarks.md: on a 2-core machine two jobs of one
 thread each train about 1.4x the model-epochs per second of one job on both cores), so this launcher runs
-`jobs` jobs at once (default: the cores this process may use, divided by `threads`), each in a worker process
-(joblib's loky pool, as Hydra's joblib launcher: the same `run_job`, job directories, `.hydra/` files and
-callbacks) whose TensorFlow / XLA pools get `threads` threads (`backends.job_threads` reads it from
-`MIXUP_JOB_THREADS`). Workers are reused by later jobs, so a sweep pays TensorFlow's start-up once per worker.
+`jobs` jobs at once (default: the cores this process may use, divided by `threads`): one after another in this
+process (as Hydra's basic launcher), the others each in a worker process (joblib's loky pool, as Hydra's joblib
+launcher: the same `run_job`, job directories, `.hydra/` files and callbacks), all taking the next job from one
+queue, with TensorFlow / XLA pools of `threads` threads (`backends.job_threads` reads it from
+`MIXUP_JOB_THREADS`). Workers are reused by later jobs (a race's rounds, a search's batches), so a sweep pays
+TensorFlow's start-up once per process.
 Workers are not pinned to cores: a TensorFlow job with one intra-op thread still keeps more than one thread
 busy (the calling thread runs kernels beside the pool's), and pinned to one core they take turns; unpinned,
 the scheduler lends a job the core another job is not using (between epochs, at the end of a sweep). Measured
@@ -14,14 +16,18 @@ in docs/benchmarks.md: the same sweep 1.12x job after job with each worker pinne
 A launch of one job, one job at a time (`jobs: 1`) or a machine with an NVIDIA GPU (where a pack or `ray_gpu`
 shares the device better) runs the jobs in this process, one after another, as Hydra's basic launcher does.
 The sweep's parent run, the progress lines and the ETA are the sweeper's: each job logs one line when it
-starts and one when it ends; Keras's per-epoch lines are off in workers, so the console stays readable.
+starts and one when it ends; Keras's per-epoch lines are off in side-by-side jobs, so the console stays readable.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +77,8 @@ def launch(
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
 ) -> Sequence[JobReturn]:
-    """The launch: side by side in reusable worker processes, or here one after another (one at a time)."""
+    """The launch: side by side (here and in reusable worker processes), or here one after another (one at a
+    time)."""
     setup_globals()
     check_settings(jobs, threads)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -86,13 +93,71 @@ def launch(
         return [
             in_process.run_numbered(hydra_context, config, task_function, overrides, idx) for idx, overrides in numbered
         ]
+    return _side_by_side(hydra_context, config, task_function, threads, numbered, at_once)
+
+
+def _side_by_side(
+    hydra_context: HydraContext, config: DictConfig, task_function: TaskFunction, threads: int,
+    numbered: list[tuple[int, Sequence[str]]], at_once: int,
+) -> list[JobReturn]:  # fmt: skip
+    """`at_once` jobs at a time from one queue: this process takes one job after another, `at_once - 1` worker
+    processes the others. This process is one of the slots because it has started already: on a small sweep the
+    workers' start (interpreter, Hydra, MLflow, TensorFlow: ~6 CPU-s each on the machine of docs/benchmarks.md)
+    ate the gain of jobs side by side, and a worker fewer is one start fewer. A feeder thread keeps the
+    workers busy while this process trains."""
+    queue = deque(numbered)
+    lock = threading.Lock()
+
+    def take() -> tuple[int, Sequence[str]] | None:
+        with lock:
+            return queue.popleft() if queue else None
+
     state = Singleton.get_state()
-    executor = _workers(at_once)
-    futures = [
-        executor.submit(_in_worker, threads, idx, overrides, hydra_context, config, task_function, state)
-        for idx, overrides in numbered
-    ]
-    return [future.result() for future in futures]
+    executor = _workers(at_once - 1)
+    in_workers: dict[int, Future] = {}
+
+    def feed() -> None:
+        running: set[Future] = set()
+        while True:
+            while len(running) < at_once - 1 and (job := take()) is not None:
+                idx, overrides = job
+                future = executor.submit(
+                    _in_worker, threads, idx, overrides, hydra_context, config, task_function, state
+                )
+                in_workers[idx] = future
+                running.add(future)
+            if not running:
+                return
+            running = wait(running, return_when=FIRST_COMPLETED).not_done
+
+    feeder = threading.Thread(target=feed, name="local-launcher-feeder", daemon=True)
+    feeder.start()
+    here: dict[int, JobReturn] = {}
+    try:
+        with _as_a_worker(threads):  # the same pools and quiet console as the workers' jobs
+            while (job := take()) is not None:
+                here[job[0]] = in_process.run_numbered(hydra_context, config, task_function, job[1], job[0])
+    except BaseException:  # stopped here (a signal, a full disk): the workers start nothing more
+        with lock:
+            queue.clear()
+        raise
+    feeder.join()
+    return [here[idx] if idx in here else in_workers[idx].result() for idx, _ in numbered]
+
+
+@contextmanager
+def _as_a_worker(threads: int) -> Iterator[None]:
+    """This process's jobs as a worker's: `threads` threads (TensorFlow keeps the pools its first job set) and no
+    per-epoch lines (`backends.JOB_THREADS_ENV`)."""
+    before = os.environ.get(JOB_THREADS_ENV)
+    os.environ[JOB_THREADS_ENV] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(JOB_THREADS_ENV, None)
+        else:
+            os.environ[JOB_THREADS_ENV] = before
 
 
 def _workers(count: int) -> Any:

@@ -41,6 +41,7 @@ def _fit(member: Member) -> training.TrainResult:
         num_classes,
         seed=cfg.seed,
         crop_padding=input_aug.padding_of(trainer),
+        last_epoch=trainer.epochs - 1,
     )
     form = stream.form  # the mask inputs the augmentation sends
     model = training_stream.training_model(network, form, name=cfg.aug.name)  # uint8 batches -> mixing -> network
@@ -59,15 +60,25 @@ def _fit(member: Member) -> training.TrainResult:
     if epoch_probes:
         callbacks.append(ProbeEachEpoch(epoch_probes, network, dataset))
     callbacks += [epoch_metrics, BackupThenReport(member)]
-    model.fit(
-        stream,
-        validation_data=(training_stream.unmixed_inputs(dataset.val.images, form), _onehot(dataset.val, num_classes)),
-        validation_batch_size=trainer.batch_size,
-        epochs=trainer.epochs,
-        shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
-        callbacks=callbacks,
-        verbose=0 if os.environ.get(backends.JOB_THREADS_ENV) else 1 if sys.stdout.isatty() else 2,  # workers: quiet
-    )
+    try:
+        model.fit(
+            stream,
+            validation_data=(
+                training_stream.unmixed_inputs(dataset.val.images, form),
+                _onehot(dataset.val, num_classes),
+            ),
+            validation_batch_size=trainer.batch_size,
+            epochs=trainer.epochs,
+            shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
+            callbacks=callbacks,
+            verbose=0
+            if os.environ.get(backends.JOB_THREADS_ENV)
+            else 1
+            if sys.stdout.isatty()
+            else 2,  # workers: quiet
+        )
+    finally:
+        stream.close()  # what was drawn ahead for epochs that will not run (stopped, diverged)
     INTERRUPTS.raise_pending()
     epoch = training.first_diverged_epoch(member.history, trainer.epochs)
     if epoch is not None:

@@ -180,7 +180,8 @@ class PackedProgram:
 
     # --- one epoch ----------------------------------------------------------------------------------------
     def _epoch_plans(self, epoch: int) -> list[np.ndarray]:
-        """Every member's plan of `epoch` in the shared input form, stacked: (members, n, ...) arrays."""
+        """Every member's plan of `epoch` in the shared input form, stacked: (members, n, ...) arrays; drawn
+        while the epoch before trains (`training_stream.PlansAhead`)."""
         plans = []
         for member in self.members:
             plan = training_stream.epoch_plan(
@@ -203,7 +204,7 @@ class PackedProgram:
         rates = [recipe.learning_rate(m.cfg.trainer, epoch) for m in self.members]  # each member's schedule
         optimizer[self.rate_slot] = np.asarray(rates, dtype=np.asarray(optimizer[self.rate_slot]).dtype)
         state = jax.device_put((trainable, non_trainable, optimizer, self._zero_metrics()))
-        plans = self._epoch_plans(epoch)
+        plans = self.plans_ahead.get(epoch)
         n = plans[0].shape[1]
         full, rest = divmod(n, self.batch)
         if not self.batched:
@@ -286,6 +287,13 @@ class PackedProgram:
     # --- the run ------------------------------------------------------------------------------------------
     def run(self) -> None:
         epochs = self.trainer.epochs
+        self.plans_ahead = training_stream.PlansAhead(self._epoch_plans, last=epochs - 1)
+        try:
+            self._run(epochs)
+        finally:
+            self.plans_ahead.close()
+
+    def _run(self, epochs: int) -> None:
         train_seconds = 0.0
         val_labels = np.stack([member.dataset.val.labels for member in self.members])
         for epoch in range(self.start_epoch, epochs):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TEST_SIZE, TINY, mlflow_runs, run_cli, run_report
+from tests.helpers import EPOCH_METRICS, ROOT, TEST_SIZE, TINY, cli, mlflow_runs, run_cli, run_report
 from tests.integration.test_user_errors import one_line_exit_2
 
 
@@ -97,7 +97,7 @@ def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_da
                  "hydra/launcher=basic"]
                 for alphas in ("0.1,0.2", "0.3,0.4")]  # fmt: skip
     jobs = [
-        subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *command], cwd=ROOT, text=True,
+        subprocess.Popen(cli(*command), cwd=ROOT, text=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for command in commands
     ]  # fmt: skip
@@ -242,9 +242,9 @@ def fill(disk: Path) -> Path:
 def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_disk):
     """The disk fills after the first job finished: the sweep ends with one line (exit 1), no traceback, the store
     intact; with space freed, the same command finishes the rest and skips the finished job."""
-    command = [sys.executable, "-m", "mixup_sweeps.run", "-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
+    command = cli("-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
                "trainer.epochs=3", TEST_SIZE, "hydra/launcher=basic",
-               f"paths.output_dir={small_disk / 'out'}"]  # fmt: skip
+               f"paths.output_dir={small_disk / 'out'}")  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sweep = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = []

@@ -65,19 +65,19 @@ def test_the_local_launcher_fills_the_cores_at_its_threads_per_job(monkeypatch):
 
 
 def test_a_default_multirun_runs_jobs_side_by_side_with_one_line_per_start_and_end(shared_sweep):
-    """The default launcher on this machine (the session's shared sweep, three jobs): two at a time in two
-    workers, each with one-thread pools, free to run on any core, and the console has their start and end lines
-    but no Keras epoch lines."""
+    """The default launcher on this machine (the session's shared sweep, three jobs): two at a time, one after
+    another in the command's process and in one worker, each with one-thread pools, free to run on any core, and
+    the console has their start and end lines but no Keras epoch lines."""
     from tests.helpers import mlflow_runs
 
     output = shared_sweep.log
     assert "Launching 3 jobs, 2 at once (1 threads each)" in output
     assert output.count("] - start ") == 3 and output.count("] - done ") == 3
-    assert "Epoch 1/2" not in output  # Keras is quiet in workers
+    assert "Epoch 1/2" not in output  # Keras is quiet in jobs side by side
     runs = [r for r in mlflow_runs(shared_sweep.out)[1] if r.data.tags.get("sweep_parent") != "true"]
     assert {r.data.tags["threads"] for r in runs} == {"1"} and {r.data.tags["tf_intra_op_threads"] for r in runs} == {
         "1"
     }
-    assert len({r.data.tags["pid"] for r in runs}) == 2  # two worker processes
+    assert len({r.data.tags["pid"] for r in runs}) == 2  # the command's process and one worker
     every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
     assert {r.data.tags["cpu_affinity"] for r in runs} == {every_core}  # not pinned (docs/benchmarks.md)

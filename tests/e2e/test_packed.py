@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, ROOT, TEST_IMAGES, mlflow_runs, network_weights, run_cli, steps
+from tests.helpers import EPOCH_METRICS, ROOT, TEST_IMAGES, cli, mlflow_runs, network_weights, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
 PACKED = ["-m", "hydra/launcher=packed"]
@@ -147,12 +146,12 @@ def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_
     out = tmp_path / "ray"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a local instance, not a cluster
     result = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.run", *PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
+        cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
          "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
          "+hydra.launcher.ray_init.num_cpus=2",
          "+hydra.launcher.ray_init.include_dashboard=false", "+hydra.launcher.ray_init.address=local",
          "+hydra.launcher.ray_init._node_ip_address=127.0.0.1",  # loopback: a sandbox's own IP may not connect
-         f"paths.output_dir={out}"],
+         f"paths.output_dir={out}"),
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.test_packed import PACKED, assert_same_training, children, history, member, weights
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TEST_IMAGES, TINY, mlflow_runs, run_cli, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TEST_IMAGES, TINY, cli, mlflow_runs, run_cli, steps
 
 RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]  # long enough to kill in epoch 2
 
@@ -30,7 +30,7 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
     assert sorted(r.info.status for r in done) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
 
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "mixup_sweeps.run", *sweep, f"paths.output_dir={out}"]
+    args = cli(*sweep, f"paths.output_dir={out}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in job.stdout:

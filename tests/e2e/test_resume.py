@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, mlflow_runs, network_weights, run_cli, steps
+from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, cli, mlflow_runs, network_weights, run_cli, steps
 
 RECIPE = ["trainer.optimizer=sgd", "trainer.learning_rate=0.05", "trainer.weight_decay=0.0005",
           "trainer.schedule=step", "trainer.milestones=[1]", "trainer.input_aug=crop_flip"]  # fmt: skip
@@ -72,7 +71,7 @@ def test_deterministic_runs_of_one_config_are_identical(backend, uninterrupted):
 )  # fmt: skip
 def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, tmp_path, uninterrupted):
     """Killed after epoch 1, run again: the same run, ending exactly as the uninterrupted job (metrics, weights)."""
-    args = [sys.executable, "-m", "mixup_sweeps.run", *RESUMABLE, f"backend={backend}", f"paths.output_dir={tmp_path}"]
+    args = cli(*RESUMABLE, f"backend={backend}", f"paths.output_dir={tmp_path}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # see the job's "start" line when it is printed
     job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in job.stdout:  # the store exists once the job says it started
@@ -103,7 +102,8 @@ def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, t
 
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resume {','.join(args[3:-1])}: run {run_id}" in again.stdout + again.stderr
+    name = ",".join(a for a in args[3:] if not a.startswith("paths."))  # the overrides as typed, paths left out
+    assert f"resume {name}: run {run_id}" in again.stdout + again.stderr
     _, runs = mlflow_runs(tmp_path)
     runs = [r for r in runs if r.data.params["aug.name"] == "mixup"]
     assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"

@@ -11,14 +11,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EXPERIMENT, ROOT
+from tests.helpers import EXPERIMENT, ROOT, cli
 
 # a race of two arms over at most 3 seeds, small enough to be quick, long enough for the two to overlap
 RACE = ["-m", "aug.alpha=0.2,1.0", "hydra.sweeper.race.epsilon=0.002", "hydra.sweeper.race.max_seeds=3",
@@ -29,7 +28,7 @@ ANSWER = re.compile(r"\]\[HYDRA\] race: (.*)$", re.MULTILINE)  # the answer line
 def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`python -m mixup_sweeps.run ARGS` in the background, its output as one text stream."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "mixup_sweeps.run", *args], cwd=ROOT, env=full_env, text=True,
+    return subprocess.Popen(cli(*args), cwd=ROOT, env=full_env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
 

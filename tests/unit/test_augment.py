@@ -67,3 +67,25 @@ def test_validation_inputs_pass_through_unmixed():
         inputs = training_stream.unmixed_inputs(split.images, form)
         images = ops.convert_to_numpy(training_stream.MixImages(form)(list(inputs)))
         np.testing.assert_array_equal(images, training_stream.scaled(split))
+
+
+def test_the_next_epoch_is_drawn_ahead_and_is_the_same_plan():
+    """`PlansAhead`: asking for epoch e draws e (if not yet) and starts e + 1, never past `last`; a plan drawn
+    ahead is the plan itself (FMix's masks included), whatever thread drew it."""
+    drawn: list[int] = []
+    split = Split(np.arange(200 * 28 * 28, dtype=np.uint8).reshape(200, 28, 28, 1) % 251, np.arange(200) % 10)
+    fmix = OmegaConf.create({"name": "fmix", "alpha": 1.0, "decay_power": 3.0})
+
+    def draw(epoch: int) -> training_stream.EpochPlan:
+        drawn.append(epoch)
+        return training_stream.epoch_plan(split, fmix, 64, 10, seed=3, epoch=epoch)
+
+    ahead = training_stream.PlansAhead(draw, last=2)
+    for epoch in range(3):
+        plan = ahead.get(epoch)
+        direct = training_stream.epoch_plan(split, fmix, 64, 10, seed=3, epoch=epoch)
+        assert np.array_equal(plan.masks["pasted"], direct.masks["pasted"]) and np.array_equal(plan.order, direct.order)
+        ahead._pool.submit(lambda: None).result()  # the draw started ahead has finished
+        assert drawn == list(range(min(epoch + 2, 3)))
+    ahead.close()
+    assert drawn == [0, 1, 2]  # nothing past the last epoch
