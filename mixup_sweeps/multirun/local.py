@@ -34,13 +34,15 @@ from typing import Any
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import in_process
 from mixup_sweeps.train.backends import JOB_THREADS_ENV, cpu_cores, gpu_count  # light: no Keras, no backend
 
 log = logging.getLogger(__name__)
+LAUNCHER_TARGET = "hydra_plugins.mixup_sweeps_local.local_launcher.LocalLauncher"  # hydra/launcher=local
+_STARTED_EARLY: list[int] = []  # the workers `start_early` started, until `stop_early`
 
 
 def check_settings(jobs: object, threads: object) -> None:
@@ -158,6 +160,45 @@ def _as_a_worker(threads: int) -> Iterator[None]:
             os.environ.pop(JOB_THREADS_ENV, None)
         else:
             os.environ[JOB_THREADS_ENV] = before
+
+
+def start_early(config: DictConfig, jobs: int | None) -> None:
+    """Start the workers a multirun's launches will use now, while this process still checks the command line,
+    opens the sweep's parent run and composes the first jobs (~8 CPU-s on the machine of docs/benchmarks.md):
+    each imports the harness, MLflow and, for a TensorFlow sweep, TensorFlow (`_warm_up`), so that its first job
+    starts at once. Only for `hydra/launcher=local` with more than one job at once; `jobs`: the sweep's job
+    count where known (None: a search, one batch after another). `stop_early` ends them if the command is
+    refused after all."""
+    launcher = OmegaConf.select(config, "hydra.launcher")
+    if launcher is None or OmegaConf.select(config, "hydra.launcher._target_") != LAUNCHER_TARGET:
+        return
+    check_settings(launcher.get("jobs"), launcher.get("threads"))
+    at_once = jobs_at_once(launcher.get("jobs"), int(launcher.get("threads") or 1))
+    workers = min(at_once, jobs or at_once) - 1  # this process is a slot of its own (`_side_by_side`)
+    if workers < 1:
+        return
+    executor = _workers(workers)
+    _STARTED_EARLY.append(workers)
+    for _ in range(workers):
+        executor.submit(_warm_up, str(OmegaConf.select(config, "backend", default="")))
+
+
+def stop_early() -> None:
+    """End the workers `start_early` started (the command was refused: nothing will run)."""
+    if _STARTED_EARLY:
+        _workers(_STARTED_EARLY.pop()).shutdown(wait=False, kill_workers=True)
+
+
+def _warm_up(backend: str) -> None:
+    """A worker's imports before its first job: what every job loads, and TensorFlow for a TensorFlow sweep
+    (its pools are sized later, by the job: importing starts no pool)."""
+    import mixup_sweeps.job.execute  # noqa: F401  (MLflow, matplotlib, the engines' shared code)
+    import mixup_sweeps.job.open  # noqa: F401
+
+    if backend == "tensorflow":
+        from mixup_sweeps.train.backends import import_tensorflow
+
+        import_tensorflow()
 
 
 def _workers(count: int) -> Any:

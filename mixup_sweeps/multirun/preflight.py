@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mixup_sweeps.config import CONF_DIR, SEED, SEED_RANGE
 from mixup_sweeps.errors import ConfigError, require
 from mixup_sweeps.job.compose import check_data, register_configs, validate
-from mixup_sweeps.multirun.local import check_settings as check_local_settings
+from mixup_sweeps.multirun import local
 from mixup_sweeps.sweeps import racing, search
 from mixup_sweeps.sweeps.identity import race_settings, seeds_until
 from mixup_sweeps.sweeps.overrides import expand_jobs, groups_of, override_key, task_overrides
@@ -73,12 +73,22 @@ def check(argv: Sequence[str]) -> None:
         return
     with open_dict(config):
         config.hydra.overrides.task = arguments  # the sweep's overrides too, as Hydra records them in a multirun
+    try:
+        _check_multirun(config)
+    except ConfigError:
+        local.stop_early()
+        raise
 
+
+def _check_multirun(config: DictConfig) -> None:
+    """A multirun's sweep settings and jobs; the default launcher's workers start meanwhile (`local.start_early`)."""
     if search.is_search(config.hydra.sweeper):
+        local.start_early(config, None)
         for job in check_search(config):  # its launcher's settings too
             _check_job(job)
         return
     jobs = sweep_jobs(config)
+    local.start_early(config, len(jobs))
     check_sweeper(config, jobs)
     low, high = SEED_RANGE
     for job in jobs:
@@ -182,7 +192,7 @@ def _check_launcher(config: DictConfig) -> None:
     """The launcher's settings that can be checked before a sweep starts (every sweeper's)."""
     launcher = _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
     if str(launcher.get("_target_", "")).endswith(".LocalLauncher"):
-        check_local_settings(launcher.get("jobs"), launcher.get("threads"))
+        local.check_settings(launcher.get("jobs"), launcher.get("threads"))
     pack_size = launcher.get("pack_size", 1)
     if not (isinstance(pack_size, int) and pack_size >= 1):
         raise ConfigError(f"Invalid value hydra.launcher.pack_size={pack_size!r}: must be an integer >= 1")
