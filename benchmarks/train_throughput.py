@@ -17,11 +17,17 @@ or CPU) and prints the images per second of all of them together. `--packed 1 4 
 jobs (seeds 0..N-1) as one packed program (`mixup_sweeps.train.packed`, what `hydra/launcher=packed` and every JAX
 job run) beside the `stream-jax` arm (Keras's fit on JAX, one job), in one run: seconds per epoch (training
 only, as the fit arms) and model-epochs per second. `--train-size` trains on fewer images (CPU runs).
+`--model-epoch` instead puts a model-epoch of the default sweep beside the machine: NumPy's float32 GEMM rate at
+all cores, the Keras example's recipe alone on all cores, and the harness as `make run`'s sweep trains
+(`stream-tensorflow`, one job per core at one thread each, as `hydra/launcher=local`): seconds per model-epoch
+(a job's median epoch / jobs at once), GFLOP/s (5.87 MFLOP per training image: forward, weight gradients, input
+gradients but the first layer's) and that as % of the GEMM rate.
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 5 --seeds 0 1
     .venv/bin/python benchmarks/train_throughput.py --arms stream-tensorflow --precision float32 mixed_bfloat16
     python benchmarks/train_throughput.py --arms stream-jax --epochs 4 --jobs-at-once 1 2 4 8
     .venv/bin/python benchmarks/train_throughput.py --packed 1 4 16 64 --epochs 3 --train-size 4096
+    .venv/bin/python benchmarks/train_throughput.py --model-epoch --aug mixup --epochs 4
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from mixup_sweeps.config import PRECISIONS  # noqa: E402 (trainer.precision; con
 from mixup_sweeps.data.augmentations import AUGMENTATIONS  # noqa: E402 (NumPy only)
 
 BATCH_SIZE = 64
+THREADS_ENV = "BENCH_JOB_THREADS"  # a worker's pool size (unset: TensorFlow's default, every core)
+FLOP_PER_IMAGE = 2 * (24 * 24 * 16 * 25 * 2 + 8 * 8 * 32 * 400 * 3 + 32 * 128 * 3 + 128 * 10 * 3)  # a training step
 ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax", "packed")  # packed: `--packed N...` (default 1 4 16 64)
 
 
@@ -109,7 +117,10 @@ def run_arm(
     """One training run in this process; returns per-epoch seconds, epoch end times and test accuracy."""
     from mixup_sweeps.train import backends
 
-    backends.prepare("jax" if arm == "stream-jax" else "tensorflow")
+    backend = "jax" if arm == "stream-jax" else "tensorflow"
+    backends.prepare(backend)
+    if os.environ.get(THREADS_ENV):  # a job's pools as the default launcher sizes them (--model-epoch)
+        backends.set_threads(int(os.environ[THREADS_ENV]), backend)
     import keras
     import numpy as np
     from omegaconf import OmegaConf
@@ -174,12 +185,13 @@ def EpochTimer():  # noqa: N802 - a class made once Keras is imported on the arm
 
 
 def start_worker(
-    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32, train_size: int = 0
-) -> subprocess.Popen:
+    arm: str, aug: str, seed: int, epochs: int, precision: str, cache: Path, spe: int = 32, train_size: int = 0,
+    threads: int = 0,
+) -> subprocess.Popen:  # fmt: skip
     """`arm` is an arm's name, or `packed-N` (N jobs as one packed program; `seed` unused)."""
     command = [sys.executable, __file__, "--worker", arm, aug, str(seed), str(epochs), precision, str(cache),
                str(spe), str(train_size)]  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({THREADS_ENV: str(threads)} if threads else {})}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -257,6 +269,56 @@ def jobs_at_once(args: argparse.Namespace, cache: Path) -> None:
               f"   on {results[0]['device']}", flush=True)  # fmt: skip
 
 
+def sgemm_rate() -> float:
+    """GFLOP/s of NumPy's float32 matmul (OpenBLAS) on every core, 4096 x 4096, best of 5."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
+    a @ a
+    best = min(_timed_matmul(a) for _ in range(5))
+    return 2 * 4096**3 / best / 1e9
+
+
+def _timed_matmul(a) -> float:
+    started = time.perf_counter()
+    a @ a
+    return time.perf_counter() - started
+
+
+def model_epoch(args: argparse.Namespace, cache: Path) -> None:
+    """A model-epoch of the default sweep beside the GEMM rate and the Keras example's recipe, in one run."""
+    aug, precision, spe, size = args.aug[-1], args.precision[0], args.steps_per_execution, args.train_size
+    cores = len(os.sched_getaffinity(0))
+    result_of(start_worker("stream-tensorflow", aug, 0, 1, precision, cache, spe, size))  # weights, caches
+    gemm = sgemm_rate()
+    seed = result_of(start_worker("seed", aug, 0, args.epochs, precision, cache, spe, size))
+    started = time.perf_counter()
+    workers = [start_worker("stream-tensorflow", aug, s, args.epochs, precision, cache, spe, size, threads=1)
+               for s in range(cores)]  # fmt: skip
+    jobs = [result_of(w) for w in workers]
+    wall = time.perf_counter() - started
+    images = seed["images"]
+    print(f"{cores} cores; {cpu_flags()}; float32 GEMM (NumPy, 4096², {cores} threads) {gemm:.0f} GFLOP/s")
+    print(f"aug={aug}, {precision}, batch {BATCH_SIZE}, {images} training images, {args.epochs} epochs a run, "
+          f"{FLOP_PER_IMAGE / 1e6:.2f} MFLOP per training image; the first epoch left out")  # fmt: skip
+    print(
+        f"{'arm':<44} {'jobs':>4} {'s/epoch':>8} {'s/model-epoch':>13} {'GFLOP/s':>8} {'% of GEMM':>9} {'vs seed':>8}"
+    )
+    rows = [("the Keras example's recipe (every core)", 1, statistics.median(steady(seed["seconds"])))]
+    per_job = statistics.median(s for r in jobs for s in steady(r["seconds"]))
+    rows.append(("the harness, make run's sweep (local: 1 thread a job)", cores, per_job))
+    for name, at_once, seconds in rows:
+        model_epoch_s = seconds / at_once
+        rate = FLOP_PER_IMAGE * images / model_epoch_s / 1e9
+        speed_up = rows[0][2] / model_epoch_s
+        print(f"{name:<44} {at_once:>4} {seconds:>8.2f} {model_epoch_s:>13.2f} {rate:>8.1f} {rate / gemm:>9.0%} "
+              f"{speed_up:>7.2f}x", flush=True)  # fmt: skip
+    print(
+        f"(the {cores} harness jobs together: {wall:.0f} s wall; test accuracy "
+        f"{' '.join(format(r['accuracy'], '.4f') for r in jobs)}; the recipe's {seed['accuracy']:.4f})"
+    )
+
+
 def packed_side_by_side(args: argparse.Namespace, cache: Path) -> None:
     """N jobs as one packed program against one job with Keras's fit on JAX, in one run, for each --aug."""
     for aug in args.aug:
@@ -292,6 +354,7 @@ def main() -> None:
     parser.add_argument("--steps-per-execution", type=int, default=32, help="harness arms (trainer's default: 32)")
     parser.add_argument("--packed", type=int, nargs="+", metavar="N", help="packs of N jobs vs one fit job")
     parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
+    parser.add_argument("--model-epoch", action="store_true", help="a model-epoch beside the GEMM rate and the seed")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.packed or args.worker) and set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:
@@ -309,7 +372,9 @@ def main() -> None:
     if "packed" in args.arms:  # the packed arm runs beside stream-jax, as `--packed` does
         args.packed = args.packed or [1, 4, 16, 64]
     with tempfile.TemporaryDirectory() as cache:
-        if args.packed:
+        if args.model_epoch:
+            model_epoch(args, Path(cache))
+        elif args.packed:
             packed_side_by_side(args, Path(cache))
         elif args.jobs_at_once:
             jobs_at_once(args, Path(cache))
