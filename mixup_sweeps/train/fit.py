@@ -60,6 +60,7 @@ def _fit(member: Member) -> training.TrainResult:
     if epoch_probes:
         callbacks.append(ProbeEachEpoch(epoch_probes, network, dataset))
     callbacks += [epoch_metrics, BackupThenReport(member)]
+    verbose = 0 if os.environ.get(backends.JOB_THREADS_ENV) else 1 if sys.stdout.isatty() else 2  # side by side: quiet
     try:
         model.fit(
             stream,
@@ -71,11 +72,7 @@ def _fit(member: Member) -> training.TrainResult:
             epochs=trainer.epochs,
             shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
             callbacks=callbacks,
-            verbose=0
-            if os.environ.get(backends.JOB_THREADS_ENV)
-            else 1
-            if sys.stdout.isatty()
-            else 2,  # workers: quiet
+            verbose=verbose,
         )
     finally:
         stream.close()  # what was drawn ahead for epochs that will not run (stopped, diverged)

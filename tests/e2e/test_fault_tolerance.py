@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TEST_SIZE, TINY, cli, mlflow_runs, run_cli, run_report
+from tests.helpers import EPOCH_METRICS, ROOT, TINY, cli, mlflow_runs, run_cli, run_report
 from tests.integration.test_user_errors import one_line_exit_2
 
 
@@ -243,7 +243,7 @@ def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_di
     """The disk fills after the first job finished: the sweep ends with one line (exit 1), no traceback, the store
     intact; with space freed, the same command finishes the rest and skips the finished job."""
     command = cli("-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
-               "trainer.epochs=3", TEST_SIZE, "hydra/launcher=basic",
+               "trainer.epochs=3", "hydra/launcher=basic",
                f"paths.output_dir={small_disk / 'out'}")  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sweep = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

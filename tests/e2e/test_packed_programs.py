@@ -93,7 +93,7 @@ for mode in ("batched", "one_by_one"):
     members = []
     for seed, aug, rate, decay in ((0, "mixup", 0.1, 1e-4), (1, "cutmix", 0.05, 5e-3), (0, "none", 0.1, 0.0)):
         cfg = load_config("{tmp_path}", [f"seed={{seed}}", f"aug={{aug}}", "dataset.train_size=200",
-                                         "dataset.test_size=1000",
+                                         "dataset.test_size={TEST_IMAGES}",
                                          "trainer.epochs=2", "trainer.steps_per_execution=2", "model.batch_norm=true",
                                          "trainer.optimizer=sgd", f"trainer.learning_rate={{rate}}",
                                          f"trainer.weight_decay={{decay}}", "trainer.schedule=step",
