@@ -18,7 +18,7 @@ import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from hydra.errors import CompactHydraException
@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils import mlflow_tags
+from mlflow.version import VERSION as MLFLOW_VERSION
 from omegaconf import DictConfig
 
 from mixup_sweeps import files
@@ -109,6 +110,8 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
     if check:
         check_store(tracking.uri)
     with _store_lock(tracking.uri):
+        if tracking.uri.startswith("sqlite:///"):
+            _new_sqlite_store(Path(tracking.uri[len("sqlite:///") :]))
         client = MlflowClient(tracking_uri=tracking.uri)
         experiment = client.get_experiment_by_name(tracking.experiment)
         if experiment is None:
@@ -131,6 +134,43 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
 
 
 STORE_LOCK_TIMEOUT_S = 120  # creating a new store's tables takes seconds; a longer wait means a hung holder
+
+
+def empty_store_template() -> Path:
+    """An empty SQLite store made by this MLflow (and SQLAlchemy) version, kept in the user's cache
+    (`XDG_CACHE_HOME`, else ~/.cache) once any job on this machine has made one."""
+    import sqlalchemy
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixup-sweeps" / "stores"
+    return cache / f"empty-mlflow-{MLFLOW_VERSION}-sqlalchemy-{sqlalchemy.__version__}.db"
+
+
+def _new_sqlite_store(db: Path) -> None:
+    """A store file that does not exist yet becomes a copy of `empty_store_template()`, made first if missing.
+
+    MLflow makes a new SQLite store by running its whole chain of schema migrations (~1.2 CPU-s of a tiny job's
+    start on two cores; the test suite makes ~80 stores); a copy of a store those migrations made is the same
+    empty store (only its never-used `Default` experiment keeps the template's creation time and artifact
+    location). The copy goes through SQLite's backup API (a consistent database whatever the journal mode) into
+    a temporary file that then takes the store's name, under the caller's store lock; the template is made under
+    its own lock. An existing file is left alone (`check_store` has looked at it); without a writable cache
+    MLflow makes the store itself, as before."""
+    import sqlite3
+
+    if db.exists():
+        return
+    template = empty_store_template()
+    try:
+        with files.file_lock(template.with_name(template.name + ".lock"), STORE_LOCK_TIMEOUT_S, "the empty store"):
+            if not template.is_file():
+                with files.atomic_path(template) as tmp:
+                    made = MlflowClient(tracking_uri=f"sqlite:///{tmp}")._tracking_client.store  # MLflow migrates it
+                    made.engine.dispose()  # its connections closed before the file is renamed
+    except OSError:  # no writable cache directory
+        return
+    with files.atomic_path(db) as tmp, closing(sqlite3.connect(template)) as source:
+        with closing(sqlite3.connect(tmp)) as target:
+            source.backup(target)
 
 
 @contextmanager

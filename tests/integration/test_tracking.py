@@ -195,3 +195,38 @@ def test_a_job_that_loses_the_race_to_log_a_new_dataset_still_logs_its_inputs(tm
     monkeypatch.setattr(client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(MlflowException("other")))
     with pytest.raises(MlflowException, match="other"):
         networks.log_datasets(client, mine, dataset, digests)
+
+
+def test_a_new_sqlite_store_is_a_copy_of_one_empty_store_made_once_by_mlflow(tmp_path, monkeypatch):
+    """The first new store on a machine has MLflow run its migrations into the cached template; every later new
+    store is a copy of it: the same schema version, and a store that takes runs. An existing store is opened as
+    it is (its runs stay)."""
+    import sqlite3
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tracking.empty_store_template()
+    assert str(template).startswith(str(tmp_path / "cache")) and not template.exists()
+
+    def schema(db) -> list:
+        with sqlite3.connect(db) as connection:
+            tables = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+            return [*tables, connection.execute("SELECT version_num FROM alembic_version").fetchall()]
+
+    first = compose_config(output_dir=str(tmp_path / "first")).tracking
+    client, experiment_id = tracking.connect(first)
+    made = template.stat().st_mtime_ns
+    run_id = client.create_run(experiment_id).info.run_id
+    second = compose_config(output_dir=str(tmp_path / "second")).tracking
+    client, experiment_id = tracking.connect(second)
+    assert template.stat().st_mtime_ns == made  # copied, not made again
+    assert schema(tmp_path / "second" / "mlflow.db") == schema(template)
+    assert client.create_run(experiment_id).info.status == "RUNNING"
+    client, experiment_id = tracking.connect(first)  # an existing store: its run is still there
+    assert client.get_run(run_id).info.experiment_id == experiment_id
+
+
+def test_without_a_writable_cache_mlflow_makes_the_new_store_itself(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache directory would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    client, experiment_id = tracking.connect(compose_config(output_dir=str(tmp_path / "out")).tracking)
+    assert client.create_run(experiment_id).info.status == "RUNNING"
