@@ -7,9 +7,10 @@ Arms (every run trains the seed CNN from the same initial weights on the real da
 - `tfdata`: the harness's stream until the one-stream change (`benchmarks/tfdata_stream.py`: uint8 images,
   gather + scale + mix in the tf.data graph, prefetch) with `steps_per_execution: 32`, the reference;
 - `stream-tensorflow`, `stream-jax`: what the fit engine (`mixup_sweeps.train.fit`) does now:
-  `training_stream.TrainingStream` (an epoch's plan drawn in NumPy, uint8 batches) ->
-  `training_stream.training_model` (scale + mix in the compiled step) with `steps_per_execution: 32`, on that
-  Keras backend (`stream-jax` needs no TensorFlow).
+  `training_stream.TrainingStream` (an epoch's plan drawn in NumPy, uint8 batches; on TensorFlow through
+  `TrainingStream.tf_dataset`, one host call an epoch) -> `training_stream.training_model` (scale + mix in the
+  compiled step) with `steps_per_execution: 32`, on that Keras backend (`stream-jax` needs no TensorFlow);
+  `pydataset-tensorflow`: the same stream as Keras's `PyDataset` (a host call every batch), the path before.
 Each run is a fresh process (a process has one Keras backend); the arms alternate (seed 0: every arm, then
 seed 1, ...) so machine noise hits all alike. The first epoch (tracing, compiling) is left out of min/median.
 `--jobs-at-once 1 2 4 8` instead starts that many runs of one arm together (a sweep's jobs sharing one GPU
@@ -21,13 +22,14 @@ only, as the fit arms) and model-epochs per second. `--train-size` trains on few
 all cores, the Keras example's recipe alone on all cores, and the harness as `make run`'s sweep trains
 (`stream-tensorflow`, one job per core at one thread each, as `hydra/launcher=local`): seconds per model-epoch
 (a job's median epoch / jobs at once), GFLOP/s (5.87 MFLOP per training image: forward, weight gradients, input
-gradients but the first layer's) and that as % of the GEMM rate.
+gradients but the first layer's) and that as % of the GEMM rate; `--with-pydataset` adds the same jobs on the
+input path before (`pydataset-tensorflow`).
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 5 --seeds 0 1
     .venv/bin/python benchmarks/train_throughput.py --arms stream-tensorflow --precision float32 mixed_bfloat16
     python benchmarks/train_throughput.py --arms stream-jax --epochs 4 --jobs-at-once 1 2 4 8
     .venv/bin/python benchmarks/train_throughput.py --packed 1 4 16 64 --epochs 3 --train-size 4096
-    .venv/bin/python benchmarks/train_throughput.py --model-epoch --aug mixup --epochs 4
+    .venv/bin/python benchmarks/train_throughput.py --model-epoch --aug mixup --epochs 4 --with-pydataset
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from mixup_sweeps.data.augmentations import AUGMENTATIONS  # noqa: E402 (NumPy o
 BATCH_SIZE = 64
 THREADS_ENV = "BENCH_JOB_THREADS"  # a worker's pool size (unset: TensorFlow's default, every core)
 FLOP_PER_IMAGE = 2 * (24 * 24 * 16 * 25 * 2 + 8 * 8 * 32 * 400 * 3 + 32 * 128 * 3 + 128 * 10 * 3)  # a training step
-ARMS = ("seed", "tfdata", "stream-tensorflow", "stream-jax", "packed")  # packed: `--packed N...` (default 1 4 16 64)
+# packed: `--packed N...` (default 1 4 16 64)
+ARMS = ("seed", "tfdata", "stream-tensorflow", "pydataset-tensorflow", "stream-jax", "packed")
 
 
 def seed_recipe_stream(x_train, y_train, aug: str):
@@ -148,8 +151,10 @@ def run_arm(
         stream = tfdata_stream.training_stream(ds.train, aug, BATCH_SIZE, 10, seed)
     else:
         model, steps_per_execution = training_stream.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
-        stream = training_stream.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed)
+        stream = training_stream.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed, last_epoch=epochs - 1)
         callbacks.append(stream.epoch_callback())
+        if arm == "stream-tensorflow":  # as the fit engine trains (`pydataset-tensorflow`: Keras's PyDataset input)
+            stream = stream.tf_dataset()
     seed_recipe = OmegaConf.create({"learning_rate": 0.001, "precision": precision})  # Adam, constant rate
     model.compile(optimizer=optimizers.make(seed_recipe), loss="categorical_crossentropy",
                   metrics=["accuracy"], steps_per_execution=steps_per_execution)  # fmt: skip
@@ -307,6 +312,12 @@ def model_epoch(args: argparse.Namespace, cache: Path) -> None:
     rows = [("the Keras example's recipe (every core)", 1, statistics.median(steady(seed["seconds"])))]
     per_job = statistics.median(s for r in jobs for s in steady(r["seconds"]))
     rows.append(("the harness, make run's sweep (local: 1 thread a job)", cores, per_job))
+    if args.with_pydataset:  # the input path before `TrainingStream.tf_dataset`, the same jobs after these
+        before = [start_worker("pydataset-tensorflow", aug, s, args.epochs, precision, cache, spe, size, threads=1)
+                  for s in range(cores)]  # fmt: skip
+        before_jobs = [result_of(w) for w in before]
+        rows.append(("  the same, Keras's PyDataset input (before)", cores,
+                     statistics.median(s for r in before_jobs for s in steady(r["seconds"]))))  # fmt: skip
     for name, at_once, seconds in rows:
         model_epoch_s = seconds / at_once
         rate = FLOP_PER_IMAGE * images / model_epoch_s / 1e9
@@ -355,6 +366,7 @@ def main() -> None:
     parser.add_argument("--packed", type=int, nargs="+", metavar="N", help="packs of N jobs vs one fit job")
     parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
     parser.add_argument("--model-epoch", action="store_true", help="a model-epoch beside the GEMM rate and the seed")
+    parser.add_argument("--with-pydataset", action="store_true", help="--model-epoch: the input path before, too")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.packed or args.worker) and set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:

@@ -63,7 +63,7 @@ def _fit(member: Member) -> training.TrainResult:
     verbose = 0 if os.environ.get(backends.JOB_THREADS_ENV) else 1 if sys.stdout.isatty() else 2  # side by side: quiet
     try:
         model.fit(
-            stream,
+            stream.tf_dataset(),  # the stream's batches without a call into Python for each
             validation_data=(
                 training_stream.unmixed_inputs(dataset.val.images, form),
                 _onehot(dataset.val, num_classes),

@@ -185,3 +185,34 @@ def test_mixed_images_of_mixup_and_cutmix_are_bit_for_bit_what_they_were():
 
     recorded = json.loads((ROOT / "tests" / "data" / "golden_mixing.json").read_text())
     assert golden_digests() == recorded["backends"][keras.backend.backend()]
+
+
+@pytest.mark.parametrize("aug", [{"name": "none"}, MIXUP, {"name": "fmix", "alpha": 1.0, "decay_power": 3.0}])
+def test_the_tensorflow_pipeline_serves_the_streams_batches_epoch_by_epoch(aug):
+    """`TrainingStream.tf_dataset` (what the TensorFlow engine trains on) gives exactly `batch(epoch, i)`, epoch
+    after epoch, as Keras iterates it: a new iterator per epoch, made after the epoch was announced or at the end
+    of the one before; a resumed fit starts at its epoch; nothing is served past the last epoch."""
+    import tensorflow as tf
+
+    def served(dataset) -> list:
+        return [tuple(np.asarray(x) for x in (*inputs, labels)) for inputs, labels in dataset]
+
+    def expected(stream, epoch: int) -> list:
+        batches = (stream.batch(epoch, i) for i in range(stream.num_batches))
+        return [(*inputs, labels) for inputs, labels in batches]
+
+    def same(a: list, b: list) -> bool:
+        return len(a) == len(b) and all(len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y))
+                                        for x, y in zip(a, b))  # fmt: skip
+
+    stream = training_stream.TrainingStream(_split(150), OmegaConf.create(aug), 64, 10, seed=1, last_epoch=3)
+    stream.epoch = 1  # a fit resumed after epoch 0: Keras announces epoch 1, then makes the first iterator
+    dataset = stream.tf_dataset()
+    assert dataset.cardinality() == stream.num_batches == 3
+    assert same(served(dataset), expected(stream, 1))
+    assert same(served(dataset), expected(stream, 2))  # made at the end of epoch 1, before epoch 2 is announced
+    stream.epoch = 3
+    assert same(served(dataset), expected(stream, 3))  # made after epoch 3 was announced
+    with pytest.raises(tf.errors.FailedPreconditionError, match="contained only 0 elements"):
+        next(iter(dataset))  # the iterator Keras makes at the end of the last epoch (never read) has no epoch 4
+    stream.close()
