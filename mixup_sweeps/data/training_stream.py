@@ -3,9 +3,10 @@
 What each augmentation draws is its own (`augmentations`: none, mixup, CutMix, FMix, ...); what happens with
 it is the same for all of them and for both training engines:
 - the host decides *what* is mixed: per epoch, an `EpochPlan` (image order, partners, the mask inputs, soft
-  labels) drawn with NumPy from (seed, epoch) alone; `TrainingStream` (a `keras.utils.PyDataset`, Keras's
-  `fit`) hands out slices of it as uint8 batches, and the packed engine sends the same arrays as indices. So
-  the batches of epoch e are the same whichever backend, thread or restart produced them.
+  labels) drawn with NumPy from (seed, epoch) alone; `TrainingStream` (a `keras.utils.PyDataset`; Keras's
+  `fit` on TensorFlow takes its `tf_dataset`) hands out slices of it as uint8 batches, and the packed engine
+  sends the same arrays as indices. So the batches of epoch e are the same whichever backend, thread or
+  restart produced them.
 - the compiled train step does the arithmetic (`MixImages`, keras.ops): scale to [0, 1], build each image's
   keep mask k from what was sent, and mix `x·k + y·(1 - k)`, on the device that trains. Labels are mixed on
   the host (a batch of them is 64 x 10 numbers).
