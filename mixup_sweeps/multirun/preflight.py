@@ -191,7 +191,7 @@ def check_sweeper(config: DictConfig, jobs: Sequence[Sequence[str]] | None = Non
 def _check_launcher(config: DictConfig) -> None:
     """The launcher's settings that can be checked before a sweep starts (every sweeper's)."""
     launcher = _resolved(config.hydra.get("launcher") or {}, "hydra.launcher")
-    if str(launcher.get("_target_", "")).endswith(".LocalLauncher"):
+    if launcher.get("_target_") == local.LAUNCHER_TARGET:
         local.check_settings(launcher.get("jobs"), launcher.get("threads"))
     pack_size = launcher.get("pack_size", 1)
     if not (isinstance(pack_size, int) and pack_size >= 1):

@@ -53,6 +53,12 @@ def shared_sweep(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) 
     return Sweep(Path(saved["out"]), saved["log"])
 
 
+# Ray gives up on its GCS (the head's control store) after 60 s without an answer. A local Ray started while the
+# suite's other workers load both cores (and test_cluster.py's head starts beside it) once took longer than that
+# to answer (CI-like run, 2026-12-06): the tests that start or join a Ray instance wait up to 5 minutes instead.
+PATIENT_RAY = {"RAY_gcs_rpc_server_reconnect_timeout_s": "300"}
+
+
 # --- a loopback PostgreSQL and an MLflow tracking server on it (test_cluster, test_tracking_server) -----------
 def postgres_bin(name: str) -> str:
     """Debian keeps the server programs off PATH, under /usr/lib/postgresql/<version>/bin."""

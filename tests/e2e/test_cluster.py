@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import PATIENT_RAY, start_server, stop_server
 from tests.helpers import EXPERIMENT, ROOT, TEST_SIZE, free_port, run_cli
 
 TINY = ["dataset.train_size=256", "trainer.epochs=1", TEST_SIZE]
@@ -68,7 +68,7 @@ def ray_head(ray_token) -> Iterator[str]:
     """A Ray head node on 127.0.0.1 with 2 CPUs; yields its address (what RAY_ADDRESS holds on a cluster)."""
     ray = str(Path(sys.executable).with_name("ray"))
     port = free_port()
-    env = {**os.environ, **LOOPBACK_RAY, **ray_token}
+    env = {**os.environ, **LOOPBACK_RAY, **PATIENT_RAY, **ray_token}
     started = subprocess.run(
         [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
          "--include-dashboard=false", "--disable-usage-stats"],
@@ -85,7 +85,8 @@ def ray_head(ray_token) -> Iterator[str]:
 def cluster(mlflow_server, ray_head, ray_token, tmp_path_factory):
     uri, artifacts = mlflow_server
     # what a user on a cluster has: the server's URI, the Ray address and the cluster's token, no MLflow store
-    env = {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ray_head, **LOOPBACK_RAY, **ray_token, **NO_LOG_DEDUP}
+    env = {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ray_head, **LOOPBACK_RAY, **PATIENT_RAY, **ray_token,
+           **NO_LOG_DEDUP}  # fmt: skip
     out = tmp_path_factory.mktemp("driver")
     first = run_cli("-m", *RAY_SWEEP, "aug.alpha=0.1,0.2,0.4", *TINY, f"paths.output_dir={out}", env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.e2e.conftest import PATIENT_RAY
 from tests.helpers import EPOCH_METRICS, ROOT, TEST_IMAGES, cli, mlflow_runs, network_weights, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
@@ -144,7 +145,10 @@ def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_
     """`hydra.launcher.ray=true` on a local Ray instance of 2 CPUs, no GPU asked for (on a cluster: one each).
     `address=local`: a new instance even while test_cluster.py's Ray head runs on this machine."""
     out = tmp_path / "ray"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a local instance, not a cluster
+    # a local instance, not a cluster; its own HOME: Ray writes the instance's new auth token to ~/.ray/auth_token,
+    # and test_cluster.py checks that its cluster's token never becomes a file in the suite's HOME
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **PATIENT_RAY,
+           "HOME": str(tmp_path / "home")}  # fmt: skip
     result = subprocess.run(
         cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
          "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
