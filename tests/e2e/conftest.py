@@ -59,6 +59,13 @@ def shared_sweep(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) 
 PATIENT_RAY = {"RAY_gcs_rpc_server_reconnect_timeout_s": "300"}
 
 
+def one_ray_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> FileLock:
+    """A lock shared by this session's pytest-xdist workers, held while a test's Ray runs: test_cluster.py's head
+    is stopped with `ray stop --force`, which ends every Ray process on the machine, and so killed the local Ray
+    of test_packed.py's Ray test when the two overlapped (its raylet died, or its GCS never answered)."""
+    return FileLock(str(tmp_path_factory.getbasetemp().parent / "ray.lock"))
+
+
 # --- a loopback PostgreSQL and an MLflow tracking server on it (test_cluster, test_tracking_server) -----------
 def postgres_bin(name: str) -> str:
     """Debian keeps the server programs off PATH, under /usr/lib/postgresql/<version>/bin."""

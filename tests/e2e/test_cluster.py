@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e.conftest import PATIENT_RAY, start_server, stop_server
+from tests.e2e.conftest import PATIENT_RAY, one_ray_at_a_time, start_server, stop_server
 from tests.helpers import EXPERIMENT, ROOT, TEST_SIZE, free_port, run_cli
 
 TINY = ["dataset.train_size=256", "trainer.epochs=1", TEST_SIZE]
@@ -64,21 +64,22 @@ def ray_token() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def ray_head(ray_token) -> Iterator[str]:
+def ray_head(ray_token, tmp_path_factory) -> Iterator[str]:
     """A Ray head node on 127.0.0.1 with 2 CPUs; yields its address (what RAY_ADDRESS holds on a cluster)."""
     ray = str(Path(sys.executable).with_name("ray"))
     port = free_port()
     env = {**os.environ, **LOOPBACK_RAY, **PATIENT_RAY, **ray_token}
-    started = subprocess.run(
-        [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-         "--include-dashboard=false", "--disable-usage-stats"],
-        capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    with one_ray_at_a_time(tmp_path_factory):
+        started = subprocess.run(
+            [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--include-dashboard=false", "--disable-usage-stats"],
+            capture_output=True, text=True, timeout=180, env=env,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e.conftest import PATIENT_RAY
+from tests.e2e.conftest import PATIENT_RAY, one_ray_at_a_time
 from tests.helpers import EPOCH_METRICS, ROOT, TEST_IMAGES, cli, mlflow_runs, network_weights, run_cli, steps
 
 SMALL = ["backend=jax", "dataset.train_size=512", "trainer.epochs=2"]
@@ -141,23 +141,22 @@ def test_two_packs_in_two_processes_land_the_same_runs_as_one_local_pack(packed_
     _same_runs_as_the_local_pack(packed_sweep, out, tmp_path)
 
 
-def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_sweep, tmp_path):
+def test_two_packs_as_two_ray_tasks_land_the_same_runs_as_one_local_pack(packed_sweep, tmp_path, tmp_path_factory):
     """`hydra.launcher.ray=true` on a local Ray instance of 2 CPUs, no GPU asked for (on a cluster: one each).
-    `address=local`: a new instance even while test_cluster.py's Ray head runs on this machine."""
+    `address=local`: a new instance, not test_cluster.py's head (the two never run at once: `one_ray_at_a_time`)."""
     out = tmp_path / "ray"
     # a local instance, not a cluster; its own HOME: Ray writes the instance's new auth token to ~/.ray/auth_token,
     # and test_cluster.py checks that its cluster's token never becomes a file in the suite's HOME
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **PATIENT_RAY,
            "HOME": str(tmp_path / "home")}  # fmt: skip
-    result = subprocess.run(
-        cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
-         "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
-         "+hydra.launcher.ray_init.num_cpus=2",
-         "+hydra.launcher.ray_init.include_dashboard=false", "+hydra.launcher.ray_init.address=local",
-         "+hydra.launcher.ray_init._node_ip_address=127.0.0.1",  # loopback: a sandbox's own IP may not connect
-         f"paths.output_dir={out}"),
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+    command = cli(*PACKED, "aug=none,mixup", "seed=0,1", *SMALL,
+                  "hydra.launcher.pack_size=2", "hydra.launcher.ray=true", "hydra.launcher.ray_remote.num_gpus=0",
+                  "+hydra.launcher.ray_init.num_cpus=2",
+                  "+hydra.launcher.ray_init.include_dashboard=false", "+hydra.launcher.ray_init.address=local",
+                  "+hydra.launcher.ray_init._node_ip_address=127.0.0.1",  # loopback: a sandbox's own IP may not connect
+                  f"paths.output_dir={out}")  # fmt: skip
+    with one_ray_at_a_time(tmp_path_factory):
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Training 2 packs as Ray tasks" in result.stdout + result.stderr
     _same_runs_as_the_local_pack(packed_sweep, out, tmp_path)
