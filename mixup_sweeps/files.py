@@ -37,6 +37,12 @@ def write_atomic(path: Path, content: bytes | str) -> None:
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)
 
 
+def user_cache_dir(kind: str) -> Path:
+    """The harness's cache of `kind` for this user (`XDG_CACHE_HOME`, else ~/.cache): decoded image folders, the
+    empty MLflow store that new stores are copied from."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixup-sweeps" / kind
+
+
 class LockTimeout(CompactHydraException):
     """A file lock was held longer than its stated wait: one line naming the file and the holder."""
 

@@ -178,7 +178,8 @@ class TrainingStream(keras.utils.PyDataset):
         """The same batches as a `tf.data.Dataset` for the TensorFlow engine: one epoch per iteration, its plan
         handed over whole (one host call an epoch) and cut into batches, gathered from the images, in the
         pipeline. Through `PyDataset`, Keras calls back into Python for every batch (`from_generator`): ~0.7 ms
-        a batch, ~15 % of a one-thread step of the seed CNN on a CPU.
+        a batch beside a ~7.7 ms one-thread step of the seed CNN on a CPU; 3.5 % less CPU measured
+        (docs/benchmarks.md).
 
         Keras makes a new iterator for each epoch, after `EpochCallback` set the epoch it starts, or at the end
         of the epoch before (then it serves the next one): an iteration serves `epoch`, or the epoch after the

@@ -141,8 +141,7 @@ def empty_store_template() -> Path:
     (`XDG_CACHE_HOME`, else ~/.cache) once any job on this machine has made one."""
     import sqlalchemy
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixup-sweeps" / "stores"
-    return cache / f"empty-mlflow-{MLFLOW_VERSION}-sqlalchemy-{sqlalchemy.__version__}.db"
+    return files.user_cache_dir("stores") / f"empty-mlflow-{MLFLOW_VERSION}-sqlalchemy-{sqlalchemy.__version__}.db"
 
 
 def _new_sqlite_store(db: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import MISSING
 
+from mixup_sweeps import files
 from mixup_sweeps.data.datasets._base import Arrays, DataError, DataSource, register
 from mixup_sweeps.errors import require
 
@@ -29,7 +30,7 @@ PARTS = ("train", "test")
 
 def cache_dir() -> Path:
     """Where decoded trees are kept (`XDG_CACHE_HOME`, else ~/.cache)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixup-sweeps" / "folders"
+    return files.user_cache_dir("folders")
 
 
 def listing(where: Path) -> tuple[list[str], dict[str, list[tuple[str, Path]]]]:
