@@ -3,14 +3,16 @@ loopback ports, and the small-run settings the end-to-end tests share. Fixtures 
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -78,26 +80,107 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mixup_sweeps.run", *args]
 
 
-def run_cli(*args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: int = 600, env: dict | None = None, cwd: Path = ROOT, fresh_python: bool = False
+) -> subprocess.CompletedProcess:
     """`python -m mixup_sweeps.run ARGS` as a user types it, from the repository root (or `cwd`).
 
     A multirun that names no launcher runs its jobs one after another in the command's own process
     (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
     the default launcher would import TensorFlow again. What the default launcher does is tested where a test
     names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py).
-    The test split: `cli`'s."""
+    The test split: `cli`'s. The command runs as a child of a warm parent (tests/warm_cli.py: the same command,
+    without its imports), or as a fresh process where it is given an `env` of its own or its test reads stderr
+    line by line (`fresh_python`: TensorFlow's import writes there)."""
     if "-m" in args and not any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args):
         args = (*args, "hydra/launcher=basic")
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
-    return subprocess.run(
-        cli(*args),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    command = cli(*args)
+    parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) else "neutral"]
+    if not fresh_python and not env and parent.busy.acquire(blocking=False):  # busy: a command at once (threads)
+        try:
+            return parent.run(command, cwd, full_env, timeout)
+        finally:
+            parent.busy.release()
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def _stable(env: Mapping[str, str]) -> dict[str, str]:
+    """An environment without what changes from test to test and nothing imports: pytest's PYTEST_CURRENT_TEST,
+    the HYDRA_FULL_ERROR that run_cli drops."""
+    return {k: v for k, v in env.items() if k not in ("PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR")}
+
+
+# Presets whose jobs train on JAX (`backend: jax` in the preset)
+JAX_PRESETS = {p.stem for p in (CONF / "experiment").glob("*.yaml") if "\nbackend: jax" in p.read_text()}
+
+
+def _first_job_on_tensorflow(args: tuple[str, ...]) -> bool:
+    """Whether a command's first job loads Keras on TensorFlow, as the `tensorflow` warm parent has (read from the
+    command line: no JAX or packed-launcher argument, no JAX preset)."""
+    presets = {a.removeprefix("+").removeprefix("experiment=") for a in args if "experiment=" in a}
+    return not (presets & JAX_PRESETS or any("jax" in a or "launcher=packed" in a for a in args))
+
+
+class WarmParent:
+    """One tests/warm_cli.py of this test process (pytest-xdist worker), started at its first command."""
+
+    def __init__(self, flavour: str) -> None:
+        self.flavour = flavour  # "tensorflow": TensorFlow imported too
+        self.process: subprocess.Popen | None = None
+        self.started_env: dict[str, str] = {}
+        self.busy = threading.Lock()  # one command at a time: the protocol is a request and its answer
+
+    def _started(self) -> subprocess.Popen:
+        """The parent, (re)started where it has not started, has died, or imported in another environment (a
+        test changed this process's: what an import reads must be what the command would read)."""
+        if self.process is not None and (self.process.poll() is not None or self.started_env != _stable(os.environ)):
+            self._stop(self.process)
+            self.process = None
+        if self.process is None:
+            self.started_env = _stable(os.environ)
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("warm_cli.py")), self.flavour],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+            )  # fmt: skip  (unbuffered: a line read is all that was read, so `select` sees the next one)
+            assert "ready" in json.loads(self.process.stdout.readline() or b'{"died": 1}'), "warm_cli.py did not start"
+            atexit.register(self._stop, self.process)
+        return self.process
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        """The parent exits at the end of its input (waited for: its CPU time is the suite's)."""
+        if process.poll() is None:
+            process.stdin.close()
+            process.wait(timeout=60)
+
+    def run(self, command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        import selectors
+        import tempfile
+
+        parent = self._started()
+        with tempfile.TemporaryDirectory(prefix="mixup-cli-") as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            out.touch(), err.touch()
+            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            parent.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = json.loads(parent.stdout.readline())["pid"]
+            with selectors.DefaultSelector() as ended:
+                ended.register(parent.stdout, selectors.EVENT_READ)
+                if not ended.select(timeout):
+                    os.kill(pid, 9)
+                    parent.stdout.readline()
+                    raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
+            returncode = json.loads(parent.stdout.readline())["returncode"]
+            return subprocess.CompletedProcess(command, returncode, out.read_text(), err.read_text())
+
+
+WARM_PARENTS = {flavour: WarmParent(flavour) for flavour in ("tensorflow", "neutral")}
 
 
 def run_report(*args: str | Path) -> int:

@@ -123,7 +123,7 @@ def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_da
 
 
 def test_a_bad_seed_is_one_line_exit_2_and_records_nothing(tmp_path, real_data_dir):
-    result = run_cli("seed=-1", *TINY, f"paths.output_dir={tmp_path}", timeout=120)
+    result = run_cli("seed=-1", *TINY, f"paths.output_dir={tmp_path}", fresh_python=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "Error: Invalid value seed=-1: must be an integer in [0, 4294967295] (2**32 - 1)"
@@ -143,7 +143,8 @@ def bad_input_results(tmp_path_factory, real_data_dir):
     outs = {override: tmp_path_factory.mktemp("bad") for override in BAD_AT_THE_JOB}
 
     def attempt(override: str):
-        return run_cli(*TINY, f"paths.output_dir={outs[override]}", *override.split(" "), timeout=300)
+        out = f"paths.output_dir={outs[override]}"
+        return run_cli(*TINY, out, *override.split(" "), fresh_python=True, timeout=300)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return {o: (outs[o], result) for o, result in zip(BAD_AT_THE_JOB, pool.map(attempt, BAD_AT_THE_JOB))}

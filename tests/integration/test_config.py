@@ -22,7 +22,7 @@ from tests.helpers import mlflow_runs, run_cli
     ],
 )
 def test_cli_bad_value_one_line_error_nonzero_exit_no_run(override, key, tmp_path, real_data_dir):
-    result = run_cli("dataset.train_size=256", f"paths.output_dir={tmp_path}", override, timeout=120)
+    result = run_cli("dataset.train_size=256", f"paths.output_dir={tmp_path}", override, fresh_python=True, timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and key in lines[0] and "Invalid value" in lines[0], result.stderr
@@ -31,7 +31,7 @@ def test_cli_bad_value_one_line_error_nonzero_exit_no_run(override, key, tmp_pat
 
 
 def test_cli_unknown_option_is_one_line_naming_the_options(tmp_path):
-    result = run_cli("aug=cutmixx", f"paths.output_dir={tmp_path}", timeout=60)
+    result = run_cli("aug=cutmixx", f"paths.output_dir={tmp_path}", fresh_python=True, timeout=60)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line == "Error: In 'config': Could not find 'aug/cutmixx' (available: cutmix, fmix, mixup, none)"

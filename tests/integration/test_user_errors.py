@@ -41,7 +41,7 @@ def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
     ],
 )
 def test_sweep_settings_are_checked_before_the_sweep_records_anything(tmp_path, overrides, message):
-    one_line_exit_2(run_cli("-m", *overrides, *TINY, f"paths.output_dir={tmp_path}"), message)
+    one_line_exit_2(run_cli("-m", *overrides, *TINY, f"paths.output_dir={tmp_path}", fresh_python=True), message)
     assert not mlflow_runs(tmp_path)[1]  # no parent run, no job run
 
 

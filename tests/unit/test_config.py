@@ -16,6 +16,7 @@ from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.job.compose import validate
 from mixup_sweeps.sweeps import until
 from tests.helpers import CONF, compose_config
+from tests.unit.test_fingerprints import RECORDED, job_name
 
 GROUPS = ["dataset", "model", "aug", "trainer", "tracking", "experiment"]
 
@@ -121,7 +122,8 @@ PRESETS = {  # preset -> number of jobs it runs
 
 @pytest.mark.parametrize("preset,jobs", sorted(PRESETS.items()))
 def test_each_preset_expands_to_jobs_that_compose_and_validate(preset, jobs):
-    """The preset's sweeper params x variants, each job composed with its overrides exactly as Hydra would."""
+    """The preset's sweeper params x variants, each job composed with its overrides exactly as Hydra would; a job
+    recorded in tests/data/preset_fingerprints.json keeps its run fingerprint (a store from before resumes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from hydra_plugins.mixup_sweeps_variants.variants_sweeper import VariantsSweeper
@@ -133,12 +135,19 @@ def test_each_preset_expands_to_jobs_that_compose_and_validate(preset, jobs):
     params = [f"{k}={v}" for k, v in (sweeper_cfg.params or {}).items()]
     (batch,) = sweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
     assert len(batch) == jobs
-    fingerprints = set()
+    fingerprints, names, changed = set(), set(), []
     for job in batch:
-        job_cfg = compose_config([f"experiment={preset}", *job])
+        overrides = [f"experiment={preset}", *job]
+        job_cfg = compose_config(overrides)
         validate(job_cfg)
-        fingerprints.add(config_fingerprint(job_cfg))
+        fingerprints.add(fingerprint := config_fingerprint(job_cfg))
+        name = job_name([o for o in overrides if not o.startswith("++hydra.")])  # without the sweeper's plumbing
+        names.add(name)
+        if RECORDED.get(name, fingerprint) != fingerprint:
+            changed.append(name)
     assert len(fingerprints) == jobs  # no two jobs compute the same thing
+    assert {name for name in RECORDED if name.split(" ")[0] == f"experiment={preset}"} <= names  # each one checked
+    assert not changed
 
 
 def test_variants_sweeper_command_line_replaces_preset_params_and_until_needs_a_baseline():
