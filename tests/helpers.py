@@ -166,7 +166,8 @@ class WarmParent:
         parent = self._started()
         with tempfile.TemporaryDirectory(prefix="mixup-cli-") as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-            out.touch(), err.touch()
+            out.touch()
+            err.touch()
             request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
             parent.stdin.write(json.dumps(request).encode() + b"\n")
             pid = json.loads(parent.stdout.readline())["pid"]
