@@ -7,9 +7,11 @@ import atexit
 import gzip
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -89,21 +91,67 @@ def run_cli(
     (`hydra/launcher=basic`): the suite's pytest-xdist workers already fill the cores, and each worker process of
     the default launcher would import TensorFlow again. What the default launcher does is tested where a test
     names it (`hydra/launcher=local`: tests/e2e/conftest.py's shared sweep, tests/e2e/test_launchers.py).
-    The test split: `cli`'s. The command runs as a child of a warm parent (tests/warm_cli.py: the same command,
-    without its imports), or as a fresh process where it is given an `env` of its own or its test reads stderr
-    line by line (`fresh_python`: TensorFlow's import writes there)."""
+    The test split: `cli`'s. The command runs as `start_cli` starts one; `fresh_python` for a test that reads its
+    stderr line by line (a TensorFlow the command imports then writes its start-up lines there)."""
     if "-m" in args and not any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args):
         args = (*args, "hydra/launcher=basic")
+    return run_command(cli(*args), timeout, env, cwd, fresh_python)
+
+
+def run_command(
+    command: list[str], timeout: float = 600, env: dict | None = None, cwd: Path = ROOT, fresh_python: bool = False
+) -> subprocess.CompletedProcess:
+    """A `cli()` command line run to its end as `start_cli` starts it (`subprocess.run` with captured text)."""
+    process = start_cli(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        fresh_python=fresh_python)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
+    return subprocess.CompletedProcess(process.args, process.returncode or 0, out, err)
+
+
+# Variables a command reads only when it runs, never while importing what the warm parents imported (MLflow reads
+# its variables when it uses them; Ray is not imported there; the rest are the tests' own): a command whose `env`
+# sets only these still runs as a warm child. PYTHONUNBUFFERED, read at a Python's start, is a line-buffered stdout.
+READ_WHEN_RUN = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL",
+                 "AWS_SECRET_ACCESS_KEY", "MIXUP_NAME", "PYTHONUNBUFFERED", "RAY_")  # fmt: skip
+
+
+def start_cli(
+    command: list[str],
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    start_new_session: bool = False,
+    fresh_python: bool = False,
+) -> subprocess.Popen | WarmProcess:
+    """`subprocess.Popen(command, ...)` of a `cli()` command line with text streams: `env` is what it adds to this
+    process's environment, `stdout`/`stderr` PIPE, DEVNULL (or None: the same) or, for stderr, STDOUT.
+
+    The command runs as a child of a warm parent (tests/warm_cli.py: the same command, without its imports), or as
+    a fresh process where its `env` changes a variable an import may read; `fresh_python`: the parent without
+    TensorFlow, whose imports wrote nothing to stderr, so that the command's stderr is a fresh process's."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
-    command = cli(*args)
-    parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) else "neutral"]
-    if not fresh_python and not env and parent.busy.acquire(blocking=False):  # busy: a command at once (threads)
-        try:
-            return parent.run(command, cwd, full_env, timeout)
-        finally:
-            parent.busy.release()
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    args = tuple(command[3:])  # cli()'s [python, -m, mixup_sweeps.run, ARGS...]
+    parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) and not fresh_python else "neutral"]
+    changed = [k for k, v in full_env.items() if os.environ.get(k) != v]
+    if all(k.startswith(READ_WHEN_RUN) for k in changed) and (not fresh_python or parent.quiet()):
+        return parent.start(args, cwd, full_env, stdout, stderr, start_new_session)
+    pipe = {subprocess.PIPE: subprocess.PIPE, subprocess.STDOUT: subprocess.STDOUT}
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=full_env,
+        text=True,
+        start_new_session=start_new_session,
+        stdout=pipe.get(stdout, subprocess.DEVNULL),
+        stderr=pipe.get(stderr, subprocess.DEVNULL),
+    )
 
 
 def _stable(env: Mapping[str, str]) -> dict[str, str]:
@@ -124,13 +172,18 @@ def _first_job_on_tensorflow(args: tuple[str, ...]) -> bool:
 
 
 class WarmParent:
-    """One tests/warm_cli.py of this test process (pytest-xdist worker), started at its first command."""
+    """One tests/warm_cli.py of this test process (pytest-xdist worker), started at its first command; a thread
+    reads what it says about each command (its pid, then its exit code)."""
 
     def __init__(self, flavour: str) -> None:
         self.flavour = flavour  # "tensorflow": TensorFlow imported too
         self.process: subprocess.Popen | None = None
         self.started_env: dict[str, str] = {}
-        self.busy = threading.Lock()  # one command at a time: the protocol is a request and its answer
+        self.imports_stderr = ""
+        self.lock = threading.Lock()  # one request written at a time
+        self.said = threading.Condition()
+        self.commands: dict[int, dict] = {}  # request id -> what the parent said of it
+        self.next_id = 0
 
     def _started(self) -> subprocess.Popen:
         """The parent, (re)started where it has not started, has died, or imported in another environment (a
@@ -145,40 +198,128 @@ class WarmParent:
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
                 bufsize=0,
-            )  # fmt: skip  (unbuffered: a line read is all that was read, so `select` sees the next one)
-            assert "ready" in json.loads(self.process.stdout.readline() or b'{"died": 1}'), "warm_cli.py did not start"
+            )  # fmt: skip
+            ready = json.loads(self.process.stdout.readline() or b'{"died": 1}')
+            assert "ready" in ready, "warm_cli.py did not start"
+            self.imports_stderr = ready["stderr"]
+            threading.Thread(target=self._listen, args=(self.process,), daemon=True).start()
             atexit.register(self._stop, self.process)
         return self.process
 
+    def _listen(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            message = json.loads(line)
+            with self.said:
+                self.commands[message["id"]].update(message)
+                self.said.notify_all()
+
+    def quiet(self) -> bool:
+        """Whether the parent's imports wrote nothing to stderr (a child's stderr is then a fresh process's)."""
+        with self.lock:
+            self._started()
+        return not self.imports_stderr
+
+    def heard(self, request: int, key: str, timeout: float | None = None) -> int | None:
+        """What the parent said of a command (`pid`, `returncode`), waited for up to `timeout` s (None if not yet)."""
+        with self.said:
+            self.said.wait_for(lambda: key in self.commands[request], timeout)
+            return self.commands[request].get(key)
+
     @staticmethod
     def _stop(process: subprocess.Popen) -> None:
-        """The parent exits at the end of its input (waited for: its CPU time is the suite's)."""
+        """The parent exits at the end of its input, once its commands ended (waited for: its CPU time is the
+        suite's)."""
         if process.poll() is None:
             process.stdin.close()
-            process.wait(timeout=60)
+            process.wait(timeout=600)
 
-    def run(self, command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-        import selectors
-        import tempfile
+    def start(self, args: tuple[str, ...], cwd: Path, env: dict[str, str], stdout: int | None, stderr: int | None,
+              session: bool) -> WarmProcess:  # fmt: skip
+        files = Path(tempfile.mkdtemp(prefix="mixup-cli-"))
+        out = files / "stdout" if stdout == subprocess.PIPE else None
+        err = files / "stderr" if stderr == subprocess.PIPE else out if stderr == subprocess.STDOUT else None
+        for path in {out, err} - {None}:
+            path.touch()
+        with self.lock:
+            parent = self._started()
+            request = self.next_id
+            self.next_id += 1
+            with self.said:
+                self.commands[request] = {}
+            message = {"id": request, "args": list(args), "cwd": str(cwd), "env": env, "session": session,
+                       "stdout": str(out) if out else None, "stderr": "stdout" if err == out else str(err or ""),
+                       "line_buffered": bool(env.get("PYTHONUNBUFFERED"))}  # fmt: skip
+            parent.stdin.write(json.dumps(message).encode() + b"\n")
+        return WarmProcess(self, request, [sys.executable, "-m", "mixup_sweeps.run", *args], files, out, err)
 
-        parent = self._started()
-        with tempfile.TemporaryDirectory(prefix="mixup-cli-") as tmp:
-            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-            out.touch()
-            err.touch()
-            request = {"args": command[3:], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
-            parent.stdin.write(json.dumps(request).encode() + b"\n")
-            pid = json.loads(parent.stdout.readline())["pid"]
-            with selectors.DefaultSelector() as ended:
-                ended.register(parent.stdout, selectors.EVENT_READ)
-                if not ended.select(timeout):
-                    os.kill(pid, 9)
-                    parent.stdout.readline()
-                    raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
-            returncode = json.loads(parent.stdout.readline())["returncode"]
-            return subprocess.CompletedProcess(command, returncode, out.read_text(), err.read_text())
+
+class WarmProcess:
+    """A warm child as `subprocess.Popen` offers a process (pid, text streams, poll, wait, communicate, signals):
+    its output goes to files that `stdout`/`stderr` read as they grow, to the end once the command has ended."""
+
+    def __init__(self, parent: WarmParent, request: int, args: list[str], files: Path, out: Path | None,
+                 err: Path | None) -> None:  # fmt: skip
+        self.parent, self.request, self.args, self.files = parent, request, args, files
+        self.pid: int = parent.heard(request, "pid", timeout=120)  # type: ignore[assignment]
+        assert self.pid, "tests/warm_cli.py did not start the command"
+        self.returncode: int | None = None
+        self.stdout = _Growing(out.open(), self) if out else None
+        self.stderr = _Growing(err.open(), self) if err and err != out else None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.parent.heard(self.request, "returncode", timeout=0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.parent.heard(self.request, "returncode", timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        if not (self.stdout or self.stderr):
+            shutil.rmtree(self.files, ignore_errors=True)
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        self.wait(timeout)
+        output = tuple(stream.read() if stream else None for stream in (self.stdout, self.stderr))
+        for stream in (self.stdout, self.stderr):
+            if stream:
+                stream.file.close()
+        shutil.rmtree(self.files, ignore_errors=True)
+        return output  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+
+class _Growing:
+    """A text file being written by a running command: lines as they come; `read()` the rest once it ended."""
+
+    def __init__(self, file, process: WarmProcess) -> None:
+        self.file, self.process, self.partial = file, process, ""
+
+    def __iter__(self):
+        while True:
+            ended = self.process.poll() is not None  # before reading: all it wrote is then in the file
+            self.partial += self.file.readline()
+            if self.partial.endswith("\n") or (ended and self.partial):
+                line, self.partial = self.partial, ""
+                yield line
+            elif ended:
+                return
+            else:
+                time.sleep(0.05)
+
+    def read(self) -> str:
+        self.process.wait()
+        rest, self.partial = self.partial + self.file.read(), ""
+        return rest
 
 
 WARM_PARENTS = {flavour: WarmParent(flavour) for flavour in ("tensorflow", "neutral")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TINY, cli, mlflow_runs, run_cli, run_report
+from tests.helpers import EPOCH_METRICS, ROOT, TINY, cli, mlflow_runs, run_cli, run_command, run_report, start_cli
 from tests.integration.test_user_errors import one_line_exit_2
 
 
@@ -97,8 +97,7 @@ def test_two_different_sweeps_started_together_stay_two_sweeps(tmp_path, real_da
                  "hydra/launcher=basic"]
                 for alphas in ("0.1,0.2", "0.3,0.4")]  # fmt: skip
     jobs = [
-        subprocess.Popen(cli(*command), cwd=ROOT, text=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        start_cli(cli(*command), stderr=subprocess.PIPE)
         for command in commands
     ]  # fmt: skip
     errors = [job.communicate(timeout=600)[1] for job in jobs]
@@ -246,8 +245,7 @@ def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_di
     command = cli("-m", "aug=none,mixup", "seed=0", "dataset.train_size=512",
                "trainer.epochs=3", "hydra/launcher=basic",
                f"paths.output_dir={small_disk / 'out'}")  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sweep = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sweep = start_cli(command, env={"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = []
     for line in sweep.stdout:  # type: ignore[union-attr]
         seen.append(line)
@@ -262,7 +260,7 @@ def test_a_disk_that_fills_mid_sweep_is_one_line_and_the_rerun_finishes(small_di
     with sqlite3.connect(database) as store:
         assert store.execute("pragma integrity_check").fetchone() == ("ok",)
     ballast.unlink()
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = run_command(command)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skip aug=none: FINISHED already" in again.stdout + again.stderr
     _, runs = mlflow_runs(small_disk / "out")

@@ -6,7 +6,6 @@ packed launcher runs as the basic launcher would."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.test_packed import PACKED, assert_same_training, children, history, member, weights
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TEST_IMAGES, TINY, cli, mlflow_runs, run_cli, steps
+from tests.helpers import (
+    EPOCH_METRICS,
+    EXPERIMENT,
+    ROOT,
+    TEST_IMAGES,
+    TINY,
+    cli,
+    mlflow_runs,
+    run_cli,
+    run_command,
+    start_cli,
+    steps,
+)
 
 RESUMABLE = ["backend=jax", "dataset.train_size=2048", "trainer.epochs=3"]  # long enough to kill in epoch 2
 
@@ -31,8 +42,7 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
 
     out = tmp_path / "killed"
     args = cli(*sweep, f"paths.output_dir={out}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    job = start_cli(args, env={"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in job.stdout:
         if "Training 4 jobs as one packed program" in line:
             break
@@ -49,7 +59,7 @@ def test_kill_9_of_a_packed_sweep_resumes_every_member_exactly_and_a_nan_member_
     job.communicate(timeout=60)
     assert all(len(client.get_metric_history(r.info.run_id, "loss")) < 3 for r in runs)  # killed mid-training
 
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    again = run_command(args, timeout=900)
     log = again.stdout + again.stderr
     assert again.returncode != 0 and log.count("resume ") == 2, log[-3000:]
     final = children(out)

@@ -6,7 +6,6 @@ interrupts: the rerun starts right after the milestone), crops and flips."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -14,7 +13,18 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EPOCH_METRICS, EXPERIMENT, ROOT, TINY, cli, mlflow_runs, network_weights, run_cli, steps
+from tests.helpers import (
+    EPOCH_METRICS,
+    EXPERIMENT,
+    TINY,
+    cli,
+    mlflow_runs,
+    network_weights,
+    run_cli,
+    run_command,
+    start_cli,
+    steps,
+)
 
 RECIPE = ["trainer.optimizer=sgd", "trainer.learning_rate=0.05", "trainer.weight_decay=0.0005",
           "trainer.schedule=step", "trainer.milestones=[1]", "trainer.input_aug=crop_flip"]  # fmt: skip
@@ -72,8 +82,8 @@ def test_deterministic_runs_of_one_config_are_identical(backend, uninterrupted):
 def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, tmp_path, uninterrupted):
     """Killed after epoch 1, run again: the same run, ending exactly as the uninterrupted job (metrics, weights)."""
     args = cli(*RESUMABLE, f"backend={backend}", f"paths.output_dir={tmp_path}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # see the job's "start" line when it is printed
-    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # PYTHONUNBUFFERED: see the job's "start" line when it is printed
+    job = start_cli(args, env={"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in job.stdout:  # the store exists once the job says it started
         if "] - start " in line:
             break
@@ -100,7 +110,7 @@ def test_killed_during_epoch_2_continues_in_the_same_run_exactly(sig, backend, t
         assert ghost.info.status == "KILLED" and ghost.data.tags["failure_reason"] == "process_gone"
         assert ghost.data.tags["pid"] == str(job.pid)
 
-    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = run_command(args)
     assert again.returncode == 0, again.stderr[-2000:]
     name = ",".join(a for a in args[3:] if not a.startswith("paths."))  # the overrides as typed, paths left out
     assert f"resume {name}: run {run_id}" in again.stdout + again.stderr

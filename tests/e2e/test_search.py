@@ -22,7 +22,7 @@ import pytest
 
 from mixup_sweeps.report import fetch_runs, write_report
 from mixup_sweeps.store import tags
-from tests.helpers import EXPERIMENT, ROOT, cli, free_port, mlflow_runs, run_cli, steps, wait_until
+from tests.helpers import EXPERIMENT, cli, free_port, mlflow_runs, run_cli, start_cli, steps, wait_until
 
 SEARCH = ["hydra/sweeper=search", "dataset.train_size=512", "dataset.val_size=200"]
 
@@ -197,8 +197,7 @@ def test_a_killed_search_continues_without_losing_or_repeating_a_finished_trial(
     session's finished trials as they were, and no job trained twice."""
     args = ["-m", *SEARCH, "trainer.epochs=2", "aug.alpha=tag(log, interval(0.05, 8))",
             "hydra.sweeper.n_trials=3", f"paths.output_dir={tmp_path}"]  # fmt: skip
-    process = subprocess.Popen(cli(*args), cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = start_cli(cli(*args), start_new_session=True)
     url = f"sqlite:///{tmp_path}/optuna.db"
 
     def complete() -> list[optuna.trial.FrozenTrial]:

@@ -7,7 +7,6 @@ tests/e2e/test_tracking_server.py runs the same race twice against a tracking se
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import EXPERIMENT, ROOT, cli
+from tests.helpers import EXPERIMENT, cli, start_cli
 
 # a race of two arms over at most 3 seeds, small enough to be quick, long enough for the two to overlap
 RACE = ["-m", "aug.alpha=0.2,1.0", "hydra.sweeper.race.epsilon=0.002", "hydra.sweeper.race.max_seeds=3",
@@ -27,9 +26,8 @@ ANSWER = re.compile(r"\]\[HYDRA\] race: (.*)$", re.MULTILINE)  # the answer line
 
 def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`python -m mixup_sweeps.run ARGS` in the background, its output as one text stream."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(cli(*args), cwd=ROOT, env=full_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return start_cli(cli(*args), env={"PYTHONUNBUFFERED": "1", **(env or {})}, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT)  # fmt: skip
 
 
 def finish(*jobs: subprocess.Popen) -> list[str]:

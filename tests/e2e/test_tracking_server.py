@@ -5,7 +5,6 @@ PostgreSQL (the `postgres` fixture: tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.conftest import postgres_bin, start_server, stop_server
-from tests.helpers import ROOT, cli, free_port, run_cli, wait_until
+from tests.helpers import ROOT, cli, free_port, run_cli, start_cli, wait_until
 
 
 def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, real_data_dir):
@@ -30,9 +29,7 @@ def test_a_server_that_goes_away_mid_sweep_loses_nothing(postgres, tmp_path, rea
                "hydra/launcher=basic"]  # fmt: skip  # one process: the jobs in turn
     server = start_server(postgres, artifacts, port, log)
     try:
-        sweep = subprocess.Popen(cli(*command), cwd=ROOT,
-                                 env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True)  # fmt: skip
+        sweep = start_cli(cli(*command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         client = MlflowClient(uri)
 
         def first_epoch_logged() -> bool:

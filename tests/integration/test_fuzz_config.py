@@ -20,12 +20,13 @@ traceback; sweeper and launcher settings are now resolved first, one line naming
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import preflight
@@ -84,6 +85,13 @@ def assert_one_line_or_accepted(argv: list[str]) -> None:
     CASES["accepted"] += 1
 
 
+@functools.cache
+def job_config(selectors: tuple[str, ...]) -> DictConfig:
+    """The config a job gets under these group selectors, composed once per selectors (a few dozen in KEYS): the
+    fuzzer's time goes to the boundary it checks, not to finding a good value for the sweep's first job."""
+    return compose_config(list(selectors))
+
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))  # the suite's budget (~40 s); a longer campaign: more
 
 
@@ -98,9 +106,9 @@ def test_every_key_with_any_value_runs_or_is_one_line(selected, value, multirun)
     elif key.startswith("hydra."):
         argv = ["-m", *selectors, "aug=none,mixup", typed]  # a sweep's settings, on a two-job sweep
     else:
-        single = [s for s in selectors if "," not in s]  # the config a job gets: no sweep among the selectors
-        default = compose_config(single).get(key.split(".")[0])  # a two-job sweep: a good value, then this one
-        good = OmegaConf.select(compose_config(single), key) if default is not None else None
+        single = tuple(s for s in selectors if "," not in s)  # the config a job gets: no sweep among the selectors
+        job = job_config(single)  # a two-job sweep: a good value, then this one
+        good = OmegaConf.select(job, key) if job.get(key.split(".")[0]) is not None else None
         argv = ["-m", *selectors, f"{key}={render(good) if good is not None else 'null'},{render(value)}"]
     assert_one_line_or_accepted(argv)
     if CASES["run"] % 100 == 0:
