@@ -110,7 +110,7 @@ def run_command(
         process.kill()
         out, err = process.communicate()
         raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
-    return subprocess.CompletedProcess(process.args, process.returncode or 0, out, err)
+    return subprocess.CompletedProcess(process.args, process.wait(), out, err)
 
 
 # Variables a command reads only when it runs, never while importing what the warm parents imported (MLflow reads
@@ -141,7 +141,7 @@ def start_cli(
     parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) and not fresh_python else "neutral"]
     changed = [k for k, v in full_env.items() if os.environ.get(k) != v]
     if all(k.startswith(READ_WHEN_RUN) for k in changed) and (not fresh_python or parent.quiet()):
-        return parent.start(args, cwd, full_env, stdout, stderr, start_new_session)
+        return parent.start(command, cwd, full_env, stdout, stderr, start_new_session)
     pipe = {subprocess.PIPE: subprocess.PIPE, subprocess.STDOUT: subprocess.STDOUT}
     return subprocess.Popen(
         command,
@@ -234,7 +234,7 @@ class WarmParent:
             process.stdin.close()
             process.wait(timeout=600)
 
-    def start(self, args: tuple[str, ...], cwd: Path, env: dict[str, str], stdout: int | None, stderr: int | None,
+    def start(self, command: list[str], cwd: Path, env: dict[str, str], stdout: int | None, stderr: int | None,
               session: bool) -> WarmProcess:  # fmt: skip
         files = Path(tempfile.mkdtemp(prefix="mixup-cli-"))
         out = files / "stdout" if stdout == subprocess.PIPE else None
@@ -247,11 +247,11 @@ class WarmParent:
             self.next_id += 1
             with self.said:
                 self.commands[request] = {}
-            message = {"id": request, "args": list(args), "cwd": str(cwd), "env": env, "session": session,
+            message = {"id": request, "args": command[3:], "cwd": str(cwd), "env": env, "session": session,
                        "stdout": str(out) if out else None, "stderr": "stdout" if err == out else str(err or ""),
                        "line_buffered": bool(env.get("PYTHONUNBUFFERED"))}  # fmt: skip
             parent.stdin.write(json.dumps(message).encode() + b"\n")
-        return WarmProcess(self, request, [sys.executable, "-m", "mixup_sweeps.run", *args], files, out, err)
+        return WarmProcess(self, request, command, files, out, err)
 
 
 class WarmProcess:
