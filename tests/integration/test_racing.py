@@ -27,7 +27,7 @@ RACE = ["hydra.sweeper.race.min_seeds=2", "hydra.sweeper.race.max_seeds=3", "dat
     ],
 )
 def test_bad_race_input_is_one_line_exit_2_and_records_nothing(tmp_path, overrides, message):
-    result = run_cli("-m", *overrides, *RACE, f"paths.output_dir={tmp_path}")
+    result = run_cli("-m", *overrides, *RACE, f"paths.output_dir={tmp_path}", fresh_python=True)  # stderr: one line
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
     assert not mlflow_runs(tmp_path)[1]  # no run, no parent

@@ -21,7 +21,11 @@ from tests.unit.test_search import settings
 
 def test_a_bad_search_from_the_command_line_is_one_line_exit_2_and_records_nothing(tmp_path):
     result = run_cli(
-        "-m", "hydra/sweeper=search", "aug.alpha=tag(log, interval(-1, 8))", f"paths.output_dir={tmp_path}"
+        "-m",
+        "hydra/sweeper=search",
+        "aug.alpha=tag(log, interval(-1, 8))",
+        f"paths.output_dir={tmp_path}",
+        fresh_python=True,  # its stderr as a fresh process's: one line
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

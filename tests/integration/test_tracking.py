@@ -118,7 +118,7 @@ def test_a_store_that_cannot_be_reached_is_one_line_at_once(tmp_path, multirun):
     ]
     for overrides, env, what in cases:
         started = time.monotonic()
-        result = run_cli(*sweep, *overrides, f"paths.output_dir={tmp_path}", env=env, timeout=120)
+        result = run_cli(*sweep, *overrides, f"paths.output_dir={tmp_path}", env=env, timeout=120, fresh_python=True)
         assert time.monotonic() - started < 60
         assert result.returncode == 2, result.stderr[-2000:]
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
