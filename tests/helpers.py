@@ -228,11 +228,11 @@ class WarmParent:
 
     @staticmethod
     def _stop(process: subprocess.Popen) -> None:
-        """The parent exits at the end of its input, once its commands ended (waited for: its CPU time is the
-        suite's)."""
+        """The parent exits at the end of its input (waited for: its CPU time is the suite's); a command a failed
+        test left running goes on alone, as a `subprocess.Popen`'s would, and holds nothing up."""
         if process.poll() is None:
             process.stdin.close()
-            process.wait(timeout=600)
+            process.wait(timeout=60)
 
     def start(self, command: list[str], cwd: Path, env: dict[str, str], stdout: int | None, stderr: int | None,
               session: bool) -> WarmProcess:  # fmt: skip
