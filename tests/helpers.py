@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -141,7 +142,7 @@ def start_cli(
     parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) and not fresh_python else "neutral"]
     changed = [k for k, v in full_env.items() if os.environ.get(k) != v]
     if all(k.startswith(READ_WHEN_RUN) for k in changed) and (not fresh_python or parent.quiet()):
-        return parent.start(command, cwd, full_env, stdout, stderr, start_new_session)
+        return parent.start(command, args, cwd, full_env, stdout, stderr, start_new_session)
     pipe = {subprocess.PIPE: subprocess.PIPE, subprocess.STDOUT: subprocess.STDOUT}
     return subprocess.Popen(
         command,
@@ -156,7 +157,7 @@ def start_cli(
 
 def _stable(env: Mapping[str, str]) -> dict[str, str]:
     """An environment without what changes from test to test and nothing imports: pytest's PYTEST_CURRENT_TEST,
-    the HYDRA_FULL_ERROR that run_cli drops."""
+    the HYDRA_FULL_ERROR that start_cli drops."""
     return {k: v for k, v in env.items() if k not in ("PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR")}
 
 
@@ -234,11 +235,13 @@ class WarmParent:
             process.stdin.close()
             process.wait(timeout=60)
 
-    def start(self, command: list[str], cwd: Path, env: dict[str, str], stdout: int | None, stderr: int | None,
-              session: bool) -> WarmProcess:  # fmt: skip
-        files = Path(tempfile.mkdtemp(prefix="mixup-cli-"))
-        out = files / "stdout" if stdout == subprocess.PIPE else None
-        err = files / "stderr" if stderr == subprocess.PIPE else out if stderr == subprocess.STDOUT else None
+    def start(self, command: list[str], args: tuple[str, ...], cwd: Path, env: dict[str, str], stdout: int | None,
+              stderr: int | None, session: bool) -> WarmProcess:  # fmt: skip
+        """`command` (its `args` after `-m mixup_sweeps.run`) as a child; its piped output goes to files in a
+        directory of its own, removed once the command has ended."""
+        files = Path(tempfile.mkdtemp(prefix="mixup-cli-")) if subprocess.PIPE in (stdout, stderr) else None
+        out = files / "stdout" if files and stdout == subprocess.PIPE else None
+        err = files / "stderr" if files and stderr == subprocess.PIPE else out if stderr == subprocess.STDOUT else None
         for path in {out, err} - {None}:
             path.touch()
         with self.lock:
@@ -247,7 +250,7 @@ class WarmParent:
             self.next_id += 1
             with self.said:
                 self.commands[request] = {}
-            message = {"id": request, "args": command[3:], "cwd": str(cwd), "env": env, "session": session,
+            message = {"id": request, "args": list(args), "cwd": str(cwd), "env": env, "session": session,
                        "stdout": str(out) if out else None, "stderr": "stdout" if err == out else str(err or ""),
                        "line_buffered": bool(env.get("PYTHONUNBUFFERED"))}  # fmt: skip
             parent.stdin.write(json.dumps(message).encode() + b"\n")
@@ -258,7 +261,7 @@ class WarmProcess:
     """A warm child as `subprocess.Popen` offers a process (pid, text streams, poll, wait, communicate, signals):
     its output goes to files that `stdout`/`stderr` read as they grow, to the end once the command has ended."""
 
-    def __init__(self, parent: WarmParent, request: int, args: list[str], files: Path, out: Path | None,
+    def __init__(self, parent: WarmParent, request: int, args: list[str], files: Path | None, out: Path | None,
                  err: Path | None) -> None:  # fmt: skip
         self.parent, self.request, self.args, self.files = parent, request, args, files
         self.pid: int = parent.heard(request, "pid", timeout=120)  # type: ignore[assignment]
@@ -268,18 +271,13 @@ class WarmProcess:
         self.stderr = _Growing(err.open(), self) if err and err != out else None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self.returncode = self.parent.heard(self.request, "returncode", timeout=0)
-        return self.returncode
+        return self._ended(timeout=0)
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self.returncode = self.parent.heard(self.request, "returncode", timeout)
-            if self.returncode is None:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        if not (self.stdout or self.stderr):
-            shutil.rmtree(self.files, ignore_errors=True)
-        return self.returncode
+        returncode = self._ended(timeout)
+        if returncode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
         self.wait(timeout)
@@ -287,15 +285,23 @@ class WarmProcess:
         for stream in (self.stdout, self.stderr):
             if stream:
                 stream.file.close()
-        shutil.rmtree(self.files, ignore_errors=True)
         return output  # type: ignore[return-value]
+
+    def _ended(self, timeout: float | None) -> int | None:
+        """The exit code once the command has ended (waited for up to `timeout` s); its output files are then
+        removed, the open streams still reading what it wrote."""
+        if self.returncode is None:
+            self.returncode = self.parent.heard(self.request, "returncode", timeout)
+            if self.returncode is not None and self.files:
+                shutil.rmtree(self.files, ignore_errors=True)
+        return self.returncode
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
 
 class _Growing:
