@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from mixup_sweeps.config import CONF_DIR
 from mixup_sweeps.data.datasets import FILES
 from mixup_sweeps.job.compose import load_config
+from mixup_sweeps.store import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS_DATA = ROOT / "tests" / "data"  # small committed files: golden values, fingerprints, tiny datasets
@@ -46,6 +47,14 @@ def compose_config(
 
 
 EXPERIMENT = compose_config().tracking.experiment  # the default experiment, as conf/ names it
+
+
+def sqlite_store(directory: Path) -> str:
+    """The URI of a new SQLite store, `directory/mlflow.db`, made as a job makes one: a copy of the empty store
+    MLflow's migrations made once (`tracking.new_sqlite_store`), not ~1 CPU-s of migrations each time."""
+    db = Path(directory) / "mlflow.db"
+    tracking.new_sqlite_store(db)
+    return f"sqlite:///{db}"
 
 
 def dataset_config(path: str | Path, group: str = "fashion_mnist", **values: object) -> DictConfig:
@@ -121,6 +130,14 @@ READ_WHEN_RUN = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_SYST
                  "AWS_SECRET_ACCESS_KEY", "MIXUP_NAME", "PYTHONUNBUFFERED", "RAY_")  # fmt: skip
 
 
+WARM_MODULES = ("mixup_sweeps.run", "mixup_sweeps.report")  # the commands (`python -m MODULE`) warm_cli.py runs
+
+
+def report_command(*args: str) -> list[str]:
+    """The command line `python -m mixup_sweeps.report ARGS`, for `run_command`."""
+    return [sys.executable, "-m", "mixup_sweeps.report", *args]
+
+
 def start_cli(
     command: list[str],
     cwd: Path = ROOT,
@@ -138,11 +155,13 @@ def start_cli(
     TensorFlow, whose imports wrote nothing to stderr, so that the command's stderr is a fresh process's."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR")
-    args = tuple(command[3:])  # cli()'s [python, -m, mixup_sweeps.run, ARGS...]
-    parent = WARM_PARENTS["tensorflow" if _first_job_on_tensorflow(args) and not fresh_python else "neutral"]
+    module, args = command[2], tuple(command[3:])  # cli()'s [python, -m, mixup_sweeps.run, ARGS...], or report's
+    assert module in WARM_MODULES, f"{module}: a command the warm parents do not run"
+    on_tensorflow = module == "mixup_sweeps.run" and _first_job_on_tensorflow(args) and not fresh_python
+    parent = WARM_PARENTS["tensorflow" if on_tensorflow else "neutral"]
     changed = [k for k, v in full_env.items() if os.environ.get(k) != v]
     if all(k.startswith(READ_WHEN_RUN) for k in changed) and (not fresh_python or parent.quiet()):
-        return parent.start(command, args, cwd, full_env, stdout, stderr, start_new_session)
+        return parent.start(command, module, args, cwd, full_env, stdout, stderr, start_new_session)
     pipe = {subprocess.PIPE: subprocess.PIPE, subprocess.STDOUT: subprocess.STDOUT}
     return subprocess.Popen(
         command,
@@ -235,10 +254,10 @@ class WarmParent:
             process.stdin.close()
             process.wait(timeout=60)
 
-    def start(self, command: list[str], args: tuple[str, ...], cwd: Path, env: dict[str, str], stdout: int | None,
-              stderr: int | None, session: bool) -> WarmProcess:  # fmt: skip
-        """`command` (its `args` after `-m mixup_sweeps.run`) as a child; its piped output goes to files in a
-        directory of its own, removed once the command has ended."""
+    def start(self, command: list[str], module: str, args: tuple[str, ...], cwd: Path, env: dict[str, str],
+              stdout: int | None, stderr: int | None, session: bool) -> WarmProcess:  # fmt: skip
+        """`command` (`python -m module args`) as a child; its piped output goes to files in a directory of its
+        own, removed once the command has ended."""
         files = Path(tempfile.mkdtemp(prefix="mixup-cli-")) if subprocess.PIPE in (stdout, stderr) else None
         out = files / "stdout" if files and stdout == subprocess.PIPE else None
         err = files / "stderr" if files and stderr == subprocess.PIPE else out if stderr == subprocess.STDOUT else None
@@ -250,8 +269,9 @@ class WarmParent:
             self.next_id += 1
             with self.said:
                 self.commands[request] = {}
-            message = {"id": request, "args": list(args), "cwd": str(cwd), "env": env, "session": session,
-                       "stdout": str(out) if out else None, "stderr": "stdout" if err == out else str(err or ""),
+            message = {"id": request, "module": module, "args": list(args), "cwd": str(cwd), "env": env,
+                       "session": session, "stdout": str(out) if out else None,
+                       "stderr": "stdout" if err == out else str(err or ""),
                        "line_buffered": bool(env.get("PYTHONUNBUFFERED"))}  # fmt: skip
             parent.stdin.write(json.dumps(message).encode() + b"\n")
         return WarmProcess(self, request, command, files, out, err)

@@ -2,9 +2,9 @@
 `python -m mixup_sweeps.run` imports (MLflow with its SQL store, Hydra and its plugins, pandas, matplotlib, the
 harness's modules; TensorFlow and MLflow's Keras flavour too in `python tests/warm_cli.py tensorflow`), then forks
 one child per command. The child is the command: it takes the command's working directory, environment,
-arguments and output files, and runs `mixup_sweeps.run` as `python -m` does (`runpy`, as `__main__`), exiting
-through the interpreter's own shutdown. It only skips the imports: ~4.5 CPU-s of a command on TensorFlow on the
-suite's 2-core machine, ~2 of one on JAX.
+arguments and output files, and runs its module (`mixup_sweeps.run`, or `mixup_sweeps.report`) as `python -m`
+does (`runpy`, as `__main__`), exiting through the interpreter's own shutdown. It only skips the imports: ~4.5
+CPU-s of a command on TensorFlow on the suite's 2-core machine, ~2 of one on JAX.
 
 Nothing has run in this process when it forks: no TensorFlow op, no Keras model, no MLflow client, no thread but
 the main one and the allocator's (fork-safe). What an import reads from the environment is read here once, so
@@ -17,12 +17,13 @@ its start-up lines into the child's stderr as in a fresh process.
 
 Several commands may run at once (two sweeps on one store, a killed sweep beside its rerun): each has a
 supervisor, forked from here, that forks the command, says its pid and then its exit code, so that this loop
-only forks. Protocol, one line of JSON each: in {"id", "args", "cwd", "env", "stdout", "stderr", "session",
+only forks. Protocol, one line of JSON each: in {"id", "module", "args", "cwd", "env", "stdout", "stderr", "session",
 "line_buffered"}; out {"ready", "stderr"} once, then per command {"id", "pid"} and {"id", "returncode"}.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import runpy
@@ -52,6 +53,7 @@ import mixup_sweeps.job.execute  # noqa: E402,F401
 import mixup_sweeps.job.open  # noqa: E402,F401
 import mixup_sweeps.multirun.parent  # noqa: E402,F401
 import mixup_sweeps.multirun.preflight  # noqa: E402,F401
+import mixup_sweeps.report.cli  # noqa: E402,F401
 from mixup_sweeps.train.backends import import_tensorflow  # noqa: E402
 
 Plugins.instance()  # Hydra's plugin discovery: it imports every hydra_plugins module, as a command's Hydra does
@@ -75,6 +77,11 @@ def say(message: dict) -> None:
 
 say({"ready": os.getpid(), "stderr": _imports_stderr.read().decode(errors="replace")})
 _imports_stderr.close()
+# What the imports made never needs collecting: frozen, the garbage collector of a child skips it. Otherwise a
+# child's collections (the last one at its exit) walk the parent's whole heap, and writing the collector's marks
+# copies every page it shares with the parent: ~0.9 s of a one-line-error command's 1.2 s here (Python's advice
+# for a parent that forks without exec: gc.freeze's documentation).
+gc.freeze()
 supervisors: set[int] = set()
 while True:
     line = sys.stdin.readline()
@@ -95,7 +102,7 @@ while True:
         if os.waitpid(pid, os.WNOHANG)[0]:
             supervisors.discard(pid)
 
-# The child: the command, from here on as `python -m mixup_sweeps.run ARGS` would run it.
+# The child: the command, from here on as `python -m MODULE ARGS` would run it.
 if request["session"]:
     os.setsid()  # as Popen(start_new_session=True): its group can be killed whole
 os.chdir(request["cwd"])
@@ -111,4 +118,4 @@ os.environ.clear()
 os.environ.update(request["env"])
 sys.path[0] = request["cwd"]  # `python -m` puts the working directory first
 sys.argv = [sys.argv[0], *request["args"]]  # runpy replaces the first with the module's file, as -m does
-runpy.run_module("mixup_sweeps.run", run_name="__main__", alter_sys=True)
+runpy.run_module(request["module"], run_name="__main__", alter_sys=True)

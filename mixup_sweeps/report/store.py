@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -165,6 +166,9 @@ def _sql_runs_frame(engine: Any, experiment_id: str) -> pd.DataFrame:
 def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_timeout_s: float | None = None) -> RunSet:
     """The FINISHED runs of one sweep (`latest`, a sweep id) or of the whole experiment (`all`); dead jobs'
     runs are ended first (`liveness.end_ghost_runs`, other hosts by heartbeat when `heartbeat_timeout_s` is set)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        # MLflow would make an empty store there: reading must not leave one behind
+        raise ReportError(f"No experiment {experiment!r} in {tracking_uri} (no such file): run a sweep first")
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -111,7 +111,7 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
         check_store(tracking.uri)
     with _store_lock(tracking.uri):
         if tracking.uri.startswith("sqlite:///"):
-            _new_sqlite_store(Path(tracking.uri[len("sqlite:///") :]))
+            new_sqlite_store(Path(tracking.uri[len("sqlite:///") :]))
         client = MlflowClient(tracking_uri=tracking.uri)
         experiment = client.get_experiment_by_name(tracking.experiment)
         if experiment is None:
@@ -144,7 +144,7 @@ def empty_store_template() -> Path:
     return files.user_cache_dir("stores") / f"empty-mlflow-{MLFLOW_VERSION}-sqlalchemy-{sqlalchemy.__version__}.db"
 
 
-def _new_sqlite_store(db: Path) -> None:
+def new_sqlite_store(db: Path) -> None:
     """A store file that does not exist yet becomes a copy of `empty_store_template()`, made first if missing.
 
     MLflow makes a new SQLite store by running its whole chain of schema migrations (~1.2 CPU-s of a tiny job's

@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.conftest import PATIENT_RAY, one_ray_at_a_time, start_server, stop_server
-from tests.helpers import EXPERIMENT, ROOT, TEST_SIZE, free_port, run_cli
+from tests.helpers import EXPERIMENT, TEST_SIZE, free_port, report_command, run_cli, run_command
 
 TINY = ["dataset.train_size=256", "trainer.epochs=1", TEST_SIZE]
 # Ray rewrites a 127.0.0.1 address to the machine's outward IP, where a loopback-only head does not listen
@@ -159,10 +159,7 @@ def test_initial_weights_are_shared_through_the_sweep_parent(cluster):
 
 def test_report_reads_the_server(cluster, tmp_path):
     uri, _, _, _, _ = cluster
-    report = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--tracking-uri", uri, "--out", str(tmp_path / "r")],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    report = run_command(report_command("--tracking-uri", uri, "--out", str(tmp_path / "r")), timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     summary = (tmp_path / "r" / "summary.csv").read_text()
     assert summary.count("aug.alpha=") == 3

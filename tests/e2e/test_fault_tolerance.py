@@ -5,14 +5,23 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import EPOCH_METRICS, ROOT, TINY, cli, mlflow_runs, run_cli, run_command, run_report, start_cli
+from tests.helpers import (
+    EPOCH_METRICS,
+    TINY,
+    cli,
+    mlflow_runs,
+    report_command,
+    run_cli,
+    run_command,
+    run_report,
+    start_cli,
+)
 from tests.integration.test_user_errors import one_line_exit_2
 
 
@@ -188,8 +197,7 @@ def test_a_store_file_that_is_not_a_database_is_one_line_and_left_untouched(tmp_
     before = store.read_bytes()
     for args in ([*TINY], ["-m", "aug=none,mixup", *TINY]):
         one_line_exit_2(run_cli(*args, f"paths.output_dir={tmp_path}"), "is not an SQLite database")
-    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    report = run_command(report_command("--output-dir", str(tmp_path)), timeout=120)
     one_line_exit_2(report, "is not an SQLite database")
     assert store.read_bytes() == before
 

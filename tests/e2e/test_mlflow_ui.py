@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 
 from mixup_sweeps.store.tracking import UI_URL
 from tests.e2e.conftest import QUIET_SERVER
-from tests.helpers import EXPERIMENT, ROOT, free_port, mlflow_runs
+from tests.helpers import EXPERIMENT, free_port, mlflow_runs, report_command, run_command
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium; `make test` installs it, Playwright downloads nothing
 CHROMIUM_ARGS = [
@@ -100,11 +100,9 @@ def test_ui_opens_on_the_training_runs_from_the_printed_link(ui, tmp_path):
 def test_report_page_answers_first_and_links_each_group_to_its_runs(ui, tmp_path):
     """The HTML report in Chromium: rendered text (no Markdown), the answer, and run links that open in the UI."""
     url, out, _ = ui
-    report = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out), "--out", str(tmp_path / "r"),
-         "--ui-url", url],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    report = run_command(
+        report_command("--output-dir", str(out), "--out", str(tmp_path / "r"), "--ui-url", url), timeout=300
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -129,8 +127,7 @@ def test_the_parent_row_shows_the_answer_without_opening_a_child(ui, tmp_path):
     """After the report, the sweep's parent run carries per-group metrics: picked under Columns (as a user
     does), the parent's row in the runs table shows them, children still folded away."""
     url, out, output = ui
-    report = subprocess.run([sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(out)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    report = run_command(report_command("--output-dir", str(out)), timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     client, runs = mlflow_runs(out)
     parent = next(r for r in runs if r.data.tags.get("sweep_parent") == "true")

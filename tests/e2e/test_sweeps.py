@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, mlflow_runs, run_cli, run_report
+from tests.helpers import mlflow_runs, report_command, run_cli, run_command, run_report
 
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"]
 
@@ -164,10 +162,7 @@ def test_default_sweep_preset_is_one_sweep_with_shared_weights_per_seed(default_
 
 
 def test_report_numbers_equal_those_from_the_client(default_sweep):
-    result = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(default_sweep)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_command(report_command("--output-dir", str(default_sweep)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = mlflow_runs(default_sweep)
     parents, children = split_parent(runs)

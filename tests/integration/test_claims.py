@@ -12,6 +12,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from mixup_sweeps.store import claims
+from tests.helpers import sqlite_store
 
 
 def _claim_at(uri: str, experiment_id: str, at: float, won: multiprocessing.Queue) -> None:
@@ -22,7 +23,7 @@ def _claim_at(uri: str, experiment_id: str, at: float, won: multiprocessing.Queu
 
 
 def test_of_six_processes_claiming_at_once_exactly_one_wins(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path)
     experiment_id = MlflowClient(tracking_uri=uri).create_experiment("e")
     won: multiprocessing.Queue = multiprocessing.Queue()
     at = time.time() + 3
@@ -36,7 +37,7 @@ def test_of_six_processes_claiming_at_once_exactly_one_wins(tmp_path):
 
 
 def test_a_claim_whose_owner_died_is_taken_by_the_next_generation_and_none_is_listed(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment("e")
     code = (

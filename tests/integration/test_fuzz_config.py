@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun import preflight
 from tests.helpers import compose_config
-from tests.unit.test_fuzz_config import KEYS
+from tests.unit.test_fuzz_config import fuzzed_keys
 
 CASES = {"run": 0, "accepted": 0, "one_line_errors": 0}
 
@@ -87,8 +87,9 @@ def assert_one_line_or_accepted(argv: list[str]) -> None:
 
 @functools.cache
 def job_config(selectors: tuple[str, ...]) -> DictConfig:
-    """The config a job gets under these group selectors, composed once per selectors (a few dozen in KEYS): the
-    fuzzer's time goes to the boundary it checks, not to finding a good value for the sweep's first job."""
+    """The config a job gets under these group selectors, composed once per selectors (a few dozen in
+    `fuzzed_keys()`): the fuzzer's time goes to the boundary it checks, not to finding a good value for the
+    sweep's first job."""
     return compose_config(list(selectors))
 
 
@@ -97,7 +98,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))  # the suite's budget (~40
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           derandomize=os.environ.get("CI") == "true")  # fmt: skip  # CI: the same cases every time
-@given(st.sampled_from(KEYS), VALUES, st.booleans())
+@given(st.deferred(lambda: st.sampled_from(fuzzed_keys())), VALUES, st.booleans())
 def test_every_key_with_any_value_runs_or_is_one_line(selected, value, multirun):
     selectors, key = selected
     typed = f"{key}={render(value)}"

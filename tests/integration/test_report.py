@@ -5,13 +5,10 @@ The report: numbers checked against hand-built stores with known values, edge ca
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from mixup_sweeps import report
-from tests.helpers import EXPERIMENT, ROOT
+from tests.helpers import EXPERIMENT, report_command, run_command
 from tests.unit.test_report import add_run, new_store
 
 
@@ -24,8 +21,6 @@ def test_no_runs_is_a_message_and_exit_code_2(tmp_path):
         report.fetch_runs(uri, EXPERIMENT, "latest")
     with pytest.raises(report.ReportError, match="No sweep 'nope'"):
         report.fetch_runs(uri, EXPERIMENT, "nope")
-    result = subprocess.run(
-        [sys.executable, "-m", "mixup_sweeps.report", "--output-dir", str(tmp_path / "empty")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_command(report_command("--output-dir", str(tmp_path / "empty")), timeout=120)
     assert result.returncode == 2 and "Error: No experiment" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "empty").exists()  # reading made no store

@@ -3,6 +3,8 @@ what it promises): which keys it covers, and command lines known to be bad."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -27,8 +29,10 @@ def leaf_keys(node, prefix: str = "") -> list[str]:
     return [prefix[:-1]]
 
 
+@functools.cache
 def fuzzed_keys() -> list[tuple[list[str], str]]:
-    """(overrides that select the schema, key) for every key the user can set."""
+    """(overrides that select the schema, key) for every key the user can set: ~20 composes, made when a test first
+    asks (not while pytest collects, in every worker)."""
     base = compose_config()
     own = [k for k in base if k not in ("hydra", "aug", "dataset", "model")]
     keys = [([], key) for key in leaf_keys(OmegaConf.masked_copy(base, own))]
@@ -50,8 +54,6 @@ def fuzzed_keys() -> list[tuple[list[str], str]]:
     keys += [(["hydra/sweeper=search"], f"hydra.sweeper.{key}") for key in search if key not in ("_target_", "params")]
     return keys
 
-
-KEYS = fuzzed_keys()
 
 
 KNOWN_BAD = [["trainer.epochs=abc"], ["nokey=1"], ["aug=nope"], ["aug.alpha=0.1,0.2"], ["-m", "seed=0,-1"],
@@ -89,7 +91,7 @@ def test_known_bad_command_lines_are_one_line(argv):
 
 def test_the_fuzzer_covers_every_schema_and_found_both_outcomes():
     """Every augmentation's keys and the sweeper's and launcher's are in the fuzzed set."""
-    keys = {key for _, key in KEYS}
+    keys = {key for _, key in fuzzed_keys()}
     assert {
         "aug.decay_power",
         "aug.lam",

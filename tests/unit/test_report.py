@@ -14,7 +14,7 @@ from scipy import stats
 
 from mixup_sweeps import report
 from mixup_sweeps.report import store
-from tests.helpers import EXPERIMENT
+from tests.helpers import EXPERIMENT, sqlite_store
 
 
 def add_run(client, exp_id, params, test_accuracy, status="FINISHED", parent=None, sweep_id=None, curve=(0.5, 0.6)):
@@ -30,7 +30,7 @@ def add_run(client, exp_id, params, test_accuracy, status="FINISHED", parent=Non
 
 
 def new_store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path)
     client = MlflowClient(uri)
     return uri, client, client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "art").as_uri())
 
