@@ -60,6 +60,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: the rest keep the order of testpaths (e2e, integration, unit)
 
 
+@pytest.fixture(autouse=True)
+def _no_early_workers_outside_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under unit/ and integration/, the command line's checks run in the test's process (`preflight.check`), and
+    for a multirun on the default launcher they start its workers early (`local.start_early`), each a process
+    that imports TensorFlow (~6 CPU-s) for a sweep that never runs here (the fuzzer's accepted cases started one
+    after another). There `start_early` still reads and checks the launcher's settings, but its pool starts no
+    process; tests/e2e (whose commands are real processes: tests/e2e/test_launchers.py) starts real workers."""
+    if E2E in Path(str(request.node.path)).parents:
+        return
+    from mixup_sweeps.multirun import local
+
+    class NoWorkers:
+        def submit(self, *args: object, **kwargs: object) -> None:
+            return None
+
+        def shutdown(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    monkeypatch.setattr(local, "_workers", lambda count: NoWorkers())
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real Fashion-MNIST (`make test` installs it); a missing copy is a failure, not a skip."""

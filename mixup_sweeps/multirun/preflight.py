@@ -81,7 +81,9 @@ def check(argv: Sequence[str]) -> None:
 
 
 def _check_multirun(config: DictConfig) -> None:
-    """A multirun's sweep settings and jobs; the default launcher's workers start meanwhile (`local.start_early`)."""
+    """A multirun's sweep settings and jobs; the default launcher's workers start meanwhile (`local.start_early`),
+    once its own settings have passed (a value that cannot work starts none)."""
+    _check_launcher(config)
     if search.is_search(config.hydra.sweeper):
         local.start_early(config, None)
         for job in check_search(config):  # its launcher's settings too
