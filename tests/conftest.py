@@ -37,7 +37,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first pytest process: i
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixup-test-jax-cache-")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, not just those over 1 s
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
-# One thread per job unless a test gives it more (trainer.threads, the local launcher, Ray): three pytest-xdist
+# One thread per job unless a test gives it more (trainer.threads, the local launcher, Ray): four pytest-xdist
 # workers share two cores, and jobs that each size their pools to every core only wait on each other (TensorFlow's
 # idle pool threads spin). The harness reads OMP_NUM_THREADS after those (backends.job_threads, tested in
 # tests/unit/test_backends_threads.py); a value set outside is left alone.
