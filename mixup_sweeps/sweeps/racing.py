@@ -178,14 +178,16 @@ def run_race(
     scores: dict[Hashable, list[float]] = {arm: [] for arm in arms}
     alive, done = list(arms), 0
     look_no, reason = 0, "max_seeds"
+    sign, worst = settings.sign, settings.worst
     while True:
         look_no += 1
         target = settings.seeds_after(look_no)
         values = sample({arm: range(done, target) for arm in alive})
         for arm in alive:
-            mine = [float(v) for v in values[arm]][:target]
-            results[arm].diverged = sum(not math.isfinite(v) for v in mine)
-            scores[arm] = [settings.sign * (v if math.isfinite(v) else settings.worst) for v in mine]
+            raw = np.asarray(values[arm], dtype=float)[:target]  # whole arrays: a simulation runs ~10^5 looks
+            finite = np.isfinite(raw)
+            results[arm].diverged = int(np.count_nonzero(~finite))
+            scores[arm] = (sign * np.where(finite, raw, worst)).tolist()
             results[arm].seeds = target
         done = target
         beaten, equivalent = look(scores, alive, target, confidence, settings.epsilon, resolution)
