@@ -104,10 +104,12 @@ class SweepParentCallback(Callback):
         assert self.client is not None
         client, floor = self.client, config.tracking.heartbeat_timeout_s
 
-        def held(claim: claims.Claim) -> bool:  # its maker lives and has not made it yet
-            return tracking.find_parent(client, self.experiment_id, fingerprint=fingerprint) is None and (
-                claim.owner_alive(None, floor)
-            )
+        def held(claim: claims.Claim) -> bool:
+            """Its maker made the parent (this process then joins it, on the loop's next look) or still lives.
+            Only a maker that died without a parent lets the next generation make one: a parent made after
+            this process last looked must not make the claim look free (two parents of one sweep)."""
+            made = tracking.find_parent(client, self.experiment_id, fingerprint=fingerprint) is not None
+            return made or claim.owner_alive(None, floor)
 
         while (parent := tracking.find_parent(client, self.experiment_id, fingerprint=fingerprint)) is None:
             claim = claims.claim(client, self.experiment_id, SWEEP_SUBJECT + fingerprint, held)

@@ -67,3 +67,44 @@ def test_an_owner_on_another_host_lives_as_long_as_its_heartbeat():
     assert not claim.owner_alive(heartbeat=now - 1000, floor_s=900)
     assert not claim.owner_alive(heartbeat=None, floor_s=900)  # claimed 1000 s ago, no run opened since
     assert claims.Claim("job-z", 1, {**claim.owner, "claimed_at": f"{now:.3f}"}).owner_alive(None, 900)
+
+
+def test_a_sweep_parent_made_while_another_process_looked_is_joined_not_made_again(tmp_path, monkeypatch):
+    """Two processes start one sweep at once (`resume=true`): process A (here: on another host, claimed just now)
+    holds the claim on making the parent and makes it just after process B last looked for one. B must join A's
+    parent, not take the claim's next generation and make a second parent (found by a fresh clone's run of
+    tests/e2e/test_tracking_server.py: two FINISHED parents of one race, the second under claim generation 1)."""
+    from omegaconf import OmegaConf
+
+    from mixup_sweeps.multirun import parent as parent_module
+    from mixup_sweeps.store import tags, tracking
+
+    uri = sqlite_store(tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("e")
+    fingerprint = "f" * 16
+    subject = f"{claims.PREFIX}{experiment_id}/{parent_module.SWEEP_SUBJECT}{fingerprint}/0"
+    owner = {tags.HOST: "another-host", tags.PID: "1", claims.CLAIMED_AT: f"{time.time():.3f}"}
+    client.delete_experiment(client.create_experiment(subject, tags=owner))  # A's claim, as `claims` makes one
+    a_parent: list[str] = []
+    real_find_parent = tracking.find_parent
+
+    def find_parent_then_a_makes_it(*args, **kwargs):  # B looks, finds none; A makes its parent right then
+        found = real_find_parent(*args, **kwargs)
+        if not a_parent:
+            run = client.create_run(experiment_id, tags={tags.PARENT: "true", tags.SWEEP_FINGERPRINT: fingerprint})
+            a_parent.append(run.info.run_id)
+        return found
+
+    monkeypatch.setattr(tracking, "find_parent", find_parent_then_a_makes_it)
+    monkeypatch.setattr(parent_module.sharing, "POLL_S", 0.01)
+    b = parent_module.SweepParentCallback()
+    b.client, b.experiment_id = client, experiment_id
+    made: list[str] = []
+    monkeypatch.setattr(b, "_new_parent", lambda *args, **kwargs: made.append("B's parent"))
+    config = OmegaConf.create({"tracking": {"heartbeat_timeout_s": 900}})
+    joined = b._shared_parent(config, fingerprint, str(tmp_path / "b"))
+    assert made == [] and joined is not None and joined.info.run_id == a_parent[0]
+    assert [
+        c.generation for c in claims.claims_of(client, experiment_id, parent_module.SWEEP_SUBJECT + fingerprint)
+    ] == [0]
