@@ -203,7 +203,21 @@ def _warm_up(backend: str) -> None:
 
 def _workers(count: int) -> Any:
     """joblib's loky pool of `count` workers, kept for the sweep's later launches (a search's batches, a
-    race's rounds). Not pinned to cores: see the module's docstring."""
+    race's rounds). Not pinned to cores: see the module's docstring. Each worker starts with
+    `_keep_the_worker` (loky's `initializer`)."""
     from joblib.externals.loky import get_reusable_executor
 
-    return get_reusable_executor(max_workers=count, timeout=3600)
+    return get_reusable_executor(max_workers=count, timeout=3600, initializer=_keep_the_worker)
+
+
+def _keep_the_worker() -> None:
+    """In a new worker: loky's memory-leak check off. It takes a worker's memory after its first call (the
+    warm-up's imports) as the reference and replaces a worker grown 300 MB past it; a TensorFlow job leaves
+    that much (its data, the runtime's caches), so every worker was replaced after its first job: TensorFlow
+    imported again mid-sweep, and loky's "A worker stopped while some jobs were given to the executor" in
+    `make run`'s output. A job frees what it loaded; what stays is the runtime, not a leak. `_USE_PSUTIL` is
+    loky's switch for that check (a module global its worker loop reads each time); without it loky runs
+    `gc.collect()` now and then instead, as it does where psutil is not installed."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._USE_PSUTIL = False

@@ -81,3 +81,33 @@ def test_a_default_multirun_runs_jobs_side_by_side_with_one_line_per_start_and_e
     assert len({r.data.tags["pid"] for r in runs}) == 2  # the command's process and one worker
     every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
     assert {r.data.tags["cpu_affinity"] for r in runs} == {every_core}  # not pinned (docs/benchmarks.md)
+
+
+_KEPT: list[bytes] = []  # what a job leaves in its worker: TensorFlow's runtime, caches
+
+
+def _keep_memory_like_a_job(megabytes: int) -> int:
+    """A job that leaves `megabytes` in its worker (touched pages) and ends more than a second after the call
+    before it (loky checks a worker's memory at most once a second)."""
+    import time
+
+    _KEPT.append(b"\x01" * (megabytes << 20))
+    time.sleep(1.2)
+    return os.getpid()
+
+
+def test_a_worker_that_keeps_a_jobs_memory_stays_for_the_next_job():
+    """loky replaces a worker whose memory has grown 300 MB past what it used after its first call; that call was
+    the warm-up's imports, and a TensorFlow job leaves more than that (its data, the runtime), so every worker
+    was replaced after its first job: TensorFlow imported again, and loky's "A worker stopped while some jobs
+    were given to the executor" in the sweep's output (seen in `make run`). A worker keeps its process now."""
+    from mixup_sweeps.multirun import local
+
+    executor = local._workers(1)
+    try:
+        warmed_up = executor.submit(os.getpid).result(timeout=120)  # the first call, as the warm-up is
+        after_job = executor.submit(_keep_memory_like_a_job, 400).result(timeout=120)
+        next_job = executor.submit(os.getpid).result(timeout=120)
+    finally:
+        executor.shutdown(wait=True, kill_workers=True)
+    assert warmed_up == after_job == next_job
