@@ -14,13 +14,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from mixup_sweeps.store import liveness, tags
+from mixup_sweeps.store import liveness, tags, tracking
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def _sql_runs_frame(engine: Any, experiment_id: str) -> pd.DataFrame:
 def fetch_runs(tracking_uri: str, experiment: str, sweep_id: str, heartbeat_timeout_s: float | None = None) -> RunSet:
     """The FINISHED runs of one sweep (`latest`, a sweep id) or of the whole experiment (`all`); dead jobs'
     runs are ended first (`liveness.end_ghost_runs`, other hosts by heartbeat when `heartbeat_timeout_s` is set)."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+    if (db := tracking.sqlite_file(tracking_uri)) is not None and not db.exists():
         # MLflow would make an empty store there: reading must not leave one behind
         raise ReportError(f"No experiment {experiment!r} in {tracking_uri} (no such file): run a sweep first")
     client = MlflowClient(tracking_uri=tracking_uri)

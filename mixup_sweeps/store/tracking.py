@@ -61,6 +61,11 @@ class StoreUnreachable(CompactHydraException):
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` store URI; None for any other store."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def check_store(uri: str) -> None:
     """Reach the store once, quickly, before anything waits on it: a tracking server must answer its /health
     within STORE_CHECK_TIMEOUT_S (MLflow would retry for minutes, then print chained tracebacks), and any
@@ -80,8 +85,7 @@ def check_store(uri: str) -> None:
                 f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}); start it (README: "
                 "Running on a cluster) or point MLFLOW_TRACKING_URI at a running one"
             ) from None
-    if uri.startswith("sqlite:///"):  # a local file: `connect` creates it under its lock (opening it would race)
-        path = Path(uri[len("sqlite:///") :])
+    if (path := sqlite_file(uri)) is not None:  # `connect` creates the file under its lock (opening it would race)
         if path.is_file() and path.stat().st_size and path.read_bytes()[:16] != SQLITE_HEADER:
             raise StoreUnreachable(
                 f"tracking.uri={uri}: {path} is not an SQLite database (something else was written there); move "
@@ -110,8 +114,8 @@ def connect(tracking: DictConfig, check: bool = True) -> tuple[MlflowClient, str
     if check:
         check_store(tracking.uri)
     with _store_lock(tracking.uri):
-        if tracking.uri.startswith("sqlite:///"):
-            new_sqlite_store(Path(tracking.uri[len("sqlite:///") :]))
+        if (db := sqlite_file(tracking.uri)) is not None:
+            new_sqlite_store(db)
         client = MlflowClient(tracking_uri=tracking.uri)
         experiment = client.get_experiment_by_name(tracking.experiment)
         if experiment is None:
@@ -175,10 +179,9 @@ def new_sqlite_store(db: Path) -> None:
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive file lock beside a SQLite store (no-op for other stores)."""
-    if not uri.startswith("sqlite:///"):
+    if (db := sqlite_file(uri)) is None:
         yield
         return
-    db = Path(uri[len("sqlite:///") :])
     with files.file_lock(db.with_name(db.name + ".lock"), STORE_LOCK_TIMEOUT_S, f"the MLflow store {db}"):
         yield
 
