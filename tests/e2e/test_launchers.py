@@ -6,6 +6,7 @@ sweeper with the basic launcher. Hydra's test apps are plain functions: nothing 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
@@ -89,8 +90,6 @@ _KEPT: list[bytes] = []  # what a job leaves in its worker: TensorFlow's runtime
 def _keep_memory_like_a_job(megabytes: int) -> int:
     """A job that leaves `megabytes` in its worker (touched pages) and ends more than a second after the call
     before it (loky checks a worker's memory at most once a second)."""
-    import time
-
     _KEPT.append(b"\x01" * (megabytes << 20))
     time.sleep(1.2)
     return os.getpid()

@@ -136,11 +136,11 @@ def test_each_preset_expands_to_jobs_that_compose_and_validate(preset, jobs):
     assert sweeper_cfg._target_.endswith("VariantsSweeper")
     sweeper = VariantsSweeper(max_batch_size=None, params=sweeper_cfg.params, variants=sweeper_cfg.variants)
     params = [f"{k}={v}" for k, v in (sweeper_cfg.params or {}).items()]
-    (batch,) = sweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    parser = OverridesParser.create()
+    (batch,) = sweeper.split_arguments(parser.parse_overrides(params), None)
     assert len(batch) == jobs
     fingerprints, names, changed = set(), set(), []
     group_configs: dict[tuple[str, ...], DictConfig] = {}  # a group's jobs differ only in their seed
-    parser = OverridesParser.create()
     for job in batch:
         overrides = [f"experiment={preset}", *job]
         group = without_seed(job)
