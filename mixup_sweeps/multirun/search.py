@@ -260,7 +260,7 @@ class SearchRun:
         shown = [line[:1000] for line in lines]
         while len(json.dumps(shown)) > 5000:  # MLflow's tag limit: whole lines dropped, the JSON stays valid
             shown.pop()
-        client.set_tag(parent.info.run_id, tags.SEARCH_RESULT, json.dumps(shown))
+        tracking.set_shared_tag(client, parent.info.run_id, tags.SEARCH_RESULT, json.dumps(shown))
         path = Path(self.sweeper.config.hydra.sweep.dir) / Path(tags.SEARCH_RECORD).name
         path.write_text(search.to_json(record))
         client.log_artifact(parent.info.run_id, str(path), str(Path(tags.SEARCH_RECORD).parent))

@@ -16,7 +16,7 @@ import pytest
 
 from mixup_sweeps import files, report
 from mixup_sweeps.store import liveness, tags, tracking
-from tests.helpers import compose_config, free_port, run_cli
+from tests.helpers import compose_config, free_port, run_cli, sqlite_store
 
 
 @pytest.fixture
@@ -230,3 +230,35 @@ def test_without_a_writable_cache_mlflow_makes_the_new_store_itself(tmp_path, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     client, experiment_id = tracking.connect(compose_config(output_dir=str(tmp_path / "out")).tracking)
     assert client.create_run(experiment_id).info.status == "RUNNING"
+
+
+def test_a_shared_tag_set_by_two_processes_at_once_is_set_not_a_failure(tmp_path, monkeypatch):
+    """`tracking.set_shared_tag`: the other process's write lands between this one's look and its insert, and
+    MLflow's store refuses the insert (on PostgreSQL a UniqueViolation: a fresh clone's race through a tracking
+    server ended FAILED on it). This write is then made as an update; a failure with no such tag is raised."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = sqlite_store(tmp_path)
+    client, other = MlflowClient(tracking_uri=uri), MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    real_set_tag, calls = client.set_tag, []
+
+    def collides(run: str, key: str, value: str) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            other.set_tag(run, key, "the other process's outcome")
+            raise MlflowException('duplicate key value violates unique constraint "tag_pk"')
+        real_set_tag(run, key, value)
+
+    monkeypatch.setattr(client, "set_tag", collides)
+    tracking.set_shared_tag(client, run_id, "race_result", "this outcome")
+    assert calls == ["race_result", "race_result"]
+    assert client.get_run(run_id).data.tags["race_result"] == "this outcome"
+
+    def fails(run: str, key: str, value: str) -> None:
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(client, "set_tag", fails)
+    with pytest.raises(MlflowException, match="read-only"):
+        tracking.set_shared_tag(client, run_id, "search_result", "x")
