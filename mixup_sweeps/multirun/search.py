@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from mixup_sweeps.config import CONF_DIR, SEED
 from mixup_sweeps.multirun.in_process import job_failure
-from mixup_sweeps.store import liveness, registry, tags, tracking
+from mixup_sweeps.store import claims, liveness, registry, tags, tracking
 from mixup_sweeps.sweeps import search, winner
 from mixup_sweeps.sweeps.baseline import baseline_setting
 from mixup_sweeps.sweeps.identity import sweep_fingerprint
@@ -260,7 +260,7 @@ class SearchRun:
         shown = [line[:1000] for line in lines]
         while len(json.dumps(shown)) > 5000:  # MLflow's tag limit: whole lines dropped, the JSON stays valid
             shown.pop()
-        tracking.set_shared_tag(client, parent.info.run_id, tags.SEARCH_RESULT, json.dumps(shown))
+        claims.set_shared_tag(client, parent.info.run_id, tags.SEARCH_RESULT, json.dumps(shown))
         path = Path(self.sweeper.config.hydra.sweep.dir) / Path(tags.SEARCH_RECORD).name
         path.write_text(search.to_json(record))
         client.log_artifact(parent.info.run_id, str(path), str(Path(tags.SEARCH_RECORD).parent))

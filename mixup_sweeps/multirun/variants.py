@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from mixup_sweeps.config import CONF_DIR, SEED
 from mixup_sweeps.errors import ConfigError
 from mixup_sweeps.multirun.in_process import job_failure
-from mixup_sweeps.store import registry, tags, tracking
+from mixup_sweeps.store import claims, registry, tags, tracking
 from mixup_sweeps.sweeps import racing, until, winner
 from mixup_sweeps.sweeps.overrides import expand_jobs, group_names, without_seed
 from mixup_sweeps.sweeps.progress import jobs_at_once, progress_overrides
@@ -119,7 +119,7 @@ class VariantsRun:
             log.info("Race: %s", line)
         if found := self._parent():  # the outcome on the parent (the sweep's last lines read it), the winner registered
             client, experiment_id, parent = found
-            tracking.set_shared_tag(client, parent.info.run_id, tags.RACE_RESULT, json.dumps(record))
+            claims.set_shared_tag(client, parent.info.run_id, tags.RACE_RESULT, json.dumps(record))
             runs = tracking.sweep_runs(client, experiment_id, parent)
             registry.register_winner(client, parent, runs, winner.race_winner(record), "\n".join(record["lines"]))
         return outcomes
@@ -155,7 +155,7 @@ class VariantsRun:
         """Put a procedure's outcome on the sweep's parent run; the sweep's last log lines read it from there."""
         if found := self._parent():
             client, _, parent = found
-            tracking.set_shared_tag(client, parent.info.run_id, key, value)
+            claims.set_shared_tag(client, parent.info.run_id, key, value)
 
     def _launch_seeds(self, plan: dict[Group, range], results: dict, stage: str, diverged_ok: bool = False) -> None:
         """One launch of `plan`'s (group, seed) jobs; each job's outcome (its final metrics) into `results`.

@@ -335,20 +335,6 @@ def sweep_dir_tag(sweep_dir: str) -> str:
     return tags.SWEEP_DIR_OF + hashlib.sha256(sweep_dir.encode()).hexdigest()[:12]
 
 
-def set_shared_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
-    """Set a tag that other processes of the same sweep may set at the same moment (a race's or a search's
-    outcome on the shared parent: each process computes the same one). MLflow's SQL store writes a new tag as
-    select-then-insert, so two first writers collide on the tag's key (PostgreSQL: UniqueViolation, seen
-    through a tracking server, the sweep then ending FAILED); the loser finds the tag written and sets it
-    again, which is then an update. Any other failure is raised."""
-    try:
-        client.set_tag(run_id, key, value)
-    except MlflowException:
-        if key not in client.get_run(run_id).data.tags:
-            raise
-        client.set_tag(run_id, key, value)
-
-
 def find_parent(
     client: MlflowClient, experiment_id: str, sweep_dir: str | None = None, fingerprint: str | None = None
 ) -> Run | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from mixup_sweeps import files, report
-from mixup_sweeps.store import liveness, tags, tracking
+from mixup_sweeps.store import claims, liveness, tags, tracking
 from tests.helpers import compose_config, free_port, run_cli, sqlite_store
 
 
@@ -233,7 +233,7 @@ def test_without_a_writable_cache_mlflow_makes_the_new_store_itself(tmp_path, mo
 
 
 def test_a_shared_tag_set_by_two_processes_at_once_is_set_not_a_failure(tmp_path, monkeypatch):
-    """`tracking.set_shared_tag`: the other process's write lands between this one's look and its insert, and
+    """`claims.set_shared_tag`: the other process's write lands between this one's look and its insert, and
     MLflow's store refuses the insert (on PostgreSQL a UniqueViolation: a fresh clone's race through a tracking
     server ended FAILED on it). This write is then made as an update; a failure with no such tag is raised."""
     from mlflow.exceptions import MlflowException
@@ -252,7 +252,7 @@ def test_a_shared_tag_set_by_two_processes_at_once_is_set_not_a_failure(tmp_path
         real_set_tag(run, key, value)
 
     monkeypatch.setattr(client, "set_tag", collides)
-    tracking.set_shared_tag(client, run_id, "race_result", "this outcome")
+    claims.set_shared_tag(client, run_id, "race_result", "this outcome")
     assert calls == ["race_result", "race_result"]
     assert client.get_run(run_id).data.tags["race_result"] == "this outcome"
 
@@ -261,4 +261,4 @@ def test_a_shared_tag_set_by_two_processes_at_once_is_set_not_a_failure(tmp_path
 
     monkeypatch.setattr(client, "set_tag", fails)
     with pytest.raises(MlflowException, match="read-only"):
-        tracking.set_shared_tag(client, run_id, "search_result", "x")
+        claims.set_shared_tag(client, run_id, "search_result", "x")
