@@ -215,7 +215,29 @@ class TrainingStream(keras.utils.PyDataset):
 
         epochs = tf.data.Dataset.from_generator(next_epoch, output_signature=tf.TensorSpec((), tf.int64))
         batches = epochs.flat_map(one_epoch).map(inputs).prefetch(2)
-        return batches.apply(tf.data.experimental.assert_cardinality(self.num_batches))
+        return without_autotuning(batches.apply(tf.data.experimental.assert_cardinality(self.num_batches)))
+
+
+def tf_batches(arrays: tuple[np.ndarray, ...], batch_size: int) -> Any:
+    """`arrays` cut into batches in order, as a `tf.data.Dataset` without autotuning (validation data: Keras
+    would make its own pipeline of NumPy arrays, autotuned, and a new iterator of it every epoch)."""
+    import tensorflow as tf
+
+    return without_autotuning(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+
+
+def without_autotuning(dataset: Any) -> Any:
+    """`dataset` with tf.data's autotuning off: its pipelines have nothing to tune (a fixed prefetch, one map
+    in order), and Keras makes a new iterator of them every epoch. With autotuning on, the iterator Keras dropped
+    at an epoch's end kept its threads for seconds, and the next epoch's first step waited for them, idle:
+    measured with two one-thread jobs side by side on 2 cores (the default launcher's sweep), a third of the
+    epochs took ~10 s instead of ~5 s (one waited 19 s), and none of 18 with autotuning off
+    (docs/benchmarks.md, issue 40). The batches are the same either way."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 class EpochCallback(keras.callbacks.Callback):

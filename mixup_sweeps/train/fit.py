@@ -64,11 +64,10 @@ def _fit(member: Member) -> training.TrainResult:
     try:
         model.fit(
             stream.tf_dataset(),  # the stream's batches without a call into Python for each
-            validation_data=(
-                training_stream.unmixed_inputs(dataset.val.images, form),
-                _onehot(dataset.val, num_classes),
+            validation_data=training_stream.tf_batches(
+                (training_stream.unmixed_inputs(dataset.val.images, form), _onehot(dataset.val, num_classes)),
+                trainer.batch_size,
             ),
-            validation_batch_size=trainer.batch_size,
             epochs=trainer.epochs,
             shuffle=False,  # the stream shuffles itself, by epoch (Keras would reorder its batches)
             callbacks=callbacks,
