@@ -23,13 +23,16 @@ all cores, the Keras example's recipe alone on all cores, and the harness as `ma
 (`stream-tensorflow`, one job per core at one thread each, as `hydra/launcher=local`): seconds per model-epoch
 (a job's median epoch / jobs at once), GFLOP/s (5.87 MFLOP per training image: forward, weight gradients, input
 gradients but the first layer's) and that as % of the GEMM rate; `--with-pydataset` adds the same jobs on the
-input path before (`pydataset-tensorflow`).
+input path before (`pydataset-tensorflow`), `--with-autotuning` the same jobs with tf.data's autotuning on (the
+pipeline before issue 40); `--rounds N` runs the jobs N times, the arms alternated round by round. Beside the
+median, the mean s/model-epoch and the slow epochs (over 1.5x the arm's fastest: an epoch that waited).
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 5 --seeds 0 1
     .venv/bin/python benchmarks/train_throughput.py --arms stream-tensorflow --precision float32 mixed_bfloat16
     python benchmarks/train_throughput.py --arms stream-jax --epochs 4 --jobs-at-once 1 2 4 8
     .venv/bin/python benchmarks/train_throughput.py --packed 1 4 16 64 --epochs 3 --train-size 4096
     .venv/bin/python benchmarks/train_throughput.py --model-epoch --aug mixup --epochs 4 --with-pydataset
+    .venv/bin/python benchmarks/train_throughput.py --model-epoch --aug mixup --epochs 4 --with-autotuning --rounds 3
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ THREADS_ENV = "BENCH_JOB_THREADS"  # a worker's pool size (unset: TensorFlow's d
 FLOP_PER_IMAGE = 2 * (24 * 24 * 16 * 25 * 2 + 8 * 8 * 32 * 400 * 3 + 32 * 128 * 3 + 128 * 10 * 3)  # a training step
 # packed: `--packed N...` (default 1 4 16 64)
 ARMS = ("seed", "tfdata", "stream-tensorflow", "pydataset-tensorflow", "stream-jax", "packed")
+AUTOTUNED = "autotuned-tensorflow"  # --model-epoch --with-autotuning: `stream-tensorflow` with tf.data autotuning
 
 
 def seed_recipe_stream(x_train, y_train, aug: str):
@@ -153,7 +157,9 @@ def run_arm(
         model, steps_per_execution = training_stream.training_model(network, augmentations.of(aug_cfg).inputs, aug), spe
         stream = training_stream.TrainingStream(ds.train, aug_cfg, BATCH_SIZE, 10, seed, last_epoch=epochs - 1)
         callbacks.append(stream.epoch_callback())
-        if arm == "stream-tensorflow":  # as the fit engine trains (`pydataset-tensorflow`: Keras's PyDataset input)
+        if arm == AUTOTUNED:  # the pipeline as it was before issue 40: tf.data's autotuning on
+            training_stream.without_autotuning = lambda dataset: dataset
+        if arm in ("stream-tensorflow", AUTOTUNED):  # as the fit engine trains (`pydataset-tensorflow`: PyDataset)
             stream = stream.tf_dataset()
     seed_recipe = OmegaConf.create({"learning_rate": 0.001, "precision": precision})  # Adam, constant rate
     model.compile(optimizer=optimizers.make(seed_recipe), loss="categorical_crossentropy",
@@ -297,37 +303,40 @@ def model_epoch(args: argparse.Namespace, cache: Path) -> None:
     result_of(start_worker("stream-tensorflow", aug, 0, 1, precision, cache, spe, size))  # weights, caches
     gemm = sgemm_rate()
     seed = result_of(start_worker("seed", aug, 0, args.epochs, precision, cache, spe, size))
-    started = time.perf_counter()
-    workers = [start_worker("stream-tensorflow", aug, s, args.epochs, precision, cache, spe, size, threads=1)
-               for s in range(cores)]  # fmt: skip
-    jobs = [result_of(w) for w in workers]
-    wall = time.perf_counter() - started
+    job_arms = [("stream-tensorflow", "the harness, make run's sweep (local: 1 thread a job)")]
+    if args.with_autotuning:  # the pipeline before issue 40's change, alternated with it round by round
+        job_arms.append((AUTOTUNED, "  the same, tf.data autotuning on (before)"))
+    if args.with_pydataset:  # the input path before `TrainingStream.tf_dataset`
+        job_arms.append(("pydataset-tensorflow", "  the same, Keras's PyDataset input (before)"))
+    runs: dict[str, list[dict]] = {arm: [] for arm, _ in job_arms}
+    walls: dict[str, list[float]] = {arm: [] for arm, _ in job_arms}
+    for _ in range(args.rounds):
+        for arm, _ in job_arms:
+            started = time.perf_counter()
+            workers = [start_worker(arm, aug, s, args.epochs, precision, cache, spe, size, threads=1)
+                       for s in range(cores)]  # fmt: skip
+            runs[arm] += [result_of(w) for w in workers]
+            walls[arm].append(time.perf_counter() - started)
     images = seed["images"]
     print(f"{cores} cores; {cpu_flags()}; float32 GEMM (NumPy, 4096², {cores} threads) {gemm:.0f} GFLOP/s")
     print(f"aug={aug}, {precision}, batch {BATCH_SIZE}, {images} training images, {args.epochs} epochs a run, "
           f"{FLOP_PER_IMAGE / 1e6:.2f} MFLOP per training image; the first epoch left out")  # fmt: skip
-    print(
-        f"{'arm':<44} {'jobs':>4} {'s/epoch':>8} {'s/model-epoch':>13} {'GFLOP/s':>8} {'% of GEMM':>9} {'vs seed':>8}"
-    )
-    rows = [("the Keras example's recipe (every core)", 1, statistics.median(steady(seed["seconds"])))]
-    per_job = statistics.median(s for r in jobs for s in steady(r["seconds"]))
-    rows.append(("the harness, make run's sweep (local: 1 thread a job)", cores, per_job))
-    if args.with_pydataset:  # the input path before `TrainingStream.tf_dataset`, the same jobs after these
-        before = [start_worker("pydataset-tensorflow", aug, s, args.epochs, precision, cache, spe, size, threads=1)
-                  for s in range(cores)]  # fmt: skip
-        before_jobs = [result_of(w) for w in before]
-        rows.append(("  the same, Keras's PyDataset input (before)", cores,
-                     statistics.median(s for r in before_jobs for s in steady(r["seconds"]))))  # fmt: skip
+    print(f"{'arm':<44} {'jobs':>4} {'s/epoch':>8} {'s/model-epoch':>13} {'GFLOP/s':>8} {'% of GEMM':>9} "
+          f"{'vs seed':>8} {'mean s/model-epoch':>18} {'slow epochs':>11}")  # fmt: skip
+    rows = [("the Keras example's recipe (every core)", 1, steady(seed["seconds"]))]
+    rows += [(name, cores, [s for r in runs[arm] for s in steady(r["seconds"])]) for arm, name in job_arms]
     for name, at_once, seconds in rows:
-        model_epoch_s = seconds / at_once
+        model_epoch_s = statistics.median(seconds) / at_once
         rate = FLOP_PER_IMAGE * images / model_epoch_s / 1e9
-        speed_up = rows[0][2] / model_epoch_s
-        print(f"{name:<44} {at_once:>4} {seconds:>8.2f} {model_epoch_s:>13.2f} {rate:>8.1f} {rate / gemm:>9.0%} "
-              f"{speed_up:>7.2f}x", flush=True)  # fmt: skip
-    print(
-        f"(the {cores} harness jobs together: {wall:.0f} s wall; test accuracy "
-        f"{' '.join(format(r['accuracy'], '.4f') for r in jobs)}; the recipe's {seed['accuracy']:.4f})"
-    )
+        speed_up = statistics.median(rows[0][2]) / model_epoch_s
+        slow = sum(s > 1.5 * min(seconds) for s in seconds)  # an epoch that waited: ~2x the others
+        print(f"{name:<44} {at_once:>4} {statistics.median(seconds):>8.2f} {model_epoch_s:>13.2f} {rate:>8.1f} "
+              f"{rate / gemm:>9.0%} {speed_up:>7.2f}x {statistics.mean(seconds) / at_once:>18.2f} "
+              f"{slow:>5} of {len(seconds):<3}", flush=True)  # fmt: skip
+    for arm, name in job_arms:
+        print(f"({name.strip()}: {args.rounds} x {cores} jobs together, {statistics.mean(walls[arm]):.0f} s wall "
+              f"a round; test accuracy {' '.join(format(r['accuracy'], '.4f') for r in runs[arm])})")  # fmt: skip
+    print(f"(the recipe's test accuracy {seed['accuracy']:.4f})")
 
 
 def packed_side_by_side(args: argparse.Namespace, cache: Path) -> None:
@@ -367,6 +376,12 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=0, help="training images (default 0: all 58,000)")
     parser.add_argument("--model-epoch", action="store_true", help="a model-epoch beside the GEMM rate and the seed")
     parser.add_argument("--with-pydataset", action="store_true", help="--model-epoch: the input path before, too")
+    parser.add_argument(
+        "--with-autotuning",
+        action="store_true",
+        help="--model-epoch: the same jobs with tf.data's autotuning on (before issue 40), too",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--model-epoch: rounds of the jobs, arms alternated")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not (args.packed or args.worker) and set(args.arms) & {"seed", "tfdata"} and set(args.aug) - {"none", "mixup"}:

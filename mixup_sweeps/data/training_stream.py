@@ -218,9 +218,9 @@ class TrainingStream(keras.utils.PyDataset):
         return without_autotuning(batches.apply(tf.data.experimental.assert_cardinality(self.num_batches)))
 
 
-def tf_batches(arrays: tuple[np.ndarray, ...], batch_size: int) -> Any:
-    """`arrays` cut into batches in order, as a `tf.data.Dataset` without autotuning (validation data: Keras
-    would make its own pipeline of NumPy arrays, autotuned, and a new iterator of it every epoch)."""
+def tf_batches(arrays: tuple[Any, ...], batch_size: int) -> Any:
+    """`arrays` (arrays, or tuples of them) cut into batches in order, as a `tf.data.Dataset` without autotuning
+    (validation data: Keras would make its own autotuned pipeline of the NumPy arrays, a new iterator each epoch)."""
     import tensorflow as tf
 
     return without_autotuning(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))

@@ -216,3 +216,22 @@ def test_the_tensorflow_pipeline_serves_the_streams_batches_epoch_by_epoch(aug):
     with pytest.raises(tf.errors.FailedPreconditionError, match="contained only 0 elements"):
         next(iter(dataset))  # the iterator Keras makes at the end of the last epoch (never read) has no epoch 4
     stream.close()
+
+
+def test_the_engines_pipelines_run_without_autotuning():
+    """The training stream's pipeline and the validation batches run without tf.data's autotuning: with it, an
+    epoch of two one-thread jobs side by side waited seconds at its start for the dropped iterator's threads
+    (docs/benchmarks.md, issue 40). The validation batches are the arrays cut in order, the last one short."""
+    split = _split(150)
+    stream = training_stream.TrainingStream(split, OmegaConf.create(MIXUP), 64, 10, seed=1, last_epoch=0)
+    assert stream.tf_dataset().options().autotune.enabled is False
+    stream.close()
+    inputs = training_stream.unmixed_inputs(split.images, stream.form)
+    labels = np.eye(10, dtype=np.float32)[split.labels]
+    validation = training_stream.tf_batches((inputs, labels), 64)
+    assert validation.options().autotune.enabled is False
+    batches = [(tuple(np.asarray(x) for x in xs), np.asarray(y)) for xs, y in validation]
+    assert [len(y) for _, y in batches] == [64, 64, 22]
+    for part, array in enumerate(inputs):
+        assert np.array_equal(np.concatenate([xs[part] for xs, _ in batches]), array)
+    assert np.array_equal(np.concatenate([y for _, y in batches]), labels)
