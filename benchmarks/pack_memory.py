@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
+from trees import worktree  # benchmarks/trees.py (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,24 +56,17 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=2048)
     parser.add_argument("--before", default=None, help="an earlier commit to compare with (a git worktree of it)")
     args = parser.parse_args()
-    trees = {"this tree": ROOT}
-    worktree = None
-    if args.before:
-        worktree = Path(tempfile.mkdtemp(prefix="pack-memory-before-"))
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.before], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
-        trees = {f"before ({args.before})": worktree, **trees}
-    print(f"peak host memory (MiB) of a sweep's process tree, JAX on the CPU, {args.train_size} images, 1 epoch")
-    print(f"{'code':<24} {'1 job':>8} {f'{args.members}-member pack':>18} {'pack / job':>11}")
-    try:
+    with ExitStack() as stack:
+        trees = {"this tree": ROOT}
+        if args.before:
+            trees = {f"before ({args.before})": stack.enter_context(worktree(args.before)), **trees}
+        print(f"peak host memory (MiB) of a sweep's process tree, JAX on the CPU, {args.train_size} images, 1 epoch")
+        print(f"{'code':<24} {'1 job':>8} {f'{args.members}-member pack':>18} {'pack / job':>11}")
         for name, code in trees.items():
             with tempfile.TemporaryDirectory() as tmp:
                 one = peak_rss([*sweep(code, 1, args.train_size), f"paths.output_dir={tmp}/one"], code)
                 pack = peak_rss([*sweep(code, args.members, args.train_size), f"paths.output_dir={tmp}/pack"], code)
             print(f"{name:<24} {one:>8.0f} {pack:>18.0f} {pack / one:>10.2f}x", flush=True)
-    finally:
-        if worktree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
 
 
 if __name__ == "__main__":

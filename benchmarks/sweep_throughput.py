@@ -36,13 +36,16 @@ SWEEPS = {  # name -> (overrides, train size, epochs, jobs)
 }
 
 
-def harness(output_dir: Path, backend: str, train_size: int, epochs: int, *args: str, **popen: Any) -> float:
-    """`python -m mixup_sweeps.run ARGS` on this backend and size into `output_dir`: its wall seconds."""
+def harness(
+    output_dir: Path, backend: str, train_size: int, epochs: int, *args: str, code: Path = ROOT, **popen: Any
+) -> float:
+    """`python -m mixup_sweeps.run ARGS` of the code in `code` (this tree, or a worktree of an earlier commit) on
+    this backend and size into `output_dir`: its wall seconds."""
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mixup_sweeps.run", *args, f"backend={backend}", f"dataset.train_size={train_size}",
          f"trainer.epochs={epochs}", f"paths.output_dir={output_dir}"],
-        cwd=ROOT, check=True, capture_output=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        cwd=code, check=True, capture_output=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
         **popen,
     )  # fmt: skip
     return time.perf_counter() - started
