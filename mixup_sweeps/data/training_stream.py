@@ -229,10 +229,10 @@ def tf_batches(arrays: tuple[Any, ...], batch_size: int) -> Any:
 def without_autotuning(dataset: Any) -> Any:
     """`dataset` with tf.data's autotuning off: its pipelines have nothing to tune (a fixed prefetch, one map
     in order), and Keras makes a new iterator of them every epoch. With autotuning on, the iterator Keras dropped
-    at an epoch's end kept its threads for seconds, and the next epoch's first step waited for them, idle:
-    measured with two one-thread jobs side by side on 2 cores (the default launcher's sweep), a third of the
-    epochs took ~10 s instead of ~5 s (one waited 19 s), and none of 18 with autotuning off
-    (docs/benchmarks.md, issue 40). The batches are the same either way."""
+    at an epoch's end kept its threads for seconds, and the next epoch's first step waited for them, idle: two
+    one-thread jobs side by side on 2 cores (the default launcher's sweep) had 3 of 18 epochs at ~10 s instead
+    of ~5 s, none with autotuning off (`benchmarks/train_throughput.py --model-epoch --with-autotuning`; in
+    `make run`'s sweep `benchmarks/epoch_waits.py`; docs/benchmarks.md, issue 40). The batches are the same."""
     import tensorflow as tf
 
     options = tf.data.Options()
